@@ -1,0 +1,50 @@
+//! The BPF filesystem, where maps are pinned so they outlive the agent and `bpftool`
+//! can read them.
+use std::{fs, io, path::Path};
+
+use anyhow::{Context as _, bail};
+use nix::{
+    mount::{MsFlags, mount},
+    sys::statfs::{BPF_FS_MAGIC, statfs},
+};
+
+/// Where the kernel's BPF filesystem is conventionally mounted.
+pub const BPFFS_MOUNT_POINT: &str = "/sys/fs/bpf";
+
+fn is_bpffs(path: &Path) -> io::Result<bool> {
+    let stat = statfs(path).map_err(io::Error::from)?;
+    Ok(stat.filesystem_type() == BPF_FS_MAGIC)
+}
+
+/// Makes sure `root` is a directory on a BPF filesystem, mounting bpffs at
+/// `/sys/fs/bpf` first if nothing is mounted there (fresh VMs and minimal hosts).
+pub fn prepare_pin_root(root: &Path) -> anyhow::Result<()> {
+    let mount_point = Path::new(BPFFS_MOUNT_POINT);
+    if root.starts_with(mount_point) && !is_bpffs(mount_point).unwrap_or(false) {
+        log::info!("mounting the BPF filesystem at {BPFFS_MOUNT_POINT}");
+        mount(
+            Some("bpf"),
+            mount_point,
+            Some("bpf"),
+            MsFlags::empty(),
+            None::<&str>,
+        )
+        .with_context(|| {
+            format!("mounting bpffs at {BPFFS_MOUNT_POINT}; run `mount -t bpf bpf {BPFFS_MOUNT_POINT}` as root")
+        })?;
+    }
+    // Check before creating anything, so a wrong path leaves nothing behind.
+    let existing = root
+        .ancestors()
+        .find(|p| p.exists())
+        .unwrap_or(Path::new("/"));
+    if !is_bpffs(existing).with_context(|| format!("checking {}", existing.display()))? {
+        bail!(
+            "{} is not on a BPF filesystem; choose a --bpffs-root under a bpffs mount such as {BPFFS_MOUNT_POINT}",
+            root.display()
+        );
+    }
+    fs::create_dir_all(root)
+        .with_context(|| format!("creating pin directory {}", root.display()))?;
+    Ok(())
+}

@@ -1,0 +1,125 @@
+//! Running the real `netiso` binary in a lab namespace.
+use std::{
+    env,
+    io::{BufRead as _, BufReader},
+    path::PathBuf,
+    process::Stdio,
+    sync::mpsc,
+    thread,
+    time::Duration,
+};
+
+use crate::{
+    lab::{Lab, PUBLIC_IFACE},
+    netns::{ChildGuard, Netns},
+};
+
+/// Path of the `netiso` binary: `$NETISO_BIN`, or the one cargo built next to the test.
+pub fn netiso_bin() -> PathBuf {
+    if let Some(path) = env::var_os("NETISO_BIN") {
+        return PathBuf::from(path);
+    }
+    // Test executables live in target/<profile>/deps; binaries in target/<profile>.
+    let exe = env::current_exe().expect("current_exe");
+    let path = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|profile| profile.join("netiso"))
+        .expect("test executable has no target directory");
+    assert!(
+        path.exists(),
+        "netiso binary not found at {}; build it with `cargo build -p netiso` or run `cargo xtask test`",
+        path.display()
+    );
+    path
+}
+
+/// Runs `netiso ARGS…` in `ns` to completion and returns (success, stdout, stderr).
+pub fn run_netiso(ns: &Netns, args: &[&str]) -> (bool, String, String) {
+    let output = ns
+        .command(netiso_bin())
+        .args(args)
+        .output()
+        .expect("running netiso");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// A running agent, stopped (SIGKILL) when dropped.
+pub struct Agent {
+    process: ChildGuard,
+    stderr: mpsc::Receiver<String>,
+}
+
+impl Agent {
+    /// Starts `netiso agent` in the lab's host namespace on the public interface with the
+    /// lab's pin directory, plus `extra_args`, and waits until it says it is ready.
+    pub fn start(lab: &Lab, extra_args: &[&str]) -> Self {
+        let pin_root = lab.pin_root().display().to_string();
+        let mut args = vec![
+            "agent",
+            "--eth0-name",
+            PUBLIC_IFACE,
+            "--bpffs-root",
+            &pin_root,
+        ];
+        args.extend_from_slice(extra_args);
+        Self::start_with_args(&lab.host, &args)
+    }
+
+    /// Starts the agent with exactly `args` in `ns` and waits for its ready line.
+    pub fn start_with_args(ns: &Netns, args: &[&str]) -> Self {
+        let child = ns
+            .command(netiso_bin())
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting netiso agent");
+        let mut process = ChildGuard::new(child);
+        let stdout = process.child_mut().stdout.take().expect("piped stdout");
+        let stderr = process.child_mut().stderr.take().expect("piped stderr");
+        let (ready_tx, ready_rx) = mpsc::channel();
+        // Drain both pipes for the agent's whole life so it never blocks on a write.
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line.starts_with("netiso agent ready") {
+                    let _ = ready_tx.send(());
+                }
+            }
+        });
+        let (stderr_tx, stderr_rx) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = stderr_tx.send(line);
+            }
+        });
+        let mut agent = Self {
+            process,
+            stderr: stderr_rx,
+        };
+        // Generous: the VM runs under software emulation.
+        if ready_rx.recv_timeout(Duration::from_secs(60)).is_err() {
+            let status = agent.process.child_mut().try_wait().ok().flatten();
+            panic!(
+                "netiso agent did not become ready (exit status {status:?}); its log:\n{}",
+                agent.log()
+            );
+        }
+        agent
+    }
+
+    /// What the agent wrote to stderr so far.
+    pub fn log(&self) -> String {
+        self.stderr.try_iter().collect::<Vec<_>>().join("\n")
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.process.id()
+    }
+}

@@ -1,0 +1,203 @@
+//! The namespace lab: `remote` ↔ veth ↔ `host`. `host` has a public interface named
+//! `eth0` with 198.18.0.1/24 and 2001:db8::1/64 and a default route via `remote`; that is
+//! where the agent runs. Names are unique per lab; everything is torn down on drop.
+use std::{
+    fs,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket},
+    path::{Path, PathBuf},
+    sync::atomic::{AtomicU32, Ordering},
+    time::Duration,
+};
+
+use crate::{
+    netns::{ChildGuard, Netns},
+    wait::wait_until,
+};
+
+pub const HOST_IPV4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
+pub const REMOTE_IPV4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
+pub const HOST_IPV6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1);
+pub const REMOTE_IPV6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 2);
+/// Name of the public interface in `host` and of its peer in `remote`.
+pub const PUBLIC_IFACE: &str = "eth0";
+
+/// Prefix of every lab namespace and pin directory, followed by the test's pid.
+const LAB_PREFIX: &str = "netiso-lab-";
+const BPFFS: &str = "/sys/fs/bpf";
+
+/// Transport protocol of a test server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Proto {
+    Tcp,
+    Udp,
+}
+
+/// A lab. Field order matters: namespaces drop (and vanish) before the pin directory.
+pub struct Lab {
+    pub id: String,
+    pub host: Netns,
+    pub remote: Netns,
+    pin_root: PathBuf,
+}
+
+impl Lab {
+    pub fn new() -> Self {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        remove_stale_labs();
+        let id = format!(
+            "{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let remote = Netns::create(&format!("{LAB_PREFIX}{id}-remote"));
+        let host = Netns::create(&format!("{LAB_PREFIX}{id}-host"));
+        // Both ends are created directly in their namespaces: nothing appears in the
+        // root namespace, even for an instant.
+        crate::netns::run_checked(std::process::Command::new("ip").args([
+            "link",
+            "add",
+            "name",
+            PUBLIC_IFACE,
+            "netns",
+            remote.name(),
+            "type",
+            "veth",
+            "peer",
+            "name",
+            PUBLIC_IFACE,
+            "netns",
+            host.name(),
+        ]));
+        for (ns, v4, v6) in [(&host, HOST_IPV4, HOST_IPV6), (&remote, REMOTE_IPV4, REMOTE_IPV6)] {
+            ns.ip(&["addr", "add", &format!("{v4}/24"), "dev", PUBLIC_IFACE]);
+            // nodad: the address is usable at once instead of after duplicate detection.
+            ns.ip(&["addr", "add", &format!("{v6}/64"), "dev", PUBLIC_IFACE, "nodad"]);
+            ns.ip(&["link", "set", PUBLIC_IFACE, "up"]);
+        }
+        host.ip(&["route", "add", "default", "via", &REMOTE_IPV4.to_string()]);
+        host.ip(&["-6", "route", "add", "default", "via", &REMOTE_IPV6.to_string()]);
+        let pin_root = PathBuf::from(BPFFS).join(format!("{LAB_PREFIX}{id}"));
+        Self {
+            id,
+            host,
+            remote,
+            pin_root,
+        }
+    }
+
+    /// Pin directory for an agent running in this lab (created by the agent).
+    pub fn pin_root(&self) -> &Path {
+        &self.pin_root
+    }
+}
+
+impl Default for Lab {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.pin_root);
+    }
+}
+
+/// Removes namespaces and pin directories left by test processes that no longer run
+/// (a test killed with SIGKILL cannot run its destructors).
+fn remove_stale_labs() {
+    let stale = |name: &str| {
+        name.strip_prefix(LAB_PREFIX)
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+            .is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists())
+    };
+    for dir in ["/run/netns", BPFFS] {
+        let Ok(entries) = fs::read_dir(dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !stale(&name) {
+                continue;
+            }
+            if dir == BPFFS {
+                let _ = fs::remove_dir_all(entry.path());
+            } else {
+                let _ = std::process::Command::new("ip")
+                    .args(["netns", "del", &name])
+                    .status();
+            }
+        }
+    }
+}
+
+/// Sends `count` UDP datagrams of `payload_len` bytes from `ns` to `dst`.
+pub fn send_udp(ns: &Netns, dst: SocketAddr, count: usize, payload_len: usize) {
+    ns.run(|| {
+        let bind: SocketAddr = match dst.ip() {
+            IpAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
+            IpAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
+        };
+        let socket = UdpSocket::bind(bind).expect("binding a UDP socket");
+        let payload = vec![0x5a_u8; payload_len];
+        for i in 0..count {
+            socket
+                .send_to(&payload, dst)
+                .unwrap_or_else(|e| panic!("sending datagram {i} to {dst}: {e}"));
+        }
+    });
+}
+
+/// Whether a socket of `proto` is bound to local `port` in `ns` (listening, for TCP).
+pub fn is_listening(ns: &Netns, proto: Proto, port: u16) -> bool {
+    ns.run(|| {
+        let files: &[&str] = match proto {
+            Proto::Tcp => &["tcp", "tcp6"],
+            Proto::Udp => &["udp", "udp6"],
+        };
+        files.iter().any(|file| {
+            // thread-self: the namespace of this thread, not of the process.
+            let table = fs::read_to_string(format!("/proc/thread-self/net/{file}"))
+                .unwrap_or_default();
+            table.lines().skip(1).any(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                let local_port = fields
+                    .get(1)
+                    .and_then(|addr| addr.rsplit(':').next())
+                    .and_then(|hex| u16::from_str_radix(hex, 16).ok());
+                // TCP state 0A is LISTEN; UDP sockets are ready once bound.
+                local_port == Some(port) && (proto == Proto::Udp || fields.get(3) == Some(&"0A"))
+            })
+        })
+    })
+}
+
+/// Waits until a server in `ns` is bound to `port`.
+pub fn wait_for_listener(ns: &Netns, proto: Proto, port: u16) {
+    wait_until(
+        &format!("a {proto:?} listener on port {port} in {}", ns.name()),
+        Duration::from_secs(10),
+        || is_listening(ns, proto, port),
+    );
+}
+
+/// Starts `nc` listening on `port` in `ns`; what it receives is on its stdout.
+pub fn start_nc_server(ns: &Netns, proto: Proto, port: u16) -> ChildGuard {
+    let port_text = port.to_string();
+    let mut argv = vec!["nc", "-l", "-n"];
+    if proto == Proto::Udp {
+        argv.push("-u");
+    }
+    argv.push(&port_text);
+    let server = ns.spawn(&argv);
+    wait_for_listener(ns, proto, port);
+    server
+}
+
+/// Starts an `iperf3` server for one test on `port` in `ns`.
+pub fn start_iperf3_server(ns: &Netns, port: u16) -> ChildGuard {
+    let server = ns.spawn(&["iperf3", "--server", "--one-off", "--port", &port.to_string()]);
+    wait_for_listener(ns, Proto::Tcp, port);
+    server
+}
