@@ -1,8 +1,7 @@
 //! Every map of the datapath. BTF-defined, so `bpftool map dump` shows field names.
 use aya_ebpf::{btf_maps::PerCpuArray, macros::btf_map};
 use netiso_common::{
-    Direction, PUBLIC_IFACE_COUNTER_SLOTS, TrafficClass, TrafficCounters,
-    public_iface_counter_slot,
+    Direction, PUBLIC_IFACE_COUNTER_SLOTS, TrafficClass, TrafficCounters, public_iface_counter_slot,
 };
 
 /// What crossed the public interface, per direction and traffic class. Per-CPU, so the

@@ -32,7 +32,9 @@ pub struct AgentArgs {
 /// Runs the agent until SIGINT or SIGTERM.
 pub fn run(args: AgentArgs) -> anyhow::Result<()> {
     if !nix::unistd::geteuid().is_root() {
-        bail!("the agent must run as root (it loads eBPF programs and manages namespaces); run it with sudo");
+        bail!(
+            "the agent must run as root (it loads eBPF programs and manages namespaces); run it with sudo"
+        );
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

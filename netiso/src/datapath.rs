@@ -58,7 +58,9 @@ impl Datapath {
     /// counters survive agent restarts) and pinning new ones there.
     pub fn load(pin_root: &Path) -> anyhow::Result<Self> {
         if EBPF_OBJECT.is_empty() {
-            bail!("this netiso binary was built with AYA_BUILD_SKIP=1 and has no eBPF programs; rebuild it without that variable");
+            bail!(
+                "this netiso binary was built with AYA_BUILD_SKIP=1 and has no eBPF programs; rebuild it without that variable"
+            );
         }
         let counters_pin = pin_root.join(PUBLIC_IFACE_COUNTERS_MAP);
         check_pinned_map_layout(
@@ -109,8 +111,9 @@ impl Datapath {
                     Ok(()) => log::info!("removed a stale {name} filter from {iface}"),
                     Err(tc::TcError::IoError(e)) if e.kind() == io::ErrorKind::NotFound => {}
                     Err(error) => {
-                        return Err(error)
-                            .with_context(|| format!("removing stale {name} filters from {iface}"));
+                        return Err(error).with_context(|| {
+                            format!("removing stale {name} filters from {iface}")
+                        });
                     }
                 }
             }
@@ -145,7 +148,9 @@ fn check_pinned_map_layout(
 ) -> anyhow::Result<()> {
     let map = match MapData::from_pin(pin) {
         Ok(map) => map,
-        Err(aya::maps::MapError::SyscallError(e)) if e.io_error.kind() == io::ErrorKind::NotFound => {
+        Err(aya::maps::MapError::SyscallError(e))
+            if e.io_error.kind() == io::ErrorKind::NotFound =>
+        {
             return Ok(());
         }
         Err(error) => {
@@ -188,18 +193,16 @@ impl PublicIfaceCounters {
         Self::read(&PerCpuArray::try_from(map)?)
     }
 
-    fn read<T: Borrow<MapData>>(
-        map: &PerCpuArray<T, TrafficCounters>,
-    ) -> anyhow::Result<Self> {
+    fn read<T: Borrow<MapData>>(map: &PerCpuArray<T, TrafficCounters>) -> anyhow::Result<Self> {
         let slots = (0..PUBLIC_IFACE_COUNTER_SLOTS)
             .map(|slot| {
                 let per_cpu = map.get(&slot, 0)?;
-                Ok(per_cpu.iter().fold(TrafficCounters::default(), |sum, c| {
-                    TrafficCounters {
+                Ok(per_cpu
+                    .iter()
+                    .fold(TrafficCounters::default(), |sum, c| TrafficCounters {
                         packets: sum.packets + c.packets,
                         bytes: sum.bytes + c.bytes,
-                    }
-                }))
+                    }))
             })
             .collect::<anyhow::Result<_>>()?;
         Ok(Self { slots })

@@ -68,14 +68,31 @@ impl Lab {
             "netns",
             host.name(),
         ]));
-        for (ns, v4, v6) in [(&host, HOST_IPV4, HOST_IPV6), (&remote, REMOTE_IPV4, REMOTE_IPV6)] {
+        for (ns, v4, v6) in [
+            (&host, HOST_IPV4, HOST_IPV6),
+            (&remote, REMOTE_IPV4, REMOTE_IPV6),
+        ] {
             ns.ip(&["addr", "add", &format!("{v4}/24"), "dev", PUBLIC_IFACE]);
             // nodad: the address is usable at once instead of after duplicate detection.
-            ns.ip(&["addr", "add", &format!("{v6}/64"), "dev", PUBLIC_IFACE, "nodad"]);
+            ns.ip(&[
+                "addr",
+                "add",
+                &format!("{v6}/64"),
+                "dev",
+                PUBLIC_IFACE,
+                "nodad",
+            ]);
             ns.ip(&["link", "set", PUBLIC_IFACE, "up"]);
         }
         host.ip(&["route", "add", "default", "via", &REMOTE_IPV4.to_string()]);
-        host.ip(&["-6", "route", "add", "default", "via", &REMOTE_IPV6.to_string()]);
+        host.ip(&[
+            "-6",
+            "route",
+            "add",
+            "default",
+            "via",
+            &REMOTE_IPV6.to_string(),
+        ]);
         let pin_root = PathBuf::from(BPFFS).join(format!("{LAB_PREFIX}{id}"));
         Self {
             id,
@@ -158,8 +175,8 @@ pub fn is_listening(ns: &Netns, proto: Proto, port: u16) -> bool {
         };
         files.iter().any(|file| {
             // thread-self: the namespace of this thread, not of the process.
-            let table = fs::read_to_string(format!("/proc/thread-self/net/{file}"))
-                .unwrap_or_default();
+            let table =
+                fs::read_to_string(format!("/proc/thread-self/net/{file}")).unwrap_or_default();
             table.lines().skip(1).any(|line| {
                 let fields: Vec<&str> = line.split_whitespace().collect();
                 let local_port = fields
@@ -197,7 +214,13 @@ pub fn start_nc_server(ns: &Netns, proto: Proto, port: u16) -> ChildGuard {
 
 /// Starts an `iperf3` server for one test on `port` in `ns`.
 pub fn start_iperf3_server(ns: &Netns, port: u16) -> ChildGuard {
-    let server = ns.spawn(&["iperf3", "--server", "--one-off", "--port", &port.to_string()]);
+    let server = ns.spawn(&[
+        "iperf3",
+        "--server",
+        "--one-off",
+        "--port",
+        &port.to_string(),
+    ]);
     wait_for_listener(ns, Proto::Tcp, port);
     server
 }

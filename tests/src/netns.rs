@@ -59,7 +59,7 @@ impl Netns {
 
     /// Runs a command in the namespace and returns its output; panics if it fails.
     pub fn exec(&self, argv: &[&str]) -> Output {
-        run_checked(&mut self.command(argv[0]).args(&argv[1..]))
+        run_checked(self.command(argv[0]).args(&argv[1..]))
     }
 
     /// Starts a command in the namespace; it is killed when the guard drops.

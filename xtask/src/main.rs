@@ -1,1 +1,50 @@
-fn main() {}
+//! Developer tasks for netiso: `cargo xtask setup | run | test | vm-test`.
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod cmd;
+mod run;
+mod setup;
+mod test;
+mod vm;
+
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", about = "netiso developer tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Debug, Subcommand)]
+enum Task {
+    /// Install what building and testing need (apt packages, rust-src, bpf-linker,
+    /// virtme-ng). Fast and silent when everything is there.
+    Setup,
+    /// Build and start a self-contained demo (no argument), or run the agent for real
+    /// with the given flags: `cargo xtask run -- --eth0-name eth0`.
+    Run(run::RunArgs),
+    /// Every check CI runs: fmt, clippy (userspace and eBPF), unit, BPF test-run and lab
+    /// tests on this kernel, then the VM tests on Debian's 6.1 kernel.
+    Test(test::TestArgs),
+    /// Boot Debian's generic 6.1 kernel with virtme-ng and run the kernel-dependent
+    /// tests there (netlink attach path, fq_codel).
+    VmTest(vm::VmTestArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.task {
+        Task::Setup => setup::ensure(),
+        Task::Run(args) => run::run(args),
+        Task::Test(args) => test::run(args),
+        Task::VmTest(args) => vm::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("xtask: error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

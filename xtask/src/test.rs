@@ -1,0 +1,69 @@
+//! `cargo xtask test`: every check CI runs, in order, stopping at the first failure.
+use std::time::Instant;
+
+use clap::Args;
+
+use crate::{
+    cmd::{self, cargo, nightly_cargo, workspace_root},
+    setup, vm,
+};
+
+#[derive(Debug, Args)]
+pub struct TestArgs {
+    /// Skip the VM tests (they boot a second kernel under emulation, ~2 minutes).
+    #[arg(long)]
+    pub no_vm: bool,
+}
+
+pub fn run(args: TestArgs) -> anyhow::Result<()> {
+    let started = Instant::now();
+    setup::ensure()?;
+    cmd::run(
+        "rustfmt check",
+        cargo().args(["fmt", "--all", "--", "--check"]),
+    )?;
+    cmd::run(
+        "clippy on the userspace crates",
+        cargo().args([
+            "clippy",
+            "--workspace",
+            "--exclude",
+            "netiso-ebpf",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]),
+    )?;
+    // From inside the crate, its .cargo/config.toml selects the BPF target and
+    // build-std, as in the aya template.
+    cmd::run(
+        "clippy on the eBPF crate (nightly, bpfel-unknown-none)",
+        nightly_cargo()
+            .current_dir(workspace_root().join("netiso-ebpf"))
+            .args(["clippy", "--", "-D", "warnings"]),
+    )?;
+    build_agent()?;
+    cmd::run(
+        "unit, BPF test-run and lab tests on this kernel",
+        cargo().args(["test", "--workspace", "--no-fail-fast"]),
+    )?;
+    if args.no_vm {
+        println!("==> VM tests skipped (--no-vm)");
+    } else {
+        vm::run(vm::VmTestArgs::default())?;
+    }
+    println!(
+        "==> all checks passed in {:.0}s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// The lab tests start the real `netiso` binary, which `cargo test` alone does not build.
+pub fn build_agent() -> anyhow::Result<()> {
+    cmd::run(
+        "building the netiso agent",
+        cargo().args(["build", "--package", "netiso", "--bins"]),
+    )
+}

@@ -1,0 +1,241 @@
+//! `cargo xtask vm-test`: runs the kernel-dependent tests on Debian's generic 6.1 kernel
+//! under virtme-ng. 6.1 has no tcx, so this exercises the netlink attach path, and it
+//! has fq_codel, which the host kernel lacks.
+use std::{
+    env, fs,
+    path::{Path, PathBuf},
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+use clap::Args;
+
+use crate::{
+    cmd::{self, cargo, output, step, workspace_root},
+    setup, test,
+};
+
+/// Debian's meta package whose dependency names the current generic 6.1 kernel.
+const KERNEL_META_PACKAGE: &str = "linux-image-amd64";
+/// Test binaries of this package run in the VM: all of them touch the kernel.
+const TEST_PACKAGE: &str = "netiso-tests";
+const VM_TIMEOUT: Duration = Duration::from_secs(20 * 60);
+
+#[derive(Debug, Default, Args)]
+pub struct VmTestArgs {
+    /// Only run tests whose name contains this text.
+    #[arg(long)]
+    pub filter: Option<String>,
+}
+
+pub fn run(args: VmTestArgs) -> anyhow::Result<()> {
+    setup::ensure()?;
+    let vmlinuz = kernel()?;
+    test::build_agent()?;
+    let binaries = test_binaries()?;
+    let out_dir = workspace_root().join("target/vm-test");
+    let _ = fs::remove_dir_all(&out_dir);
+    fs::create_dir_all(&out_dir).context("creating target/vm-test")?;
+    let script = out_dir.join("guest.sh");
+    fs::write(
+        &script,
+        guest_script(&binaries, &out_dir, args.filter.as_deref()),
+    )
+    .context("writing the guest script")?;
+
+    let vng = setup::vng().context("virtme-ng (vng) is missing; run `cargo xtask setup`")?;
+    step(&format!(
+        "booting {} under emulation and running {} test binaries (a few minutes)",
+        vmlinuz.display(),
+        binaries.len()
+    ));
+    let started = Instant::now();
+    let mut vm = Command::new("timeout");
+    vm.arg(VM_TIMEOUT.as_secs().to_string())
+        .arg(vng)
+        .arg("--run")
+        .arg(&vmlinuz)
+        // KVM here is PVM, on which stock kernels do not boot; emulation works.
+        .args(["--disable-kvm", "--cpus", "2", "--memory", "2G"])
+        .arg("--rwdir")
+        .arg(&out_dir)
+        .arg("--exec")
+        .arg(format!("sh {}", script.display()))
+        .current_dir(workspace_root());
+    let vm_output = vm.output().context("starting vng")?;
+    let log = fs::read_to_string(out_dir.join("tests.log")).unwrap_or_default();
+    let status = fs::read_to_string(out_dir.join("status")).unwrap_or_default();
+    if status.trim().is_empty() {
+        bail!(
+            "the VM did not finish its tests (vng {}, after {:.0}s): {}",
+            vm_output.status,
+            started.elapsed().as_secs_f64(),
+            String::from_utf8_lossy(&vm_output.stderr).trim()
+        );
+    }
+    let report = Report::parse(&log);
+    let kernel = log
+        .lines()
+        .next()
+        .and_then(|l| l.strip_prefix("kernel "))
+        .unwrap_or("?");
+    for (name, verdict) in &report.results {
+        println!("    vm {kernel}: {verdict:<7} {name}");
+    }
+    println!(
+        "vm-test: {} passed, {} failed",
+        report.passed(),
+        report.failed()
+    );
+    println!("    VM run took {:.0}s", started.elapsed().as_secs_f64());
+    if report.failed() > 0 || status.trim() != "0" {
+        eprintln!("--- test output from the VM ---\n{log}");
+        bail!("VM tests failed; full output in target/vm-test/tests.log");
+    }
+    if report.passed() == 0 {
+        bail!("the VM ran no test; output in target/vm-test/tests.log");
+    }
+    Ok(())
+}
+
+/// Downloads and unpacks Debian's generic kernel into a cache (never installed on the
+/// host) and returns its vmlinuz.
+fn kernel() -> anyhow::Result<PathBuf> {
+    let cache = env::var_os("NETISO_VM_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env::var_os("HOME").unwrap_or_else(|| "/root".into()))
+                .join(".cache/netiso/vm")
+        });
+    let depends = output(Command::new("apt-cache").args(["depends", KERNEL_META_PACKAGE]))?;
+    let package = String::from_utf8_lossy(&depends.stdout)
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("Depends: linux-image-")
+                .map(str::to_owned)
+        })
+        .map(|rest| format!("linux-image-{rest}"))
+        .with_context(|| {
+            format!("apt-cache knows no dependency of {KERNEL_META_PACKAGE}; run `apt-get update`")
+        })?;
+    let tree = cache.join(&package);
+    let version = package.trim_start_matches("linux-image-");
+    let vmlinuz = tree.join(format!("boot/vmlinuz-{version}"));
+    if vmlinuz.exists() {
+        return Ok(vmlinuz);
+    }
+    fs::create_dir_all(&cache).with_context(|| format!("creating {}", cache.display()))?;
+    cmd::run(
+        &format!("downloading {package} into {}", cache.display()),
+        Command::new("apt-get")
+            .args(["download", &package])
+            .current_dir(&cache),
+    )?;
+    let deb = fs::read_dir(&cache)?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(&format!("{package}_")) && n.ends_with(".deb"))
+        })
+        .context("apt-get download left no .deb")?;
+    let unpacking = tree.with_extension("partial");
+    let _ = fs::remove_dir_all(&unpacking);
+    cmd::run(
+        &format!("unpacking {}", deb.display()),
+        Command::new("dpkg").arg("-x").arg(&deb).arg(&unpacking),
+    )?;
+    // Rename last, so an interrupted unpack is never mistaken for a complete one.
+    fs::rename(&unpacking, &tree)?;
+    fs::remove_file(&deb)?;
+    if !vmlinuz.exists() {
+        bail!("{} has no {}", package, vmlinuz.display());
+    }
+    Ok(vmlinuz)
+}
+
+/// Builds the integration test binaries and returns their paths.
+fn test_binaries() -> anyhow::Result<Vec<PathBuf>> {
+    step("building the integration test binaries");
+    let built = output(cargo().args([
+        "test",
+        "--package",
+        TEST_PACKAGE,
+        "--tests",
+        "--no-run",
+        "--message-format=json-render-diagnostics",
+    ]))?;
+    let binaries: Vec<PathBuf> = String::from_utf8_lossy(&built.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|msg| msg["reason"] == "compiler-artifact" && msg["profile"]["test"] == true)
+        .filter(|msg| {
+            msg["target"]["kind"]
+                .as_array()
+                .is_some_and(|kinds| kinds.iter().any(|k| k == "test"))
+        })
+        .filter_map(|msg| msg["executable"].as_str().map(PathBuf::from))
+        .collect();
+    if binaries.is_empty() {
+        bail!("no test binaries were built for {TEST_PACKAGE}");
+    }
+    Ok(binaries)
+}
+
+fn guest_script(binaries: &[PathBuf], out_dir: &Path, filter: Option<&str>) -> String {
+    let netiso = workspace_root().join("target/debug/netiso");
+    let log = out_dir.join("tests.log");
+    let mut script = format!(
+        "# Runs inside the VM. The host's filesystem is visible read-only, except {out}.\n\
+         mount -t bpf bpf /sys/fs/bpf 2>/dev/null\n\
+         export NETISO_BIN={netiso} RUST_BACKTRACE=1\n\
+         echo \"kernel $(uname -r)\" > {log}\n\
+         status=0\n",
+        out = out_dir.display(),
+        netiso = netiso.display(),
+        log = log.display()
+    );
+    for binary in binaries {
+        script.push_str(&format!(
+            "{bin} --test-threads=1 {filter} >> {log} 2>&1 || status=1\n",
+            bin = binary.display(),
+            filter = filter.unwrap_or_default(),
+            log = log.display()
+        ));
+    }
+    script.push_str(&format!(
+        "echo $status > {}\n",
+        out_dir.join("status").display()
+    ));
+    script
+}
+
+/// Per-test verdicts read from libtest's output.
+struct Report {
+    results: Vec<(String, String)>,
+}
+
+impl Report {
+    fn parse(log: &str) -> Self {
+        let results = log
+            .lines()
+            .filter_map(|line| {
+                let rest = line.strip_prefix("test ")?;
+                let (name, verdict) = rest.rsplit_once(" ... ")?;
+                Some((name.to_owned(), verdict.trim().to_owned()))
+            })
+            .collect();
+        Self { results }
+    }
+
+    fn passed(&self) -> usize {
+        self.results.iter().filter(|(_, v)| v == "ok").count()
+    }
+
+    fn failed(&self) -> usize {
+        self.results.iter().filter(|(_, v)| v == "FAILED").count()
+    }
+}
