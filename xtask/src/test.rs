@@ -46,7 +46,13 @@ pub fn run(args: TestArgs) -> anyhow::Result<()> {
     build_agent()?;
     cmd::run(
         "unit, BPF test-run and lab tests on this kernel",
-        cargo().args(["test", "--workspace", "--no-fail-fast"]),
+        cargo().args([
+            "test",
+            "--workspace",
+            "--exclude",
+            "netiso-ebpf",
+            "--no-fail-fast",
+        ]),
     )?;
     if args.no_vm {
         println!("==> VM tests skipped (--no-vm)");
