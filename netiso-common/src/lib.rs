@@ -103,6 +103,110 @@ pub const PUBLIC_IFACE_COUNTERS_MAP: &str = "PUBLIC_IFACE_COUNTERS";
 pub const PUBLIC_INGRESS_PROGRAM: &str = "public_ingress";
 pub const PUBLIC_EGRESS_PROGRAM: &str = "public_egress";
 
+/// Most containers one agent can hold (slots 0..MAX_CONTAINERS).
+pub const MAX_CONTAINERS: u32 = 4096;
+
+/// Who owns a port: one entry per port number, for TCP and UDP alike (as in Mesos, a
+/// port resource covers both).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PortOwner {
+    /// Container slot + 1; 0 means no container owns the port (the host does).
+    pub container: u32,
+    /// Host-side veth of the owner, where inbound packets are redirected.
+    pub veth_ifindex: u32,
+}
+
+impl PortOwner {
+    pub const fn new(slot: u32, veth_ifindex: u32) -> Self {
+        Self {
+            container: slot + 1,
+            veth_ifindex,
+        }
+    }
+
+    /// The owner's slot, or `None` for a port of the host.
+    pub const fn slot(&self) -> Option<u32> {
+        if self.container == 0 {
+            None
+        } else {
+            Some(self.container - 1)
+        }
+    }
+}
+
+#[cfg(feature = "user")]
+// SAFETY: two u32 fields, no padding.
+unsafe impl aya::Pod for PortOwner {}
+
+/// Host-wide facts the programs need. One entry, written by the agent at start-up.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DatapathConfig {
+    /// The host's IPv4 address in network byte order (as it appears in packets).
+    pub host_ipv4: [u8; 4],
+    /// The host's IPv6 address.
+    pub host_ipv6: [u8; 16],
+    /// Non-zero when the address above is set.
+    pub has_ipv4: u32,
+    pub has_ipv6: u32,
+    /// Public interface, where traffic to remote hosts leaves.
+    pub public_ifindex: u32,
+    /// The host's loopback, where traffic to host services is delivered.
+    pub host_lo_ifindex: u32,
+}
+
+#[cfg(feature = "user")]
+// SAFETY: byte arrays and u32s, 32 bytes in total with no padding.
+unsafe impl aya::Pod for DatapathConfig {}
+
+/// Per-container counters, from the container's point of view. Per-CPU in the map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ContainerCounters {
+    /// Packets steered to the container.
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    /// Packets the container sent that the datapath let through.
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    /// Sent from a TCP/UDP port the container does not own.
+    pub tx_dropped_port_not_owned: u64,
+    /// Sent with a header too short or malformed to read its ports.
+    pub tx_dropped_malformed: u64,
+    /// Sent as a protocol a container may not send (ARP, non-IP, fragments, …).
+    pub tx_dropped_other: u64,
+}
+
+#[cfg(feature = "user")]
+// SAFETY: u64 fields only.
+unsafe impl aya::Pod for ContainerCounters {}
+
+impl ContainerCounters {
+    /// Field-wise sum, for adding up per-CPU values.
+    pub const fn add(self, other: Self) -> Self {
+        Self {
+            rx_packets: self.rx_packets + other.rx_packets,
+            rx_bytes: self.rx_bytes + other.rx_bytes,
+            tx_packets: self.tx_packets + other.tx_packets,
+            tx_bytes: self.tx_bytes + other.tx_bytes,
+            tx_dropped_port_not_owned: self.tx_dropped_port_not_owned
+                + other.tx_dropped_port_not_owned,
+            tx_dropped_malformed: self.tx_dropped_malformed + other.tx_dropped_malformed,
+            tx_dropped_other: self.tx_dropped_other + other.tx_dropped_other,
+        }
+    }
+}
+
+/// Map names, as pinned under the agent's bpffs root.
+pub const PORT_OWNERS_MAP: &str = "PORT_OWNERS";
+pub const VETH_CONTAINERS_MAP: &str = "VETH_CONTAINERS";
+pub const CONTAINER_COUNTERS_MAP: &str = "CONTAINER_COUNTERS";
+pub const DATAPATH_CONFIG_MAP: &str = "DATAPATH_CONFIG";
+
+/// Program on the host-side veth's ingress: packets leaving a container.
+pub const CONTAINER_VETH_INGRESS_PROGRAM: &str = "container_veth_ingress";
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,6 +2,7 @@
 #![no_std]
 #![no_main]
 
+mod container_veth_ingress;
 mod maps;
 mod packet;
 mod public_egress;

@@ -1,7 +1,11 @@
 //! Every map of the datapath. BTF-defined, so `bpftool map dump` shows field names.
-use aya_ebpf::{btf_maps::PerCpuArray, macros::btf_map};
+use aya_ebpf::{
+    btf_maps::{Array, HashMap, PerCpuArray},
+    macros::btf_map,
+};
 use netiso_common::{
-    Direction, PUBLIC_IFACE_COUNTER_SLOTS, TrafficClass, TrafficCounters, public_iface_counter_slot,
+    ContainerCounters, DatapathConfig, Direction, MAX_CONTAINERS, PUBLIC_IFACE_COUNTER_SLOTS,
+    PortOwner, TrafficClass, TrafficCounters, public_iface_counter_slot,
 };
 
 /// What crossed the public interface, per direction and traffic class. Per-CPU, so the
@@ -11,6 +15,24 @@ pub static PUBLIC_IFACE_COUNTERS: PerCpuArray<
     TrafficCounters,
     { PUBLIC_IFACE_COUNTER_SLOTS as usize },
 > = PerCpuArray::new();
+
+/// Port number → owning container. One array lookup per packet, whatever the number
+/// of containers (Mesos walked a list of u32 filters).
+#[btf_map]
+pub static PORT_OWNERS: Array<PortOwner, 65536> = Array::new();
+
+/// Host-side veth ifindex → container slot: tells the veth program whose packet it has.
+#[btf_map]
+pub static VETH_CONTAINERS: HashMap<u32, u32, { MAX_CONTAINERS as usize }> = HashMap::new();
+
+/// Per-container counters, indexed by slot.
+#[btf_map]
+pub static CONTAINER_COUNTERS: PerCpuArray<ContainerCounters, { MAX_CONTAINERS as usize }> =
+    PerCpuArray::new();
+
+/// The host's addresses and interfaces (entry 0).
+#[btf_map]
+pub static DATAPATH_CONFIG: Array<DatapathConfig, 1> = Array::new();
 
 /// Adds one packet of `bytes` bytes to the public interface's counters.
 #[inline(always)]
@@ -24,4 +46,27 @@ pub fn count_public_iface(direction: Direction, class: TrafficClass, bytes: u32)
             (*counters).bytes += u64::from(bytes);
         }
     }
+}
+
+/// Applies `update` to the current CPU's counters of container `slot`.
+#[inline(always)]
+pub fn count_container(slot: u32, update: impl FnOnce(&mut ContainerCounters)) {
+    if let Some(counters) = CONTAINER_COUNTERS.get_ptr_mut(slot) {
+        // SAFETY: per-CPU slot, as above.
+        unsafe { update(&mut *counters) }
+    }
+}
+
+/// The owner of `port`, if a container owns it.
+#[inline(always)]
+pub fn port_owner(port: u16) -> Option<PortOwner> {
+    PORT_OWNERS
+        .get(u32::from(port))
+        .copied()
+        .filter(|owner| owner.container != 0)
+}
+
+#[inline(always)]
+pub fn config() -> Option<&'static DatapathConfig> {
+    DATAPATH_CONFIG.get(0)
 }

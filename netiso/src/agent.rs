@@ -6,7 +6,7 @@ use anyhow::{Context as _, bail};
 use clap::Args;
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::{bpffs, datapath::Datapath, http};
+use crate::{bpffs, container::HostNetwork, datapath::Datapath, http};
 
 /// Options of `netiso agent`. Mesos spellings (underscores) are accepted as aliases.
 #[derive(Debug, Args)]
@@ -36,25 +36,22 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
             "the agent must run as root (it loads eBPF programs and manages namespaces); run it with sudo"
         );
     }
+    // Netlink queries run on their own small runtime, so before the agent's starts.
+    let host = HostNetwork::discover(&args.eth0_name)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(run_async(args))
+    runtime.block_on(run_async(args, host))
 }
 
-async fn run_async(args: AgentArgs) -> anyhow::Result<()> {
+async fn run_async(args: AgentArgs, host: HostNetwork) -> anyhow::Result<()> {
     // Everything that can fail on bad input is checked before anything is attached.
-    if nix::net::if_::if_nametoindex(args.eth0_name.as_str()).is_err() {
-        bail!(
-            "interface {} does not exist in this network namespace; pass the public interface with --eth0-name (see `ip link`)",
-            args.eth0_name
-        );
-    }
     let listener = http::bind(args.listen).await?;
     bpffs::prepare_pin_root(&args.bpffs_root)?;
     let mut datapath = Datapath::load(&args.bpffs_root)?;
+    datapath.configure(&host)?;
     let attach_mode = datapath.attach_public_iface(&args.eth0_name)?;
     log::info!(
         "datapath attached to {} ({attach_mode:?}); maps pinned under {}",

@@ -2,6 +2,7 @@
 //! and reading its counters.
 use std::{
     borrow::Borrow,
+    collections::HashMap as StdHashMap,
     io,
     path::{Path, PathBuf},
 };
@@ -9,15 +10,53 @@ use std::{
 use anyhow::{Context as _, bail};
 use aya::{
     Btf, Ebpf, EbpfLoader,
-    maps::{Map, MapData, PerCpuArray},
-    programs::{SchedClassifier, TcAttachType, tc},
+    maps::{Array, HashMap, Map, MapData, PerCpuArray, PerCpuValues},
+    programs::{SchedClassifier, TcAttachType, tc, tc::SchedClassifierLinkId},
     util::KernelVersion,
 };
 use netiso_common::{
-    Direction, PUBLIC_EGRESS_PROGRAM, PUBLIC_IFACE_COUNTER_SLOTS, PUBLIC_IFACE_COUNTERS_MAP,
-    PUBLIC_INGRESS_PROGRAM, TrafficClass, TrafficCounters, public_iface_counter_slot,
+    CONTAINER_COUNTERS_MAP, CONTAINER_VETH_INGRESS_PROGRAM, ContainerCounters, DATAPATH_CONFIG_MAP,
+    DatapathConfig, Direction, MAX_CONTAINERS, PORT_OWNERS_MAP, PUBLIC_EGRESS_PROGRAM,
+    PUBLIC_IFACE_COUNTER_SLOTS, PUBLIC_IFACE_COUNTERS_MAP, PUBLIC_INGRESS_PROGRAM, PortOwner,
+    TrafficClass, TrafficCounters, VETH_CONTAINERS_MAP, public_iface_counter_slot,
 };
 use serde::Serialize;
+
+use crate::container::{ContainerNetwork, HostNetwork};
+
+/// Every pinned map with its layout: (name, key size, value size, entries).
+const PINNED_MAPS: [(&str, usize, usize, u32); 5] = [
+    (
+        PUBLIC_IFACE_COUNTERS_MAP,
+        size_of::<u32>(),
+        size_of::<TrafficCounters>(),
+        PUBLIC_IFACE_COUNTER_SLOTS,
+    ),
+    (
+        PORT_OWNERS_MAP,
+        size_of::<u32>(),
+        size_of::<PortOwner>(),
+        65536,
+    ),
+    (
+        VETH_CONTAINERS_MAP,
+        size_of::<u32>(),
+        size_of::<u32>(),
+        MAX_CONTAINERS,
+    ),
+    (
+        CONTAINER_COUNTERS_MAP,
+        size_of::<u32>(),
+        size_of::<ContainerCounters>(),
+        MAX_CONTAINERS,
+    ),
+    (
+        DATAPATH_CONFIG_MAP,
+        size_of::<u32>(),
+        size_of::<DatapathConfig>(),
+        1,
+    ),
+];
 
 /// The eBPF object built from `netiso-ebpf` by `build.rs`.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netiso"));
@@ -51,6 +90,9 @@ impl AttachMode {
 pub struct Datapath {
     ebpf: Ebpf,
     pin_root: PathBuf,
+    attach_mode: AttachMode,
+    /// Attachment of the veth program per container slot.
+    container_links: StdHashMap<u32, SchedClassifierLinkId>,
 }
 
 impl Datapath {
@@ -62,22 +104,22 @@ impl Datapath {
                 "this netiso binary was built with AYA_BUILD_SKIP=1 and has no eBPF programs; rebuild it without that variable"
             );
         }
-        let counters_pin = pin_root.join(PUBLIC_IFACE_COUNTERS_MAP);
-        check_pinned_map_layout(
-            &counters_pin,
-            size_of::<u32>(),
-            size_of::<TrafficCounters>(),
-            PUBLIC_IFACE_COUNTER_SLOTS,
-        )?;
         let btf = Btf::from_sys_fs().ok();
-        let ebpf = EbpfLoader::new()
-            .btf(btf.as_ref())
-            .map_pin_path(PUBLIC_IFACE_COUNTERS_MAP, counters_pin)
-            .load(EBPF_OBJECT)
-            .context("loading the eBPF object into the kernel (needs root and a kernel with BPF and BTF)")?;
+        let mut loader = EbpfLoader::new();
+        loader.btf(btf.as_ref());
+        for (name, key_size, value_size, entries) in PINNED_MAPS {
+            let pin = pin_root.join(name);
+            check_pinned_map_layout(&pin, key_size, value_size, entries)?;
+            loader.map_pin_path(name, pin);
+        }
+        let ebpf = loader.load(EBPF_OBJECT).context(
+            "loading the eBPF object into the kernel (needs root and a kernel with BPF and BTF)",
+        )?;
         Ok(Self {
             ebpf,
             pin_root: pin_root.to_owned(),
+            attach_mode: AttachMode::for_running_kernel(),
+            container_links: StdHashMap::new(),
         })
     }
 
@@ -86,56 +128,213 @@ impl Datapath {
         &self.pin_root
     }
 
-    /// Attaches the counting programs to both directions of the public interface.
+    /// Attaches the programs to both directions of the public interface. Runs in the
+    /// host's network namespace (the calling thread's).
     pub fn attach_public_iface(&mut self, iface: &str) -> anyhow::Result<AttachMode> {
-        let mode = AttachMode::for_running_kernel();
-        if mode == AttachMode::Netlink {
-            // cls_bpf filters need a clsact qdisc; one that is already there is fine.
-            if let Err(error) = tc::qdisc_add_clsact(iface) {
-                let exists = matches!(&error, tc::TcError::NetlinkError(e) if e.raw_os_error() == Some(libc::EEXIST));
-                if !exists {
-                    return Err(error).with_context(|| {
-                        format!("adding the clsact qdisc to {iface}; does the interface exist?")
-                    });
-                }
-            }
-        }
+        self.prepare_iface(iface)?;
         for (name, attach_type) in [
             (PUBLIC_INGRESS_PROGRAM, TcAttachType::Ingress),
             (PUBLIC_EGRESS_PROGRAM, TcAttachType::Egress),
         ] {
-            if mode == AttachMode::Netlink {
-                // A killed agent leaves its cls_bpf filters behind (tcx links die with
-                // their process); remove them so packets are not counted twice.
-                match tc::qdisc_detach_program(iface, attach_type, name) {
-                    Ok(()) => log::info!("removed a stale {name} filter from {iface}"),
-                    Err(tc::TcError::IoError(e)) if e.kind() == io::ErrorKind::NotFound => {}
-                    Err(error) => {
-                        return Err(error).with_context(|| {
-                            format!("removing stale {name} filters from {iface}")
-                        });
-                    }
-                }
-            }
-            let program: &mut SchedClassifier = self
-                .ebpf
-                .program_mut(name)
-                .with_context(|| format!("program {name} missing from the eBPF object"))?
-                .try_into()?;
-            program
-                .load()
-                .with_context(|| format!("verifying program {name}"))?;
-            program.attach(iface, attach_type).with_context(|| {
+            self.remove_stale_filter(iface, attach_type, name)?;
+            self.program(name)?.attach(iface, attach_type).with_context(|| {
                 format!("attaching {name} to {iface}; check that the interface exists (`ip link show {iface}`)")
             })?;
         }
-        Ok(mode)
+        Ok(self.attach_mode)
+    }
+
+    /// Writes the host's addresses and interfaces for the programs.
+    pub fn configure(&mut self, host: &HostNetwork) -> anyhow::Result<()> {
+        let config = DatapathConfig {
+            host_ipv4: host.ipv4.map(|a| a.octets()).unwrap_or_default(),
+            host_ipv6: host.ipv6.map(|a| a.octets()).unwrap_or_default(),
+            has_ipv4: u32::from(host.ipv4.is_some()),
+            has_ipv6: u32::from(host.ipv6.is_some()),
+            public_ifindex: host.public.index,
+            host_lo_ifindex: host.lo_index,
+        };
+        let mut map: Array<_, DatapathConfig> =
+            Array::try_from(self.map_mut(DATAPATH_CONFIG_MAP)?)?;
+        map.set(0, config, 0)
+            .context("writing the datapath configuration")?;
+        Ok(())
+    }
+
+    /// Gives the container its ports in the datapath and attaches the veth program to
+    /// its host-side veth. Fails, changing nothing, if another container owns one of
+    /// the ports. Runs in the host's network namespace.
+    pub fn add_container(&mut self, container: &ContainerNetwork) -> anyhow::Result<()> {
+        let slot = container.slot;
+        let ranges: Vec<_> = container
+            .ports
+            .iter()
+            .chain(std::iter::once(&container.ephemeral_ports))
+            .copied()
+            .collect();
+        {
+            let owners: Array<_, PortOwner> = Array::try_from(self.map(PORT_OWNERS_MAP)?)?;
+            for port in ranges.iter().flat_map(|r| r.ports()) {
+                let owner = owners.get(&u32::from(port), 0)?;
+                if let Some(other) = owner.slot().filter(|s| *s != slot) {
+                    bail!("port {port} is already owned by the container in slot {other}");
+                }
+            }
+        }
+        self.reset_container_counters(slot)?;
+        let mut owners: Array<_, PortOwner> = Array::try_from(self.map_mut(PORT_OWNERS_MAP)?)?;
+        let entry = PortOwner::new(slot, container.host_veth_index);
+        for port in ranges.iter().flat_map(|r| r.ports()) {
+            owners.set(u32::from(port), entry, 0)?;
+        }
+        let mut veths: HashMap<_, u32, u32> =
+            HashMap::try_from(self.map_mut(VETH_CONTAINERS_MAP)?)?;
+        veths.insert(container.host_veth_index, slot, 0)?;
+        self.prepare_iface(&container.host_veth)?;
+        let link = self
+            .program(CONTAINER_VETH_INGRESS_PROGRAM)?
+            .attach(&container.host_veth, TcAttachType::Ingress)
+            .with_context(|| {
+                format!("attaching the container program to {}", container.host_veth)
+            })?;
+        self.container_links.insert(slot, link);
+        Ok(())
+    }
+
+    /// Takes the container's ports back and forgets its veth. Idempotent.
+    pub fn remove_container(&mut self, container: &ContainerNetwork) -> anyhow::Result<()> {
+        let slot = container.slot;
+        if let Some(link) = self.container_links.remove(&slot) {
+            // The veth may already be gone, and its attachment with it.
+            let _ = self.program(CONTAINER_VETH_INGRESS_PROGRAM)?.detach(link);
+        }
+        let mut owners: Array<_, PortOwner> = Array::try_from(self.map_mut(PORT_OWNERS_MAP)?)?;
+        for port in container
+            .ports
+            .iter()
+            .chain(std::iter::once(&container.ephemeral_ports))
+            .flat_map(|r| r.ports())
+        {
+            if owners.get(&u32::from(port), 0)?.slot() == Some(slot) {
+                owners.set(u32::from(port), PortOwner::default(), 0)?;
+            }
+        }
+        let mut veths: HashMap<_, u32, u32> =
+            HashMap::try_from(self.map_mut(VETH_CONTAINERS_MAP)?)?;
+        match veths.remove(&container.host_veth_index) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+            Err(error) => return Err(error).context("removing the container's veth entry"),
+        }
+        Ok(())
+    }
+
+    /// The counters of container `slot`, summed over CPUs.
+    pub fn container_counters(&self, slot: u32) -> anyhow::Result<ContainerCounters> {
+        read_container_counters(
+            &PerCpuArray::try_from(self.map(CONTAINER_COUNTERS_MAP)?)?,
+            slot,
+        )
+    }
+
+    fn reset_container_counters(&mut self, slot: u32) -> anyhow::Result<()> {
+        let mut counters: PerCpuArray<_, ContainerCounters> =
+            PerCpuArray::try_from(self.map_mut(CONTAINER_COUNTERS_MAP)?)?;
+        let cpus = aya::util::nr_cpus().map_err(|(_, e)| e)?;
+        let zeros = PerCpuValues::try_from(vec![ContainerCounters::default(); cpus])?;
+        counters.set(slot, zeros, 0)?;
+        Ok(())
+    }
+
+    fn map(&self, name: &str) -> anyhow::Result<&aya::maps::Map> {
+        self.ebpf
+            .map(name)
+            .with_context(|| format!("map {name} missing from the eBPF object"))
+    }
+
+    fn map_mut(&mut self, name: &str) -> anyhow::Result<&mut aya::maps::Map> {
+        self.ebpf
+            .map_mut(name)
+            .with_context(|| format!("map {name} missing from the eBPF object"))
+    }
+
+    /// The loaded program `name` (loaded into the kernel on first use).
+    fn program(&mut self, name: &str) -> anyhow::Result<&mut SchedClassifier> {
+        let program: &mut SchedClassifier = self
+            .ebpf
+            .program_mut(name)
+            .with_context(|| format!("program {name} missing from the eBPF object"))?
+            .try_into()?;
+        if program.fd().is_err() {
+            program
+                .load()
+                .with_context(|| format!("verifying program {name}"))?;
+        }
+        Ok(program)
+    }
+
+    /// cls_bpf filters need a clsact qdisc; one that is already there is fine.
+    fn prepare_iface(&self, iface: &str) -> anyhow::Result<()> {
+        if self.attach_mode != AttachMode::Netlink {
+            return Ok(());
+        }
+        match tc::qdisc_add_clsact(iface) {
+            Ok(()) => Ok(()),
+            Err(tc::TcError::NetlinkError(e)) if e.raw_os_error() == Some(libc::EEXIST) => Ok(()),
+            Err(error) => Err(error).with_context(|| {
+                format!("adding the clsact qdisc to {iface}; does the interface exist?")
+            }),
+        }
+    }
+
+    /// A killed agent leaves its cls_bpf filters behind (tcx links die with their
+    /// process); remove them so packets are not handled twice.
+    fn remove_stale_filter(
+        &self,
+        iface: &str,
+        attach_type: TcAttachType,
+        name: &str,
+    ) -> anyhow::Result<()> {
+        if self.attach_mode != AttachMode::Netlink {
+            return Ok(());
+        }
+        match tc::qdisc_detach_program(iface, attach_type, name) {
+            Ok(()) => {
+                log::info!("removed a stale {name} filter from {iface}");
+                Ok(())
+            }
+            Err(tc::TcError::IoError(e)) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(error) => {
+                Err(error).with_context(|| format!("removing stale {name} filters from {iface}"))
+            }
+        }
     }
 
     /// Reads the public interface's counters, summed over CPUs.
     pub fn public_iface_counters(&self) -> anyhow::Result<PublicIfaceCounters> {
         PublicIfaceCounters::read_loaded(&self.ebpf)
     }
+}
+
+/// Reads and sums the per-CPU counters of container `slot`.
+pub fn read_container_counters<T: Borrow<MapData>>(
+    map: &PerCpuArray<T, ContainerCounters>,
+    slot: u32,
+) -> anyhow::Result<ContainerCounters> {
+    let per_cpu = map.get(&slot, 0)?;
+    Ok(per_cpu
+        .iter()
+        .fold(ContainerCounters::default(), |sum, c| sum.add(*c)))
+}
+
+/// Reads a container's counters from the pinned map under `pin_root`.
+pub fn read_pinned_container_counters(
+    pin_root: &Path,
+    slot: u32,
+) -> anyhow::Result<ContainerCounters> {
+    let pin = pin_root.join(CONTAINER_COUNTERS_MAP);
+    let map_data =
+        MapData::from_pin(&pin).with_context(|| format!("opening pinned map {}", pin.display()))?;
+    read_container_counters(&PerCpuArray::try_from(Map::from_map_data(map_data)?)?, slot)
 }
 
 /// Refuses to reuse a pinned map whose layout differs from this build's (aya reuses

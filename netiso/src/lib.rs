@@ -5,9 +5,16 @@
 //! - [`agent`]: the long-running agent (start-up checks, serve, shut down);
 //! - [`bpffs`]: the BPF filesystem where maps are pinned;
 //! - [`datapath`]: loading, attaching and reading the eBPF programs and maps;
-//! - [`http`]: the read-only HTTP server (`/health`, statistics).
+//! - [`http`]: the read-only HTTP server (`/health`, statistics);
+//! - [`container`]: a container's namespace and veth pair;
+//! - [`netns`], [`netlink`]: network namespaces and rtnetlink operations;
+//! - [`ports`]: port ranges.
 pub mod agent;
 pub mod bpffs;
 pub mod cli;
+pub mod container;
 pub mod datapath;
 pub mod http;
+pub mod netlink;
+pub mod netns;
+pub mod ports;

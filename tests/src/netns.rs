@@ -15,6 +15,8 @@ use nix::sched::{CloneFlags, setns};
 #[derive(Debug)]
 pub struct Netns {
     name: String,
+    /// Whether dropping this handle deletes the namespace.
+    owned: bool,
 }
 
 impl Netns {
@@ -23,9 +25,23 @@ impl Netns {
         run_checked(Command::new("ip").args(["netns", "add", name]));
         let netns = Self {
             name: name.to_owned(),
+            owned: true,
         };
         netns.ip(&["link", "set", "lo", "up"]);
         netns
+    }
+
+    /// A handle on a namespace made by someone else (such as the code under test);
+    /// dropping it leaves the namespace alone.
+    pub fn existing(name: &str) -> Self {
+        assert!(
+            std::path::Path::new("/run/netns").join(name).exists(),
+            "no network namespace {name}"
+        );
+        Self {
+            name: name.to_owned(),
+            owned: false,
+        }
     }
 
     pub fn name(&self) -> &str {
@@ -96,6 +112,9 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
+        if !self.owned {
+            return;
+        }
         // Deleting the namespace also deletes the veth ends inside it.
         let _ = Command::new("ip")
             .args(["netns", "del", &self.name])

@@ -1,0 +1,127 @@
+//! Network namespaces: creating named ones (as `ip netns add` does), and running code
+//! inside one on a thread of its own, so the rest of the process stays where it is.
+use std::{
+    fs::{self, File},
+    io,
+    path::{Path, PathBuf},
+    thread,
+};
+
+use anyhow::Context as _;
+use nix::{
+    mount::{MntFlags, MsFlags, mount, umount2},
+    sched::{CloneFlags, setns, unshare},
+};
+
+/// Where named namespaces are bind-mounted, as iproute2 expects.
+pub const NETNS_RUN_DIR: &str = "/run/netns";
+
+/// Path of the named namespace `name`.
+pub fn named_path(name: &str) -> PathBuf {
+    Path::new(NETNS_RUN_DIR).join(name)
+}
+
+/// Runs `f` on a new thread that has entered the network namespace at `netns`. Sockets
+/// opened in `f` (netlink included) belong to that namespace.
+pub fn run_in<R: Send>(netns: &Path, f: impl FnOnce() -> R + Send) -> anyhow::Result<R> {
+    let file = File::open(netns)
+        .with_context(|| format!("opening network namespace {}", netns.display()))?;
+    thread::scope(|scope| {
+        scope
+            .spawn(move || {
+                setns(&file, CloneFlags::CLONE_NEWNET).map_err(io::Error::from)?;
+                Ok(f())
+            })
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
+    .map_err(|e: io::Error| anyhow::Error::new(e))
+    .with_context(|| format!("entering network namespace {}", netns.display()))
+}
+
+/// Creates a new network namespace bind-mounted at `/run/netns/<name>`, so that
+/// `ip netns exec <name> …` works. Fails if the name is taken.
+pub fn create_named(name: &str) -> anyhow::Result<PathBuf> {
+    prepare_run_dir()?;
+    let path = named_path(name);
+    // create_new: a namespace of that name already existing is an error, not a reuse.
+    File::options()
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .with_context(|| {
+            format!(
+                "creating {}; does a namespace of that name exist?",
+                path.display()
+            )
+        })?;
+    let target = path.clone();
+    let made = thread::spawn(move || -> io::Result<()> {
+        unshare(CloneFlags::CLONE_NEWNET)?;
+        mount(
+            Some("/proc/thread-self/ns/net"),
+            &target,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )?;
+        Ok(())
+    })
+    .join()
+    .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+    if let Err(error) = made {
+        let _ = fs::remove_file(&path);
+        return Err(error).with_context(|| format!("creating network namespace {name}"));
+    }
+    Ok(path)
+}
+
+/// Unmounts and removes a named namespace. A missing one is not an error.
+pub fn delete_named(name: &str) -> anyhow::Result<()> {
+    let path = named_path(name);
+    if !path.exists() {
+        return Ok(());
+    }
+    match umount2(&path, MntFlags::MNT_DETACH) {
+        Ok(()) | Err(nix::errno::Errno::EINVAL) => {}
+        Err(error) => {
+            return Err(error).with_context(|| format!("unmounting {}", path.display()));
+        }
+    }
+    fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))
+}
+
+/// Makes `/run/netns` a shared mount point, as iproute2 does, so that namespace bind
+/// mounts made later propagate to every mount namespace.
+fn prepare_run_dir() -> anyhow::Result<()> {
+    fs::create_dir_all(NETNS_RUN_DIR).with_context(|| format!("creating {NETNS_RUN_DIR}"))?;
+    let shared = MsFlags::MS_SHARED | MsFlags::MS_REC;
+    if mount(
+        None::<&str>,
+        NETNS_RUN_DIR,
+        None::<&str>,
+        shared,
+        None::<&str>,
+    )
+    .is_ok()
+    {
+        return Ok(());
+    }
+    // Not a mount point yet: bind it onto itself first.
+    mount(
+        Some(NETNS_RUN_DIR),
+        NETNS_RUN_DIR,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .with_context(|| format!("bind-mounting {NETNS_RUN_DIR} onto itself"))?;
+    mount(
+        None::<&str>,
+        NETNS_RUN_DIR,
+        None::<&str>,
+        shared,
+        None::<&str>,
+    )
+    .with_context(|| format!("making {NETNS_RUN_DIR} a shared mount"))
+}
