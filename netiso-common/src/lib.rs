@@ -198,14 +198,45 @@ impl ContainerCounters {
     }
 }
 
+/// An ICMP echo conversation a container started: replies carry the same identifier
+/// and come from the address the request went to.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct EchoKey {
+    /// The remote address; an IPv4 address fills the first 4 bytes.
+    pub remote: [u8; 16],
+    /// ICMP echo identifier, in network byte order as on the wire.
+    pub id: u16,
+    /// 1 for ICMPv6, 0 for ICMP.
+    pub ipv6: u8,
+    pub _pad: u8,
+}
+
+#[cfg(feature = "user")]
+// SAFETY: byte array, u16 and two u8: 20 bytes, no implicit padding.
+unsafe impl aya::Pod for EchoKey {}
+
+/// Most echo conversations remembered at once; the least recently used is forgotten.
+pub const MAX_ECHO_CONVERSATIONS: u32 = 16384;
+
 /// Map names, as pinned under the agent's bpffs root.
 pub const PORT_OWNERS_MAP: &str = "PORT_OWNERS";
 pub const VETH_CONTAINERS_MAP: &str = "VETH_CONTAINERS";
 pub const CONTAINER_COUNTERS_MAP: &str = "CONTAINER_COUNTERS";
 pub const DATAPATH_CONFIG_MAP: &str = "DATAPATH_CONFIG";
+pub const ECHO_OWNERS_MAP: &str = "ECHO_OWNERS";
 
 /// Program on the host-side veth's ingress: packets leaving a container.
 pub const CONTAINER_VETH_INGRESS_PROGRAM: &str = "container_veth_ingress";
+/// Program on the host's loopback ingress: host traffic to containers' ports.
+pub const HOST_LO_INGRESS_PROGRAM: &str = "host_lo_ingress";
+/// Program on a container's eth0 ingress: hands loopback traffic to the container's lo.
+pub const CONTAINER_ETH0_INGRESS_PROGRAM: &str = "container_eth0_ingress";
+/// Program on a container's lo ingress: sends traffic for ports it does not own out.
+pub const CONTAINER_LO_INGRESS_PROGRAM: &str = "container_lo_ingress";
+/// Load-time constants of the container lo program (one loaded copy per container).
+pub const CONTAINER_SLOT_GLOBAL: &str = "CONTAINER_SLOT";
+pub const CONTAINER_ETH0_IFINDEX_GLOBAL: &str = "CONTAINER_ETH0_IFINDEX";
 
 #[cfg(test)]
 mod tests {

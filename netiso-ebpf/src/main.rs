@@ -2,7 +2,10 @@
 #![no_std]
 #![no_main]
 
+mod container_eth0_ingress;
+mod container_lo_ingress;
 mod container_veth_ingress;
+mod host_lo_ingress;
 mod maps;
 mod packet;
 mod public_egress;

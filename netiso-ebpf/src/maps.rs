@@ -1,11 +1,12 @@
 //! Every map of the datapath. BTF-defined, so `bpftool map dump` shows field names.
 use aya_ebpf::{
-    btf_maps::{Array, HashMap, PerCpuArray},
+    btf_maps::{Array, HashMap, LruHashMap, PerCpuArray},
     macros::btf_map,
 };
 use netiso_common::{
-    ContainerCounters, DatapathConfig, Direction, MAX_CONTAINERS, PUBLIC_IFACE_COUNTER_SLOTS,
-    PortOwner, TrafficClass, TrafficCounters, public_iface_counter_slot,
+    ContainerCounters, DatapathConfig, Direction, EchoKey, MAX_CONTAINERS, MAX_ECHO_CONVERSATIONS,
+    PUBLIC_IFACE_COUNTER_SLOTS, PortOwner, TrafficClass, TrafficCounters,
+    public_iface_counter_slot,
 };
 
 /// What crossed the public interface, per direction and traffic class. Per-CPU, so the
@@ -33,6 +34,11 @@ pub static CONTAINER_COUNTERS: PerCpuArray<ContainerCounters, { MAX_CONTAINERS a
 /// The host's addresses and interfaces (entry 0).
 #[btf_map]
 pub static DATAPATH_CONFIG: Array<DatapathConfig, 1> = Array::new();
+
+/// ICMP echo conversations containers started, so replies find their way back.
+#[btf_map]
+pub static ECHO_OWNERS: LruHashMap<EchoKey, PortOwner, { MAX_ECHO_CONVERSATIONS as usize }> =
+    LruHashMap::new();
 
 /// Adds one packet of `bytes` bytes to the public interface's counters.
 #[inline(always)]
@@ -69,4 +75,18 @@ pub fn port_owner(port: u16) -> Option<PortOwner> {
 #[inline(always)]
 pub fn config() -> Option<&'static DatapathConfig> {
     DATAPATH_CONFIG.get(0)
+}
+
+/// Counts a packet delivered to the container `owner` and returns the verdict that
+/// hands it to the container's eth0 ingress.
+#[inline(always)]
+pub fn deliver_to(owner: PortOwner, bytes: u32) -> Option<i32> {
+    let slot = owner.slot()?;
+    count_container(slot, |c| {
+        c.rx_packets += 1;
+        c.rx_bytes += u64::from(bytes);
+    });
+    // SAFETY: a helper call; an ifindex that is no longer a veth makes it return an
+    // error verdict (the packet is dropped), never undefined behaviour.
+    Some(unsafe { aya_ebpf::helpers::bpf_redirect_peer(owner.veth_ifindex, 0) } as i32)
 }

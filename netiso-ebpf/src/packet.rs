@@ -1,12 +1,13 @@
 //! Reading packet headers. Reads go through `bpf_skb_load_bytes`, which also works on
 //! non-linear skbs, and a read past the end of the packet is an error, never garbage.
 use aya_ebpf::programs::TcContext;
-use netiso_common::TrafficClass;
+use netiso_common::{DatapathConfig, TrafficClass};
 
 const ETH_HLEN: usize = 14;
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86dd;
 const ETH_P_ARP: u16 = 0x0806;
+const ETH_P_8021Q: u16 = 0x8100;
 
 const IPPROTO_ICMP: u8 = 1;
 const IPPROTO_TCP: u8 = 6;
@@ -18,11 +19,24 @@ const IPV4_PROTOCOL_OFFSET: usize = 9;
 /// Offset of the next-header field in an IPv6 header.
 const IPV6_NEXT_HEADER_OFFSET: usize = 6;
 
+/// The frame's EtherType, or `None` if the frame is too short to have one. A frame
+/// with a VLAN tag gets EtherType 0x8100 whether the tag is still in the frame or the
+/// kernel has already moved it into the skb's metadata (it does before tc ingress):
+/// tagged frames belong to another network and are never taken for untagged ones.
+#[inline(always)]
+fn ethertype(ctx: &TcContext) -> Option<u16> {
+    // SAFETY: the context pointer is valid for the program's run.
+    if unsafe { (*ctx.skb.skb).vlan_present } != 0 {
+        return Some(ETH_P_8021Q);
+    }
+    ctx.load::<u16>(12).map(u16::from_be).ok()
+}
+
 /// Classifies a frame by its EtherType and, for IP, the protocol of the first header.
 /// Frames too short to read are `Other`.
 #[inline(always)]
 pub fn classify(ctx: &TcContext) -> TrafficClass {
-    let Ok(ethertype) = ctx.load::<u16>(12).map(u16::from_be) else {
+    let Some(ethertype) = ethertype(ctx) else {
         return TrafficClass::Other;
     };
     match ethertype {
@@ -76,7 +90,8 @@ pub struct Flow {
     pub protocol: u8,
     pub l4_offset: usize,
     pub fragment: Fragment,
-    /// Destination address; an IPv4 address fills the first 4 bytes.
+    /// Addresses; an IPv4 address fills the first 4 bytes.
+    pub src: [u8; 16],
     pub dst: [u8; 16],
 }
 
@@ -89,7 +104,27 @@ impl Flow {
         (!self.ipv6 && self.protocol == IPPROTO_ICMP)
             || (self.ipv6 && self.protocol == IPPROTO_ICMPV6)
     }
+
+    /// Whether the destination is a loopback address (127.0.0.0/8 or ::1).
+    pub fn is_for_loopback(&self) -> bool {
+        if self.ipv6 {
+            self.dst == IPV6_LOOPBACK
+        } else {
+            self.dst[0] == 127
+        }
+    }
+
+    /// Whether the destination is the host's own address.
+    pub fn is_for_host(&self, config: &DatapathConfig) -> bool {
+        if self.ipv6 {
+            config.has_ipv6 != 0 && self.dst == config.host_ipv6
+        } else {
+            config.has_ipv4 != 0 && self.dst[..4] == config.host_ipv4
+        }
+    }
 }
+
+const IPV6_LOOPBACK: [u8; 16] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
 
 /// The result of parsing a frame.
 pub enum Parsed {
@@ -103,13 +138,11 @@ pub enum Parsed {
 /// Parses the Ethernet and IP headers, walking IPv6 extension headers.
 #[inline(always)]
 pub fn parse(ctx: &TcContext) -> Parsed {
-    let Ok(ethertype) = ctx.load::<u16>(12).map(u16::from_be) else {
-        return Parsed::Malformed;
-    };
-    match ethertype {
-        ETH_P_IP => parse_ipv4(ctx),
-        ETH_P_IPV6 => parse_ipv6(ctx),
-        _ => Parsed::NotIp,
+    match ethertype(ctx) {
+        Some(ETH_P_IP) => parse_ipv4(ctx),
+        Some(ETH_P_IPV6) => parse_ipv6(ctx),
+        Some(_) => Parsed::NotIp,
+        None => Parsed::Malformed,
     }
 }
 
@@ -122,9 +155,10 @@ fn parse_ipv4(ctx: &TcContext) -> Parsed {
     if version_ihl >> 4 != 4 || ihl < 20 {
         return Parsed::Malformed;
     }
-    let (Ok(frag), Ok(protocol), Ok(dst)) = (
+    let (Ok(frag), Ok(protocol), Ok(src), Ok(dst)) = (
         ctx.load::<u16>(ETH_HLEN + 6).map(u16::from_be),
         ctx.load::<u8>(ETH_HLEN + IPV4_PROTOCOL_OFFSET),
+        ctx.load::<[u8; 4]>(ETH_HLEN + 12),
         ctx.load::<[u8; 4]>(ETH_HLEN + 16),
     ) else {
         return Parsed::Malformed;
@@ -142,22 +176,22 @@ fn parse_ipv4(ctx: &TcContext) -> Parsed {
     } else {
         Fragment::Whole
     };
-    let mut dst16 = [0u8; 16];
-    dst16[..4].copy_from_slice(&dst);
     Parsed::Ip(Flow {
         ipv6: false,
         protocol,
         l4_offset,
         fragment,
-        dst: dst16,
+        src: widen(src),
+        dst: widen(dst),
     })
 }
 
 #[inline(always)]
 fn parse_ipv6(ctx: &TcContext) -> Parsed {
-    let (Ok(version), Ok(first_next), Ok(dst)) = (
+    let (Ok(version), Ok(first_next), Ok(src), Ok(dst)) = (
         ctx.load::<u8>(ETH_HLEN),
         ctx.load::<u8>(ETH_HLEN + IPV6_NEXT_HEADER_OFFSET),
+        ctx.load::<[u8; 16]>(ETH_HLEN + 8),
         ctx.load::<[u8; 16]>(ETH_HLEN + 24),
     ) else {
         return Parsed::Malformed;
@@ -201,6 +235,7 @@ fn parse_ipv6(ctx: &TcContext) -> Parsed {
         protocol: next,
         l4_offset: offset,
         fragment,
+        src,
         dst,
     })
 }
@@ -228,4 +263,124 @@ pub fn ports(ctx: &TcContext, flow: &Flow) -> Option<(u16, u16)> {
 #[inline(always)]
 pub fn is_icmpv6_link_control(icmp_type: u8) -> bool {
     matches!(icmp_type, 130..=137 | 143)
+}
+
+#[inline(always)]
+fn widen(ipv4: [u8; 4]) -> [u8; 16] {
+    let mut address = [0u8; 16];
+    address[..4].copy_from_slice(&ipv4);
+    address
+}
+
+const ICMP_ECHO_REPLY: u8 = 0;
+const ICMP_DEST_UNREACH: u8 = 3;
+const ICMP_ECHO_REQUEST: u8 = 8;
+const ICMP_TIME_EXCEEDED: u8 = 11;
+const ICMP_PARAMETER_PROBLEM: u8 = 12;
+const ICMPV6_DEST_UNREACH: u8 = 1;
+const ICMPV6_PACKET_TOO_BIG: u8 = 2;
+const ICMPV6_TIME_EXCEEDED: u8 = 3;
+const ICMPV6_PARAMETER_PROBLEM: u8 = 4;
+const ICMPV6_ECHO_REQUEST: u8 = 128;
+const ICMPV6_ECHO_REPLY: u8 = 129;
+
+/// What an ICMP or ICMPv6 message is, as far as steering goes.
+pub enum Icmp {
+    EchoRequest {
+        id: u16,
+    },
+    EchoReply {
+        id: u16,
+    },
+    /// An error quoting a packet we sent, of which `inner` describes the transport.
+    Error {
+        inner: Quoted,
+    },
+    Other,
+}
+
+/// The transport of the packet quoted in an ICMP error: the original packet left this
+/// host, so its source port names the socket, and so the container, it came from.
+pub enum Quoted {
+    Ports { src: [u8; 16], sport: u16 },
+    Echo { dst: [u8; 16], id: u16 },
+    Unknown,
+}
+
+/// Reads the ICMP message of `flow` (whose protocol is ICMP or ICMPv6).
+#[inline(always)]
+pub fn icmp(ctx: &TcContext, flow: &Flow) -> Option<Icmp> {
+    let icmp_type = ctx.load::<u8>(flow.l4_offset).ok()?;
+    let id = || ctx.load::<u16>(flow.l4_offset + 4).ok();
+    let (request, reply, is_error) = if flow.ipv6 {
+        (
+            ICMPV6_ECHO_REQUEST,
+            ICMPV6_ECHO_REPLY,
+            matches!(
+                icmp_type,
+                ICMPV6_DEST_UNREACH
+                    | ICMPV6_PACKET_TOO_BIG
+                    | ICMPV6_TIME_EXCEEDED
+                    | ICMPV6_PARAMETER_PROBLEM
+            ),
+        )
+    } else {
+        (
+            ICMP_ECHO_REQUEST,
+            ICMP_ECHO_REPLY,
+            matches!(
+                icmp_type,
+                ICMP_DEST_UNREACH | ICMP_TIME_EXCEEDED | ICMP_PARAMETER_PROBLEM
+            ),
+        )
+    };
+    Some(if icmp_type == request {
+        Icmp::EchoRequest { id: id()? }
+    } else if icmp_type == reply {
+        Icmp::EchoReply { id: id()? }
+    } else if is_error {
+        Icmp::Error {
+            inner: quoted(ctx, flow.ipv6, flow.l4_offset + 8),
+        }
+    } else {
+        Icmp::Other
+    })
+}
+
+/// Parses the original packet quoted at `offset` in an ICMP error.
+#[inline(always)]
+fn quoted(ctx: &TcContext, ipv6: bool, offset: usize) -> Quoted {
+    let parsed = if ipv6 {
+        (
+            ctx.load::<u8>(offset + 6),
+            ctx.load::<[u8; 16]>(offset + 8),
+            ctx.load::<[u8; 16]>(offset + 24),
+            Ok(40),
+        )
+    } else {
+        (
+            ctx.load::<u8>(offset + 9),
+            ctx.load::<[u8; 4]>(offset + 12).map(widen),
+            ctx.load::<[u8; 4]>(offset + 16).map(widen),
+            ctx.load::<u8>(offset).map(|v| usize::from(v & 0x0f) * 4),
+        )
+    };
+    let (Ok(protocol), Ok(src), Ok(dst), Ok(header_len)) = parsed else {
+        return Quoted::Unknown;
+    };
+    let l4 = offset + header_len;
+    match protocol {
+        IPPROTO_TCP | IPPROTO_UDP => match ctx.load::<u16>(l4) {
+            Ok(sport) => Quoted::Ports {
+                src,
+                sport: u16::from_be(sport),
+            },
+            Err(_) => Quoted::Unknown,
+        },
+        IPPROTO_ICMP | IPPROTO_ICMPV6 => match ctx.load::<u16>(l4 + 4) {
+            Ok(id) => Quoted::Echo { dst, id },
+            Err(_) => Quoted::Unknown,
+        },
+        _ => Quoted::Unknown,
+    }
 }

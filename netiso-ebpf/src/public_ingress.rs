@@ -1,14 +1,14 @@
-//! Ingress of the host's public interface: packets arriving from the network. TCP and
-//! UDP packets for the host's address whose destination port a container owns go
-//! straight to that container; everything else goes to the host stack unchanged.
-use aya_ebpf::{
-    bindings::TC_ACT_PIPE, helpers::bpf_redirect_peer, macros::classifier, programs::TcContext,
-};
-use netiso_common::Direction;
+//! Ingress of the host's public interface: packets arriving from the network.
+//! - TCP/UDP for the host's address to a port a container owns: to that container.
+//! - ICMP echo replies to a container's echo request: to that container.
+//! - ICMP errors quoting a packet a container sent: to that container.
+//! - Everything else: to the host stack, unchanged.
+use aya_ebpf::{bindings::TC_ACT_PIPE, macros::classifier, programs::TcContext};
+use netiso_common::{Direction, EchoKey};
 
 use crate::{
-    maps::{config, count_container, count_public_iface, port_owner},
-    packet::{Fragment, Parsed, classify, parse, ports},
+    maps::{ECHO_OWNERS, config, count_public_iface, deliver_to, port_owner},
+    packet::{Flow, Fragment, Icmp, Parsed, Quoted, classify, icmp, parse, ports},
 };
 
 #[classifier]
@@ -25,25 +25,42 @@ fn steer(ctx: &TcContext) -> Option<i32> {
     };
     // Fragments go to the host: only the first carries ports, so they could not all
     // reach the same container.
-    if !flow.has_ports() || flow.fragment != Fragment::Whole {
+    if flow.fragment != Fragment::Whole || !flow.is_for_host(config()?) {
         return None;
     }
-    let config = config()?;
-    let for_host = if flow.ipv6 {
-        config.has_ipv6 != 0 && flow.dst == config.host_ipv6
-    } else {
-        config.has_ipv4 != 0 && flow.dst[..4] == config.host_ipv4
+    if flow.has_ports() {
+        let (_, dport) = ports(ctx, &flow)?;
+        return deliver_to(port_owner(dport)?, ctx.len());
+    }
+    if flow.is_icmp() {
+        return steer_icmp(ctx, &flow);
+    }
+    None
+}
+
+#[inline(always)]
+fn steer_icmp(ctx: &TcContext, flow: &Flow) -> Option<i32> {
+    let owner = match icmp(ctx, flow)? {
+        Icmp::EchoReply { id } => echo_owner(flow.src, id, flow.ipv6)?,
+        Icmp::Error { inner } => match inner {
+            // The quoted packet must be one the host's address sent.
+            Quoted::Ports { src, sport } if src == flow.dst => port_owner(sport)?,
+            Quoted::Echo { dst, id } => echo_owner(dst, id, flow.ipv6)?,
+            _ => return None,
+        },
+        Icmp::EchoRequest { .. } | Icmp::Other => return None,
     };
-    if !for_host {
-        return None;
-    }
-    let (_, dport) = ports(ctx, &flow)?;
-    let owner = port_owner(dport)?;
-    let slot = owner.slot()?;
-    count_container(slot, |c| {
-        c.rx_packets += 1;
-        c.rx_bytes += u64::from(ctx.len());
-    });
-    // Into the container's eth0 ingress without a second pass through the host stack.
-    Some(unsafe { bpf_redirect_peer(owner.veth_ifindex, 0) } as i32)
+    deliver_to(owner, ctx.len())
+}
+
+#[inline(always)]
+fn echo_owner(remote: [u8; 16], id: u16, ipv6: bool) -> Option<netiso_common::PortOwner> {
+    let key = EchoKey {
+        remote,
+        id,
+        ipv6: u8::from(ipv6),
+        _pad: 0,
+    };
+    // SAFETY: copied at once.
+    unsafe { ECHO_OWNERS.get(key) }.copied()
 }

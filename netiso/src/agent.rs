@@ -29,6 +29,14 @@ pub struct AgentArgs {
     pub listen: SocketAddr,
 }
 
+/// The name of the host's loopback (found by `HostNetwork::discover`).
+fn host_lo_name(host: &HostNetwork) -> String {
+    nix::net::if_::if_indextoname(host.lo_index)
+        .ok()
+        .and_then(|name| name.into_string().ok())
+        .unwrap_or_else(|| "lo".to_owned())
+}
+
 /// Runs the agent until SIGINT or SIGTERM.
 pub fn run(args: AgentArgs) -> anyhow::Result<()> {
     if !nix::unistd::geteuid().is_root() {
@@ -53,6 +61,9 @@ async fn run_async(args: AgentArgs, host: HostNetwork) -> anyhow::Result<()> {
     let mut datapath = Datapath::load(&args.bpffs_root)?;
     datapath.configure(&host)?;
     let attach_mode = datapath.attach_public_iface(&args.eth0_name)?;
+    let lo = host_lo_name(&host);
+    host.prepare_loopback(&lo)?;
+    datapath.attach_host_lo(&lo)?;
     log::info!(
         "datapath attached to {} ({attach_mode:?}); maps pinned under {}",
         args.eth0_name,

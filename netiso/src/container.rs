@@ -63,6 +63,24 @@ impl HostNetwork {
     }
 }
 
+impl HostNetwork {
+    /// Lets the host's loopback accept the packets containers send to host services
+    /// (see [`allow_loopback_delivery`]). Changes two sysctls of the host's `lo`, as
+    /// Mesos did.
+    pub fn prepare_loopback(&self, lo: &str) -> anyhow::Result<()> {
+        allow_loopback_delivery(lo)
+    }
+}
+
+/// Packets the datapath redirects into a loopback device arrive without the route a
+/// locally sent packet carries, so the kernel routes them as if they came from a wire:
+/// 127.0.0.0/8 addresses need `route_localnet` and the shared host address as source
+/// needs `accept_local`, or IPv4 drops them as martians.
+fn allow_loopback_delivery(lo: &str) -> anyhow::Result<()> {
+    netlink::write_sysctl(&format!("net.ipv4.conf.{lo}.route_localnet"), "1")?;
+    netlink::write_sysctl(&format!("net.ipv4.conf.{lo}.accept_local"), "1")
+}
+
 /// What a container is given.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ContainerSpec {
@@ -92,6 +110,9 @@ pub struct ContainerNetwork {
     pub host_veth_index: u32,
     #[serde(skip)]
     pub host_veth_mac: [u8; 6],
+    /// ifindex of eth0 inside the container's namespace.
+    #[serde(skip)]
+    pub container_eth0_index: u32,
     pub ephemeral_ports: PortRange,
     pub ports: Vec<PortRange>,
 }
@@ -160,7 +181,8 @@ fn build(
             Ok(veth.index)
         }
     })?;
-    netns::run_in(&netns_path, || configure_inside(host, spec, host_veth_mac))??;
+    let container_eth0_index =
+        netns::run_in(&netns_path, || configure_inside(host, spec, host_veth_mac))??;
     Ok(ContainerNetwork {
         id: spec.id.clone(),
         slot: spec.slot,
@@ -168,18 +190,26 @@ fn build(
         host_veth,
         host_veth_index,
         host_veth_mac,
+        container_eth0_index,
         ephemeral_ports: spec.ephemeral,
         ports: spec.ports.clone(),
     })
 }
 
 /// Configures the container's side, from inside its namespace.
+/// Returns the ifindex of the container's eth0.
 fn configure_inside(
     host: &HostNetwork,
     spec: &ContainerSpec,
     gateway_mac: [u8; 6],
-) -> anyhow::Result<()> {
+) -> anyhow::Result<u32> {
     let eth0 = host.public.name.as_str();
+    // Packets from the host and from other containers reach eth0 with the shared host
+    // address as their source: accept them (IPv4 would take them for spoofed).
+    netlink::write_sysctl(&format!("net.ipv4.conf.{eth0}.accept_local"), "1")?;
+    netlink::write_sysctl(&format!("net.ipv4.conf.{eth0}.rp_filter"), "0")?;
+    netlink::write_sysctl("net.ipv4.conf.all.rp_filter", "0")?;
+    allow_loopback_delivery("lo")?;
     // No link-local address of its own: it would equal the host's (same MAC), and the
     // container needs none, since its gateway's neighbour entry is permanent.
     netlink::write_sysctl(&format!("net.ipv6.conf.{eth0}.addr_gen_mode"), "1")?;
@@ -204,7 +234,7 @@ fn configure_inside(
             netlink::add_permanent_neighbour(&handle, link.index, gateway, gateway_mac).await?;
             netlink::add_default_route(&handle, link.index, gateway).await?;
         }
-        Ok(())
+        Ok(link.index)
     })
 }
 

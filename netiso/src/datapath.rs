@@ -15,17 +15,23 @@ use aya::{
     util::KernelVersion,
 };
 use netiso_common::{
-    CONTAINER_COUNTERS_MAP, CONTAINER_VETH_INGRESS_PROGRAM, ContainerCounters, DATAPATH_CONFIG_MAP,
-    DatapathConfig, Direction, MAX_CONTAINERS, PORT_OWNERS_MAP, PUBLIC_EGRESS_PROGRAM,
-    PUBLIC_IFACE_COUNTER_SLOTS, PUBLIC_IFACE_COUNTERS_MAP, PUBLIC_INGRESS_PROGRAM, PortOwner,
-    TrafficClass, TrafficCounters, VETH_CONTAINERS_MAP, public_iface_counter_slot,
+    CONTAINER_COUNTERS_MAP, CONTAINER_ETH0_IFINDEX_GLOBAL, CONTAINER_ETH0_INGRESS_PROGRAM,
+    CONTAINER_LO_INGRESS_PROGRAM, CONTAINER_SLOT_GLOBAL, CONTAINER_VETH_INGRESS_PROGRAM,
+    ContainerCounters, DATAPATH_CONFIG_MAP, DatapathConfig, Direction, ECHO_OWNERS_MAP, EchoKey,
+    HOST_LO_INGRESS_PROGRAM, MAX_CONTAINERS, MAX_ECHO_CONVERSATIONS, PORT_OWNERS_MAP,
+    PUBLIC_EGRESS_PROGRAM, PUBLIC_IFACE_COUNTER_SLOTS, PUBLIC_IFACE_COUNTERS_MAP,
+    PUBLIC_INGRESS_PROGRAM, PortOwner, TrafficClass, TrafficCounters, VETH_CONTAINERS_MAP,
+    public_iface_counter_slot,
 };
 use serde::Serialize;
 
-use crate::container::{ContainerNetwork, HostNetwork};
+use crate::{
+    container::{ContainerNetwork, HostNetwork},
+    netns::Bound,
+};
 
 /// Every pinned map with its layout: (name, key size, value size, entries).
-const PINNED_MAPS: [(&str, usize, usize, u32); 5] = [
+const PINNED_MAPS: [(&str, usize, usize, u32); 6] = [
     (
         PUBLIC_IFACE_COUNTERS_MAP,
         size_of::<u32>(),
@@ -56,7 +62,21 @@ const PINNED_MAPS: [(&str, usize, usize, u32); 5] = [
         size_of::<DatapathConfig>(),
         1,
     ),
+    (
+        ECHO_OWNERS_MAP,
+        size_of::<EchoKey>(),
+        size_of::<PortOwner>(),
+        MAX_ECHO_CONVERSATIONS,
+    ),
 ];
+
+/// What the datapath attached for one container.
+struct ContainerAttachments {
+    veth: SchedClassifierLinkId,
+    /// The container's own copy of the object, holding the programs attached inside
+    /// its namespace; dropping it detaches them.
+    inside: Bound<Ebpf>,
+}
 
 /// The eBPF object built from `netiso-ebpf` by `build.rs`.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netiso"));
@@ -88,11 +108,12 @@ impl AttachMode {
 
 /// The loaded datapath. Dropping it detaches its programs; pinned maps stay.
 pub struct Datapath {
-    ebpf: Ebpf,
+    /// Bound to the host's namespace, where its programs are attached.
+    ebpf: Bound<Ebpf>,
     pin_root: PathBuf,
     attach_mode: AttachMode,
-    /// Attachment of the veth program per container slot.
-    container_links: StdHashMap<u32, SchedClassifierLinkId>,
+    /// What is attached for each container, by slot.
+    containers: StdHashMap<u32, ContainerAttachments>,
 }
 
 impl Datapath {
@@ -104,22 +125,15 @@ impl Datapath {
                 "this netiso binary was built with AYA_BUILD_SKIP=1 and has no eBPF programs; rebuild it without that variable"
             );
         }
-        let btf = Btf::from_sys_fs().ok();
-        let mut loader = EbpfLoader::new();
-        loader.btf(btf.as_ref());
         for (name, key_size, value_size, entries) in PINNED_MAPS {
-            let pin = pin_root.join(name);
-            check_pinned_map_layout(&pin, key_size, value_size, entries)?;
-            loader.map_pin_path(name, pin);
+            check_pinned_map_layout(&pin_root.join(name), key_size, value_size, entries)?;
         }
-        let ebpf = loader.load(EBPF_OBJECT).context(
-            "loading the eBPF object into the kernel (needs root and a kernel with BPF and BTF)",
-        )?;
+        let ebpf = Bound::to_current(load_object(pin_root, &[])?)?;
         Ok(Self {
             ebpf,
             pin_root: pin_root.to_owned(),
             attach_mode: AttachMode::for_running_kernel(),
-            container_links: StdHashMap::new(),
+            containers: StdHashMap::new(),
         })
     }
 
@@ -142,6 +156,17 @@ impl Datapath {
             })?;
         }
         Ok(self.attach_mode)
+    }
+
+    /// Attaches the program that steers host traffic for containers' ports to the
+    /// host's loopback. Runs in the host's network namespace.
+    pub fn attach_host_lo(&mut self, lo: &str) -> anyhow::Result<()> {
+        self.prepare_iface(lo)?;
+        self.remove_stale_filter(lo, TcAttachType::Ingress, HOST_LO_INGRESS_PROGRAM)?;
+        self.program(HOST_LO_INGRESS_PROGRAM)?
+            .attach(lo, TcAttachType::Ingress)
+            .with_context(|| format!("attaching {HOST_LO_INGRESS_PROGRAM} to {lo}"))?;
+        Ok(())
     }
 
     /// Writes the host's addresses and interfaces for the programs.
@@ -191,22 +216,67 @@ impl Datapath {
             HashMap::try_from(self.map_mut(VETH_CONTAINERS_MAP)?)?;
         veths.insert(container.host_veth_index, slot, 0)?;
         self.prepare_iface(&container.host_veth)?;
-        let link = self
+        let veth = self
             .program(CONTAINER_VETH_INGRESS_PROGRAM)?
             .attach(&container.host_veth, TcAttachType::Ingress)
             .with_context(|| {
                 format!("attaching the container program to {}", container.host_veth)
             })?;
-        self.container_links.insert(slot, link);
-        Ok(())
+        match self.attach_inside(container) {
+            Ok(inside) => {
+                self.containers
+                    .insert(slot, ContainerAttachments { veth, inside });
+                Ok(())
+            }
+            Err(error) => {
+                let _ = self.program(CONTAINER_VETH_INGRESS_PROGRAM)?.detach(veth);
+                Err(error)
+            }
+        }
+    }
+
+    /// Attaches the programs inside the container's namespace, from a copy of the
+    /// object of its own: the lo program must know the container's slot and eth0, and
+    /// separate copies keep attachments of different containers apart (inside every
+    /// namespace eth0 has the same ifindex, which would make their netlink link ids
+    /// collide).
+    fn attach_inside(&self, container: &ContainerNetwork) -> anyhow::Result<Bound<Ebpf>> {
+        let eth0_index = container.container_eth0_index;
+        let mut inside = load_object(
+            &self.pin_root,
+            &[
+                (CONTAINER_SLOT_GLOBAL, container.slot),
+                (CONTAINER_ETH0_IFINDEX_GLOBAL, eth0_index),
+            ],
+        )?;
+        crate::netns::run_in(&container.netns, || -> anyhow::Result<()> {
+            let eth0 = nix::net::if_::if_indextoname(eth0_index)
+                .context("finding the container's eth0")?
+                .into_string()
+                .map_err(|_| anyhow::anyhow!("the container's eth0 name is not UTF-8"))?;
+            for (program, iface) in [
+                (CONTAINER_ETH0_INGRESS_PROGRAM, eth0.as_str()),
+                (CONTAINER_LO_INGRESS_PROGRAM, "lo"),
+            ] {
+                self.prepare_iface(iface)?;
+                loaded_program(&mut inside, program)?
+                    .attach(iface, TcAttachType::Ingress)
+                    .with_context(|| format!("attaching {program} to the container's {iface}"))?;
+            }
+            Ok(())
+        })??;
+        Bound::to_path(inside, &container.netns)
     }
 
     /// Takes the container's ports back and forgets its veth. Idempotent.
     pub fn remove_container(&mut self, container: &ContainerNetwork) -> anyhow::Result<()> {
         let slot = container.slot;
-        if let Some(link) = self.container_links.remove(&slot) {
-            // The veth may already be gone, and its attachment with it.
-            let _ = self.program(CONTAINER_VETH_INGRESS_PROGRAM)?.detach(link);
+        if let Some(attached) = self.containers.remove(&slot) {
+            // The interfaces may already be gone, and their attachments with them.
+            let _ = self
+                .program(CONTAINER_VETH_INGRESS_PROGRAM)?
+                .detach(attached.veth);
+            drop(attached.inside);
         }
         let mut owners: Array<_, PortOwner> = Array::try_from(self.map_mut(PORT_OWNERS_MAP)?)?;
         for port in container
@@ -259,17 +329,7 @@ impl Datapath {
 
     /// The loaded program `name` (loaded into the kernel on first use).
     fn program(&mut self, name: &str) -> anyhow::Result<&mut SchedClassifier> {
-        let program: &mut SchedClassifier = self
-            .ebpf
-            .program_mut(name)
-            .with_context(|| format!("program {name} missing from the eBPF object"))?
-            .try_into()?;
-        if program.fd().is_err() {
-            program
-                .load()
-                .with_context(|| format!("verifying program {name}"))?;
-        }
-        Ok(program)
+        loaded_program(&mut self.ebpf, name)
     }
 
     /// cls_bpf filters need a clsact qdisc; one that is already there is fine.
@@ -313,6 +373,37 @@ impl Datapath {
     pub fn public_iface_counters(&self) -> anyhow::Result<PublicIfaceCounters> {
         PublicIfaceCounters::read_loaded(&self.ebpf)
     }
+}
+
+/// Loads the object with every map taken from (or pinned to) `pin_root` and the given
+/// load-time constants.
+fn load_object(pin_root: &Path, globals: &[(&'static str, u32)]) -> anyhow::Result<Ebpf> {
+    let btf = Btf::from_sys_fs().ok();
+    let mut loader = EbpfLoader::new();
+    loader.btf(btf.as_ref());
+    for (name, ..) in PINNED_MAPS {
+        loader.map_pin_path(name, pin_root.join(name));
+    }
+    for (name, value) in globals {
+        loader.override_global(name, value, true);
+    }
+    loader.load(EBPF_OBJECT).context(
+        "loading the eBPF object into the kernel (needs root and a kernel with BPF and BTF)",
+    )
+}
+
+/// The program `name` of `ebpf`, loaded into the kernel on first use.
+fn loaded_program<'a>(ebpf: &'a mut Ebpf, name: &str) -> anyhow::Result<&'a mut SchedClassifier> {
+    let program: &mut SchedClassifier = ebpf
+        .program_mut(name)
+        .with_context(|| format!("program {name} missing from the eBPF object"))?
+        .try_into()?;
+    if program.fd().is_err() {
+        program
+            .load()
+            .with_context(|| format!("verifying program {name}"))?;
+    }
+    Ok(program)
 }
 
 /// Reads and sums the per-CPU counters of container `slot`.

@@ -125,3 +125,62 @@ fn prepare_run_dir() -> anyhow::Result<()> {
     )
     .with_context(|| format!("making {NETNS_RUN_DIR} a shared mount"))
 }
+
+/// A value whose drop must happen inside a given network namespace: aya detaches
+/// netlink tc filters by interface index when their program is dropped, and an index
+/// means a different interface in every namespace.
+pub struct Bound<T: Send> {
+    value: Option<T>,
+    netns: File,
+}
+
+impl<T: Send> Bound<T> {
+    /// Binds `value` to the network namespace of the calling thread.
+    pub fn to_current(value: T) -> anyhow::Result<Self> {
+        Self::to_path(value, Path::new("/proc/thread-self/ns/net"))
+    }
+
+    /// Binds `value` to the network namespace at `netns`. The open namespace stays
+    /// alive as long as the value does.
+    pub fn to_path(value: T, netns: &Path) -> anyhow::Result<Self> {
+        let netns = File::open(netns)
+            .with_context(|| format!("opening network namespace {}", netns.display()))?;
+        Ok(Self {
+            value: Some(value),
+            netns,
+        })
+    }
+}
+
+impl<T: Send> std::ops::Deref for Bound<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        self.value.as_ref().expect("value present until drop")
+    }
+}
+
+impl<T: Send> std::ops::DerefMut for Bound<T> {
+    fn deref_mut(&mut self) -> &mut T {
+        self.value.as_mut().expect("value present until drop")
+    }
+}
+
+impl<T: Send> Drop for Bound<T> {
+    fn drop(&mut self) {
+        let Some(value) = self.value.take() else {
+            return;
+        };
+        let netns = &self.netns;
+        thread::scope(|scope| {
+            scope.spawn(move || {
+                if setns(netns, CloneFlags::CLONE_NEWNET).is_ok() {
+                    drop(value);
+                } else {
+                    // Never detach by index in the wrong namespace: leak instead.
+                    std::mem::forget(value);
+                }
+            });
+        });
+    }
+}

@@ -48,6 +48,8 @@ impl IsolationLab {
             datapath
                 .attach_public_iface(PUBLIC_IFACE)
                 .expect("attaching to the public interface");
+            datapath.attach_host_lo("lo").expect("attaching to lo");
+            host.prepare_loopback("lo").expect("preparing lo");
             (datapath, host)
         });
         Self {

@@ -18,6 +18,10 @@ pub const HOST_IPV4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
 pub const REMOTE_IPV4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
 pub const HOST_IPV6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1);
 pub const REMOTE_IPV6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 2);
+/// Addresses of the optional `far` namespace, behind `remote` (see
+/// [`Lab::add_far_network`]).
+pub const FAR_IPV4: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 2);
+pub const FAR_IPV6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 2);
 /// Name of the public interface in `host` and of its peer in `remote`.
 pub const PUBLIC_IFACE: &str = "eth0";
 
@@ -37,6 +41,8 @@ pub struct Lab {
     pub id: String,
     pub host: Netns,
     pub remote: Netns,
+    /// A network behind `remote`, made by [`Lab::add_far_network`].
+    pub far: Option<Netns>,
     pin_root: PathBuf,
 }
 
@@ -98,8 +104,59 @@ impl Lab {
             id,
             host,
             remote,
+            far: None,
             pin_root,
         }
+    }
+
+    /// Adds a namespace `far` (198.18.1.2, 2001:db8:1::2) routed through `remote`,
+    /// whose link towards `far` has an MTU of `mtu`: packets bigger than that make
+    /// `remote` send "fragmentation needed" / "packet too big" back to the host.
+    pub fn add_far_network(&mut self, mtu: u32) -> &Netns {
+        let far = Netns::create(&format!("{LAB_PREFIX}{}-far", self.id));
+        crate::netns::run_checked(std::process::Command::new("ip").args([
+            "link",
+            "add",
+            "name",
+            "eth1",
+            "netns",
+            self.remote.name(),
+            "type",
+            "veth",
+            "peer",
+            "name",
+            PUBLIC_IFACE,
+            "netns",
+            far.name(),
+        ]));
+        self.remote
+            .ip(&["addr", "add", "198.18.1.1/24", "dev", "eth1"]);
+        self.remote
+            .ip(&["addr", "add", "2001:db8:1::1/64", "dev", "eth1", "nodad"]);
+        self.remote
+            .ip(&["link", "set", "eth1", "mtu", &mtu.to_string(), "up"]);
+        far.ip(&[
+            "addr",
+            "add",
+            &format!("{FAR_IPV4}/24"),
+            "dev",
+            PUBLIC_IFACE,
+        ]);
+        far.ip(&[
+            "addr",
+            "add",
+            &format!("{FAR_IPV6}/64"),
+            "dev",
+            PUBLIC_IFACE,
+            "nodad",
+        ]);
+        far.ip(&["link", "set", PUBLIC_IFACE, "up"]);
+        far.ip(&["route", "add", "default", "via", "198.18.1.1"]);
+        far.ip(&["-6", "route", "add", "default", "via", "2001:db8:1::1"]);
+        for key in ["net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"] {
+            self.remote.exec(&["sysctl", "-qw", key]);
+        }
+        self.far.insert(far)
     }
 
     /// Pin directory for an agent running in this lab (created by the agent).
@@ -223,4 +280,60 @@ pub fn start_iperf3_server(ns: &Netns, port: u16) -> ChildGuard {
     ]);
     wait_for_listener(ns, Proto::Tcp, port);
     server
+}
+
+/// Sends raw Ethernet frames, exactly as given, out of `iface` in `ns` (a packet
+/// socket: the kernel adds and checks nothing).
+pub fn send_raw_frames(ns: &Netns, iface: &str, frames: &[Vec<u8>]) {
+    let iface = std::ffi::CString::new(iface).expect("interface name");
+    ns.run(|| {
+        // SAFETY: plain socket calls on a descriptor this closure owns and closes.
+        unsafe {
+            let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0);
+            assert!(
+                fd >= 0,
+                "packet socket: {}",
+                std::io::Error::last_os_error()
+            );
+            let ifindex = libc::if_nametoindex(iface.as_ptr());
+            assert!(ifindex != 0, "no interface {iface:?}");
+            let mut address: libc::sockaddr_ll = std::mem::zeroed();
+            address.sll_family = libc::AF_PACKET as u16;
+            address.sll_ifindex = ifindex as i32;
+            address.sll_halen = 6;
+            for frame in frames {
+                let sent = libc::sendto(
+                    fd,
+                    frame.as_ptr().cast(),
+                    frame.len(),
+                    0,
+                    (&raw const address).cast(),
+                    size_of::<libc::sockaddr_ll>() as u32,
+                );
+                assert_eq!(
+                    sent,
+                    frame.len() as isize,
+                    "sending a raw frame: {}",
+                    std::io::Error::last_os_error()
+                );
+            }
+            libc::close(fd);
+        }
+    });
+}
+
+/// The MAC address of `iface` in `ns`.
+pub fn mac_of(ns: &Netns, iface: &str) -> [u8; 6] {
+    let output = ns.exec(&["ip", "-o", "link", "show", "dev", iface]);
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    let address = text
+        .split_whitespace()
+        .skip_while(|w| *w != "link/ether")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no MAC address in {text}"));
+    let mut mac = [0u8; 6];
+    for (byte, part) in mac.iter_mut().zip(address.split(':')) {
+        *byte = u8::from_str_radix(part, 16).expect("hex MAC");
+    }
+    mac
 }

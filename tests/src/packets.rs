@@ -159,3 +159,130 @@ pub fn vlan_ipv4_udp(sport: u16, dport: u16) -> Vec<u8> {
 pub fn truncated(ethertype: u16) -> Vec<u8> {
     ethernet(ethertype)
 }
+
+/// An Ethernet frame carrying `payload`.
+pub fn frame(ethertype: u16, payload: &[u8]) -> Vec<u8> {
+    let mut frame = ethernet(ethertype);
+    frame.extend_from_slice(payload);
+    frame
+}
+
+/// An IPv4 packet (no Ethernet header) with `options` (a multiple of 4 bytes) and the
+/// fragment field `flags_offset` (0x2000 = more fragments; the low 13 bits the offset).
+pub fn ipv4_packet_full(
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    protocol: u8,
+    options: &[u8],
+    flags_offset: u16,
+    l4: &[u8],
+) -> Vec<u8> {
+    assert_eq!(options.len() % 4, 0, "IPv4 options come in 4-byte words");
+    let header_len = 20 + options.len();
+    let total = u16::try_from(header_len + l4.len()).expect("IPv4 packet too long");
+    let mut packet = vec![0x40 | (header_len / 4) as u8, 0];
+    packet.extend_from_slice(&total.to_be_bytes());
+    packet.extend_from_slice(&[0x12, 0x34]);
+    packet.extend_from_slice(&flags_offset.to_be_bytes());
+    packet.extend_from_slice(&[64, protocol, 0, 0]);
+    packet.extend_from_slice(&src.octets());
+    packet.extend_from_slice(&dst.octets());
+    packet.extend_from_slice(options);
+    packet.extend_from_slice(l4);
+    packet
+}
+
+/// A plain IPv4 packet (no Ethernet header).
+pub fn ipv4_packet(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, l4: &[u8]) -> Vec<u8> {
+    ipv4_packet_full(src, dst, protocol, &[], 0x4000, l4)
+}
+
+/// An IPv6 packet (no Ethernet header) whose payload starts with `next_header`.
+pub fn ipv6_packet(src: Ipv6Addr, dst: Ipv6Addr, next_header: u8, payload: &[u8]) -> Vec<u8> {
+    let mut packet = ipv6_header(next_header, payload.len(), src, dst);
+    packet.extend_from_slice(payload);
+    packet
+}
+
+/// A UDP header and `payload_len` bytes of payload.
+pub fn udp_segment(sport: u16, dport: u16, payload_len: usize) -> Vec<u8> {
+    udp(sport, dport, payload_len)
+}
+
+/// A 20-byte TCP SYN.
+pub fn tcp_segment(sport: u16, dport: u16) -> Vec<u8> {
+    tcp_syn(sport, dport)
+}
+
+/// An ICMP or ICMPv6 echo message of `icmp_type` with identifier `id`.
+pub fn echo(icmp_type: u8, id: u16) -> Vec<u8> {
+    icmp_echo_request(icmp_type, id)
+}
+
+/// An ICMP(v6) error of `icmp_type`/`code` quoting `original` (an IP packet); `extra`
+/// fills the 4 bytes after the checksum (the MTU for "packet too big").
+pub fn icmp_error(icmp_type: u8, code: u8, extra: u32, original: &[u8]) -> Vec<u8> {
+    let mut message = vec![icmp_type, code, 0, 0];
+    message.extend_from_slice(&extra.to_be_bytes());
+    message.extend_from_slice(original);
+    message
+}
+
+/// An IPv6 extension header of `len_words` 8-byte units after the first 8, followed by
+/// `next`, padded with zeros.
+pub fn ipv6_ext_header(next: u8, len_words: u8) -> Vec<u8> {
+    let mut header = vec![next, len_words];
+    header.resize(8 * (usize::from(len_words) + 1), 0);
+    header
+}
+
+/// An IPv6 fragment header announcing `next`, with `offset_words` in 8-byte units and
+/// the more-fragments flag.
+pub fn ipv6_fragment_header(next: u8, offset_words: u16, more: bool) -> Vec<u8> {
+    let field = (offset_words << 3) | u16::from(more);
+    let mut header = vec![next, 0];
+    header.extend_from_slice(&field.to_be_bytes());
+    header.extend_from_slice(&[0, 0, 0, 7]);
+    header
+}
+
+/// The Internet checksum (RFC 1071) of `data`.
+pub fn internet_checksum(data: &[u8]) -> u16 {
+    let mut sum: u32 = data
+        .chunks(2)
+        .map(|pair| u32::from(u16::from_be_bytes([pair[0], *pair.get(1).unwrap_or(&0)])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// Fills in the header checksum of the IPv4 packet at the start of `packet`.
+pub fn fix_ipv4_checksum(packet: &mut [u8]) {
+    let header_len = usize::from(packet[0] & 0x0f) * 4;
+    packet[10..12].copy_from_slice(&[0, 0]);
+    let checksum = internet_checksum(&packet[..header_len]);
+    packet[10..12].copy_from_slice(&checksum.to_be_bytes());
+}
+
+/// Fills in the checksum of the UDP datagram at `udp_offset` in the IPv6 packet
+/// `packet` (whose upper-layer length is the datagram's).
+pub fn fix_ipv6_udp_checksum(packet: &mut [u8], udp_offset: usize) {
+    let udp_len = packet.len() - udp_offset;
+    packet[udp_offset + 6..udp_offset + 8].copy_from_slice(&[0, 0]);
+    let mut pseudo = Vec::with_capacity(40 + udp_len);
+    pseudo.extend_from_slice(&packet[8..40]); // source and destination
+    pseudo.extend_from_slice(&(udp_len as u32).to_be_bytes());
+    pseudo.extend_from_slice(&[0, 0, 0, IPPROTO_UDP]);
+    pseudo.extend_from_slice(&packet[udp_offset..]);
+    let checksum = internet_checksum(&pseudo);
+    packet[udp_offset + 6..udp_offset + 8].copy_from_slice(&checksum.to_be_bytes());
+}
+
+/// Sets a frame's destination and source MAC addresses.
+pub fn with_macs(mut frame: Vec<u8>, dst: [u8; 6], src: [u8; 6]) -> Vec<u8> {
+    frame[..6].copy_from_slice(&dst);
+    frame[6..12].copy_from_slice(&src);
+    frame
+}

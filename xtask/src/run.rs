@@ -1,11 +1,14 @@
 //! `cargo xtask run`: the self-contained demo, or the agent for real.
 //!
-//! The demo touches none of the machine's interfaces: it adds one veth pair, whose root
-//! namespace end `netiso-demo0` plays the public interface and whose peer lives in the
-//! demo's `remote` namespace, and removes it again on Ctrl-C.
+//! The demo touches none of the machine's interfaces: the agent runs in a namespace
+//! `netiso-demo-host` whose `eth0` is a veth to `netiso-demo-remote`, and a small
+//! forwarder makes its HTTP server reachable at 127.0.0.1:5051 from the machine.
+//! Ctrl-C removes both namespaces and the demo's pinned maps.
 use std::{
     fs,
-    net::UdpSocket,
+    io::{self, ErrorKind},
+    net::{TcpListener, TcpStream, UdpSocket},
+    os::unix::process::CommandExt as _,
     path::PathBuf,
     process::{Child, Command, ExitStatus},
     sync::{
@@ -29,8 +32,9 @@ use crate::{
     setup,
 };
 
-const DEMO_NETNS: &str = "netiso-demo-remote";
-const DEMO_IFACE: &str = "netiso-demo0";
+const DEMO_HOST_NETNS: &str = "netiso-demo-host";
+const DEMO_REMOTE_NETNS: &str = "netiso-demo-remote";
+const DEMO_IFACE: &str = "eth0";
 const DEMO_PIN_ROOT: &str = "/sys/fs/bpf/netiso-demo";
 const DEMO_LISTEN: &str = "127.0.0.1:5051";
 const DEMO_HOST_IPV4: &str = "198.18.0.1";
@@ -69,7 +73,7 @@ fn exit_result(status: ExitStatus) -> anyhow::Result<()> {
     }
 }
 
-/// The demo's namespace, veth and pins; removed on drop, also after an error.
+/// The demo's namespaces, veth pair and pins; removed on drop, also after an error.
 struct DemoNetwork;
 
 impl DemoNetwork {
@@ -77,44 +81,64 @@ impl DemoNetwork {
         remove_demo_network(); // leftovers of a demo that was killed
         let network = DemoNetwork;
         step(&format!(
-            "creating the demo network: {DEMO_IFACE} ({DEMO_HOST_IPV4}) <-> {DEMO_NETNS} ({DEMO_REMOTE_IPV4})"
+            "creating the demo network: {DEMO_HOST_NETNS} ({DEMO_HOST_IPV4}) <-> {DEMO_REMOTE_NETNS} ({DEMO_REMOTE_IPV4})"
         ));
         let ip = |args: &[&str]| output(Command::new("ip").args(args)).map(drop);
-        ip(&["netns", "add", DEMO_NETNS])?;
+        for ns in [DEMO_HOST_NETNS, DEMO_REMOTE_NETNS] {
+            ip(&["netns", "add", ns])?;
+            ip(&["-n", ns, "link", "set", "lo", "up"])?;
+        }
+        // Both ends are created inside their namespaces: the root namespace never
+        // sees them.
         ip(&[
-            "link", "add", "name", DEMO_IFACE, "type", "veth", "peer", "name", "eth0", "netns",
-            DEMO_NETNS,
-        ])?;
-        ip(&[
-            "addr",
+            "link",
             "add",
-            &format!("{DEMO_HOST_IPV4}/24"),
-            "dev",
+            "name",
             DEMO_IFACE,
+            "netns",
+            DEMO_REMOTE_NETNS,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            DEMO_IFACE,
+            "netns",
+            DEMO_HOST_NETNS,
         ])?;
-        ip(&["addr", "add", "2001:db8::1/64", "dev", DEMO_IFACE, "nodad"])?;
-        ip(&["link", "set", DEMO_IFACE, "up"])?;
+        for (ns, v4, v6) in [
+            (DEMO_HOST_NETNS, DEMO_HOST_IPV4, "2001:db8::1"),
+            (DEMO_REMOTE_NETNS, DEMO_REMOTE_IPV4, "2001:db8::2"),
+        ] {
+            ip(&[
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("{v4}/24"),
+                "dev",
+                DEMO_IFACE,
+            ])?;
+            ip(&[
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("{v6}/64"),
+                "dev",
+                DEMO_IFACE,
+                "nodad",
+            ])?;
+            ip(&["-n", ns, "link", "set", DEMO_IFACE, "up"])?;
+        }
         ip(&[
             "-n",
-            DEMO_NETNS,
-            "addr",
+            DEMO_HOST_NETNS,
+            "route",
             "add",
-            &format!("{DEMO_REMOTE_IPV4}/24"),
-            "dev",
-            "eth0",
+            "default",
+            "via",
+            DEMO_REMOTE_IPV4,
         ])?;
-        ip(&[
-            "-n",
-            DEMO_NETNS,
-            "addr",
-            "add",
-            "2001:db8::2/64",
-            "dev",
-            "eth0",
-            "nodad",
-        ])?;
-        ip(&["-n", DEMO_NETNS, "link", "set", "eth0", "up"])?;
-        ip(&["-n", DEMO_NETNS, "link", "set", "lo", "up"])?;
         Ok(network)
     }
 }
@@ -127,12 +151,21 @@ impl Drop for DemoNetwork {
 }
 
 fn remove_demo_network() {
-    let quiet = |args: &[&str]| {
-        let _ = Command::new("ip").args(args).output();
-    };
-    quiet(&["netns", "del", DEMO_NETNS]); // takes the veth pair with it
-    quiet(&["link", "del", DEMO_IFACE]);
+    for ns in [DEMO_HOST_NETNS, DEMO_REMOTE_NETNS] {
+        // Deleting a namespace deletes the veth end inside it.
+        let _ = Command::new("ip").args(["netns", "del", ns]).output();
+    }
     let _ = fs::remove_dir_all(DEMO_PIN_ROOT);
+}
+
+/// Opens the file of the named namespace `ns`.
+fn netns_file(ns: &str) -> io::Result<fs::File> {
+    fs::File::open(format!("/run/netns/{ns}"))
+}
+
+/// Enters the network namespace `ns` on the calling thread.
+fn enter(ns: &str) -> io::Result<()> {
+    setns(netns_file(ns)?, CloneFlags::CLONE_NEWNET).map_err(io::Error::from)
 }
 
 fn demo(netiso: &PathBuf) -> anyhow::Result<()> {
@@ -144,8 +177,17 @@ fn demo(netiso: &PathBuf) -> anyhow::Result<()> {
     }
     let _network = DemoNetwork::create()?;
     step("starting the agent");
+    let host_ns = netns_file(DEMO_HOST_NETNS)?;
+    let mut agent_command = Command::new(netiso);
+    // SAFETY: setns is async-signal-safe and the closure allocates nothing. Only the
+    // network namespace changes, so the agent pins its maps in the machine's bpffs.
+    unsafe {
+        agent_command
+            .pre_exec(move || setns(&host_ns, CloneFlags::CLONE_NEWNET).map_err(io::Error::from));
+    }
+    let forwarder = start_http_forwarder(Arc::clone(&stop))?;
     let mut agent = AgentChild(
-        Command::new(netiso)
+        agent_command
             .args([
                 "agent",
                 "--eth0-name",
@@ -158,23 +200,26 @@ fn demo(netiso: &PathBuf) -> anyhow::Result<()> {
             .spawn()
             .context("starting netiso agent")?,
     );
-    let traffic = start_demo_traffic(Arc::clone(&stop))?;
+    let traffic = start_demo_traffic(Arc::clone(&stop));
     println!(
         "\nnetiso demo running. Try:\n  \
          curl -s http://{DEMO_LISTEN}/health\n  \
          bpftool map dump pinned {DEMO_PIN_ROOT}/PUBLIC_IFACE_COUNTERS\n\
-         The demo's remote namespace sends one UDP datagram a second to {DEMO_HOST_IPV4}.\n\
+         The agent runs in the namespace {DEMO_HOST_NETNS}, whose eth0 faces {DEMO_REMOTE_NETNS};\n\
+         the remote sends one UDP datagram a second to {DEMO_HOST_IPV4}.\n\
          Press Ctrl-C to stop and remove everything.\n"
     );
     while !stop.load(Ordering::SeqCst) {
         if let Some(status) = agent.0.try_wait()? {
             stop.store(true, Ordering::SeqCst);
             let _ = traffic.join();
+            let _ = forwarder.join();
             return exit_result(status).context("the demo stopped because the agent exited");
         }
         thread::sleep(Duration::from_millis(200));
     }
     let _ = traffic.join();
+    let _ = forwarder.join();
     agent.stop()
 }
 
@@ -205,10 +250,9 @@ impl Drop for AgentChild {
 }
 
 /// A thread in the demo's remote namespace sending one datagram a second to the host.
-fn start_demo_traffic(stop: Arc<AtomicBool>) -> anyhow::Result<thread::JoinHandle<()>> {
-    let ns = fs::File::open(format!("/run/netns/{DEMO_NETNS}"))?;
-    Ok(thread::spawn(move || {
-        if setns(&ns, CloneFlags::CLONE_NEWNET).is_err() {
+fn start_demo_traffic(stop: Arc<AtomicBool>) -> thread::JoinHandle<()> {
+    thread::spawn(move || {
+        if enter(DEMO_REMOTE_NETNS).is_err() {
             return;
         }
         let Ok(socket) = UdpSocket::bind("0.0.0.0:0") else {
@@ -223,5 +267,46 @@ fn start_demo_traffic(stop: Arc<AtomicBool>) -> anyhow::Result<thread::JoinHandl
                 thread::sleep(Duration::from_millis(100));
             }
         }
+    })
+}
+
+/// Listens on 127.0.0.1:5051 on the machine and relays each connection to the agent's
+/// HTTP server inside the demo's host namespace.
+fn start_http_forwarder(stop: Arc<AtomicBool>) -> anyhow::Result<thread::JoinHandle<()>> {
+    let listener = TcpListener::bind(DEMO_LISTEN).with_context(|| {
+        format!("listening on {DEMO_LISTEN}; is a demo or an agent already running?")
+    })?;
+    listener.set_nonblocking(true)?;
+    Ok(thread::spawn(move || {
+        while !stop.load(Ordering::SeqCst) {
+            match listener.accept() {
+                Ok((client, _)) => {
+                    thread::spawn(move || relay(client));
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    thread::sleep(Duration::from_millis(50));
+                }
+                Err(_) => return,
+            }
+        }
     }))
+}
+
+/// Copies bytes both ways between `client` and the agent until either side closes.
+fn relay(client: TcpStream) {
+    let Ok(agent) = enter(DEMO_HOST_NETNS).and_then(|()| TcpStream::connect(DEMO_LISTEN)) else {
+        return;
+    };
+    let _ = client.set_nonblocking(false);
+    let (Ok(mut client_read), Ok(mut agent_write)) = (client.try_clone(), agent.try_clone()) else {
+        return;
+    };
+    let upstream = thread::spawn(move || {
+        let _ = io::copy(&mut client_read, &mut agent_write);
+        let _ = agent_write.shutdown(std::net::Shutdown::Write);
+    });
+    let (mut agent_read, mut client_write) = (agent, client);
+    let _ = io::copy(&mut agent_read, &mut client_write);
+    let _ = client_write.shutdown(std::net::Shutdown::Write);
+    let _ = upstream.join();
 }

@@ -18,6 +18,7 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     ),
     ("iproute2", "ip and tc for the lab namespaces"),
     ("iputils-ping", "ping in lab tests"),
+    ("iputils-arping", "arping in lab tests"),
     ("netcat-openbsd", "nc servers in lab tests"),
     ("iperf3", "TCP streams in lab tests"),
     ("bpftool", "inspecting pinned maps"),

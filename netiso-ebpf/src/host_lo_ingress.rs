@@ -1,0 +1,29 @@
+//! Ingress of the host's loopback: host processes reaching a container's port through
+//! the host's address, 127.0.0.1 or ::1, and replies from containers to host
+//! processes (which pass: the host owns those ports).
+use aya_ebpf::{bindings::TC_ACT_PIPE, macros::classifier, programs::TcContext};
+
+use crate::{
+    maps::{config, deliver_to, port_owner},
+    packet::{Fragment, Parsed, parse, ports},
+};
+
+#[classifier]
+pub fn host_lo_ingress(ctx: TcContext) -> i32 {
+    steer(&ctx).unwrap_or(TC_ACT_PIPE)
+}
+
+#[inline(always)]
+fn steer(ctx: &TcContext) -> Option<i32> {
+    let Parsed::Ip(flow) = parse(ctx) else {
+        return None;
+    };
+    if !flow.has_ports() || flow.fragment == Fragment::Later {
+        return None;
+    }
+    if !(flow.is_for_loopback() || flow.is_for_host(config()?)) {
+        return None;
+    }
+    let (_, dport) = ports(ctx, &flow)?;
+    deliver_to(port_owner(dport)?, ctx.len())
+}

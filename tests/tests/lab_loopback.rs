@@ -1,0 +1,249 @@
+//! Mesos's loopback semantics, ported from its tests 1-4 (ContainerToContainer and
+//! HostToContainer, TCP and UDP), for IPv4 and IPv6: `localhost:P` and `hostIP:P`, from
+//! the host or from another container, reach the owner of P. Container 1 owns
+//! 31000-31499 and listens on 31001 at both addresses and on 32502, a port nobody
+//! owns; the host also listens on 32502. Every message must land at its port's owner
+//! and nowhere else.
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket},
+    time::Duration,
+};
+
+use netiso_tests::{
+    isolation::IsolationLab,
+    lab::{HOST_IPV4, HOST_IPV6, Proto, wait_for_listener},
+    netns::{ChildGuard, Netns},
+};
+
+const VALID_PORT: u16 = 31001;
+const INVALID_PORT: u16 = 32502;
+
+#[derive(Clone, Copy)]
+enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    fn localhost(self) -> IpAddr {
+        match self {
+            Family::V4 => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            Family::V6 => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        }
+    }
+
+    fn host_ip(self) -> IpAddr {
+        match self {
+            Family::V4 => IpAddr::V4(HOST_IPV4),
+            Family::V6 => IpAddr::V6(HOST_IPV6),
+        }
+    }
+
+    fn nc_flag(self) -> &'static str {
+        match self {
+            Family::V4 => "-4",
+            Family::V6 => "-6",
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum From {
+    OtherContainer,
+    Host,
+}
+
+fn lab() -> IsolationLab {
+    let mut lab = IsolationLab::new();
+    lab.add_container("c1", "30016-30031", "31000-31499");
+    lab.add_container("c2", "30032-30047", "31500-32000");
+    lab
+}
+
+fn sender(lab: &IsolationLab, from: From) -> &Netns {
+    match from {
+        From::OtherContainer => &lab.container(1).netns,
+        From::Host => &lab.lab.host,
+    }
+}
+
+fn tcp_listener(ns: &Netns, family: Family, addr: IpAddr, port: u16) -> ChildGuard {
+    let server = ns.spawn(&[
+        "nc",
+        family.nc_flag(),
+        "-l",
+        "-n",
+        &addr.to_string(),
+        &port.to_string(),
+    ]);
+    wait_for_listener(ns, Proto::Tcp, port);
+    server
+}
+
+fn tcp_send(ns: &Netns, dst: SocketAddr, text: &str) {
+    let status = ns
+        .command("sh")
+        .args([
+            "-c",
+            &format!("printf '{text}' | nc -N -w 5 {} {}", dst.ip(), dst.port()),
+        ])
+        .status()
+        .expect("running nc");
+    assert!(
+        status.success(),
+        "sending {text} to {dst} from {}",
+        ns.name()
+    );
+}
+
+fn output(server: ChildGuard) -> String {
+    String::from_utf8_lossy(&server.wait_with_output().stdout).into_owned()
+}
+
+fn tcp_case(family: Family, from: From) {
+    let lab = lab();
+    let c1 = &lab.container(0).netns;
+    let via_loopback = tcp_listener(c1, family, family.localhost(), VALID_PORT);
+    let via_public = tcp_listener(c1, family, family.host_ip(), VALID_PORT);
+    let c1_unowned = tcp_listener(c1, family, family.localhost(), INVALID_PORT);
+    let host_loopback = tcp_listener(&lab.lab.host, family, family.localhost(), INVALID_PORT);
+    let host_public = tcp_listener(&lab.lab.host, family, family.host_ip(), INVALID_PORT);
+    let ns = sender(&lab, from);
+    tcp_send(
+        ns,
+        SocketAddr::new(family.localhost(), VALID_PORT),
+        "hello1",
+    );
+    tcp_send(
+        ns,
+        SocketAddr::new(family.localhost(), INVALID_PORT),
+        "hello2",
+    );
+    tcp_send(ns, SocketAddr::new(family.host_ip(), VALID_PORT), "hello3");
+    tcp_send(
+        ns,
+        SocketAddr::new(family.host_ip(), INVALID_PORT),
+        "hello4",
+    );
+    assert_eq!(output(via_loopback), "hello1");
+    assert_eq!(output(host_loopback), "hello2");
+    assert_eq!(output(via_public), "hello3");
+    assert_eq!(output(host_public), "hello4");
+    // Container 1's listener on a port it does not own got no connection: nc is still
+    // waiting for one.
+    let mut c1_unowned = c1_unowned;
+    assert!(
+        c1_unowned.child_mut().try_wait().unwrap().is_none(),
+        "container 1's listener on {INVALID_PORT} must not have been reached"
+    );
+}
+
+fn udp_socket(ns: &Netns, addr: SocketAddr) -> UdpSocket {
+    let socket = ns.run(|| UdpSocket::bind(addr).unwrap_or_else(|e| panic!("binding {addr}: {e}")));
+    socket
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    socket
+}
+
+fn udp_send(ns: &Netns, dst: SocketAddr, text: &str) {
+    ns.run(|| {
+        let any: IpAddr = if dst.is_ipv4() {
+            Ipv4Addr::UNSPECIFIED.into()
+        } else {
+            Ipv6Addr::UNSPECIFIED.into()
+        };
+        let socket = UdpSocket::bind(SocketAddr::new(any, 0)).expect("binding a sender");
+        socket.send_to(text.as_bytes(), dst).expect("sending");
+    });
+}
+
+fn recv_text(socket: &UdpSocket) -> String {
+    let mut buf = [0u8; 64];
+    let n = socket.recv(&mut buf).expect("a datagram within 10 s");
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+fn udp_case(family: Family, from: From) {
+    let lab = lab();
+    let c1 = &lab.container(0).netns;
+    let any = match family {
+        Family::V4 => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        Family::V6 => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+    };
+    let via_loopback = udp_socket(c1, SocketAddr::new(family.localhost(), VALID_PORT));
+    let via_public = udp_socket(c1, SocketAddr::new(family.host_ip(), VALID_PORT));
+    let c1_unowned = udp_socket(c1, SocketAddr::new(any, INVALID_PORT));
+    let host_unowned = udp_socket(&lab.lab.host, SocketAddr::new(any, INVALID_PORT));
+    let ns = sender(&lab, from);
+    udp_send(
+        ns,
+        SocketAddr::new(family.localhost(), VALID_PORT),
+        "hello1",
+    );
+    udp_send(
+        ns,
+        SocketAddr::new(family.localhost(), INVALID_PORT),
+        "hello2",
+    );
+    udp_send(ns, SocketAddr::new(family.host_ip(), VALID_PORT), "hello3");
+    udp_send(
+        ns,
+        SocketAddr::new(family.host_ip(), INVALID_PORT),
+        "hello4",
+    );
+    assert_eq!(recv_text(&via_loopback), "hello1");
+    assert_eq!(recv_text(&via_public), "hello3");
+    // Both datagrams to the unowned port reached the host, so neither reached
+    // container 1 (a datagram is delivered once).
+    let mut at_host = [recv_text(&host_unowned), recv_text(&host_unowned)];
+    at_host.sort();
+    assert_eq!(at_host, ["hello2", "hello4"]);
+    c1_unowned.set_nonblocking(true).unwrap();
+    let mut buf = [0u8; 64];
+    assert_eq!(
+        c1_unowned.recv(&mut buf).unwrap_err().kind(),
+        std::io::ErrorKind::WouldBlock,
+        "container 1 must not receive datagrams for {INVALID_PORT}"
+    );
+}
+
+#[test]
+fn container_to_container_tcp_ipv4() {
+    tcp_case(Family::V4, From::OtherContainer);
+}
+
+#[test]
+fn container_to_container_tcp_ipv6() {
+    tcp_case(Family::V6, From::OtherContainer);
+}
+
+#[test]
+fn container_to_container_udp_ipv4() {
+    udp_case(Family::V4, From::OtherContainer);
+}
+
+#[test]
+fn container_to_container_udp_ipv6() {
+    udp_case(Family::V6, From::OtherContainer);
+}
+
+#[test]
+fn host_to_container_tcp_ipv4() {
+    tcp_case(Family::V4, From::Host);
+}
+
+#[test]
+fn host_to_container_tcp_ipv6() {
+    tcp_case(Family::V6, From::Host);
+}
+
+#[test]
+fn host_to_container_udp_ipv4() {
+    udp_case(Family::V4, From::Host);
+}
+
+#[test]
+fn host_to_container_udp_ipv6() {
+    udp_case(Family::V6, From::Host);
+}
