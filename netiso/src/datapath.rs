@@ -2,7 +2,6 @@
 //! and reading its counters.
 use std::{
     borrow::Borrow,
-    collections::HashMap as StdHashMap,
     io,
     path::{Path, PathBuf},
 };
@@ -11,7 +10,11 @@ use anyhow::{Context as _, bail};
 use aya::{
     Btf, Ebpf, EbpfLoader,
     maps::{Array, HashMap, Map, MapData, PerCpuArray, PerCpuValues},
-    programs::{SchedClassifier, TcAttachType, tc, tc::SchedClassifierLinkId},
+    programs::{
+        LinkOrder, SchedClassifier, TcAttachType,
+        links::{FdLink, PinnedLink},
+        tc::{self, NlOptions, SchedClassifierLink, TcAttachOptions, TcHandle},
+    },
     util::KernelVersion,
 };
 use netiso_common::{
@@ -25,10 +28,7 @@ use netiso_common::{
 };
 use serde::Serialize;
 
-use crate::{
-    container::{ContainerNetwork, HostNetwork},
-    netns::Bound,
-};
+use crate::container::{ContainerNetwork, HostNetwork};
 
 /// Every pinned map with its layout: (name, key size, value size, entries).
 const PINNED_MAPS: [(&str, usize, usize, u32); 6] = [
@@ -70,13 +70,14 @@ const PINNED_MAPS: [(&str, usize, usize, u32); 6] = [
     ),
 ];
 
-/// What the datapath attached for one container.
-struct ContainerAttachments {
-    veth: SchedClassifierLinkId,
-    /// The container's own copy of the object, holding the programs attached inside
-    /// its namespace; dropping it detaches them.
-    inside: Bound<Ebpf>,
-}
+/// Subdirectory of the pin root holding the pinned tcx links.
+const LINKS_DIR: &str = "links";
+
+/// Netlink filters of netiso get this priority and handle, so that a restarted agent
+/// finds and replaces them in place (each interface and direction has one netiso
+/// program at most).
+const NETLINK_PRIORITY: u16 = 0x6e69; // "ni"
+const NETLINK_HANDLE: u16 = 1;
 
 /// The eBPF object built from `netiso-ebpf` by `build.rs`.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netiso"));
@@ -106,14 +107,12 @@ impl AttachMode {
     }
 }
 
-/// The loaded datapath. Dropping it detaches its programs; pinned maps stay.
+/// The loaded datapath. Its attachments and maps outlive it (and the agent): dropping
+/// it, or killing the agent, leaves packets flowing.
 pub struct Datapath {
-    /// Bound to the host's namespace, where its programs are attached.
-    ebpf: Bound<Ebpf>,
+    ebpf: Ebpf,
     pin_root: PathBuf,
     attach_mode: AttachMode,
-    /// What is attached for each container, by slot.
-    containers: StdHashMap<u32, ContainerAttachments>,
 }
 
 impl Datapath {
@@ -128,12 +127,13 @@ impl Datapath {
         for (name, key_size, value_size, entries) in PINNED_MAPS {
             check_pinned_map_layout(&pin_root.join(name), key_size, value_size, entries)?;
         }
-        let ebpf = Bound::to_current(load_object(pin_root, &[])?)?;
+        let ebpf = load_object(pin_root, &[])?;
+        let links = pin_root.join(LINKS_DIR);
+        std::fs::create_dir_all(&links).with_context(|| format!("creating {}", links.display()))?;
         Ok(Self {
             ebpf,
             pin_root: pin_root.to_owned(),
             attach_mode: AttachMode::for_running_kernel(),
-            containers: StdHashMap::new(),
         })
     }
 
@@ -142,31 +142,52 @@ impl Datapath {
         &self.pin_root
     }
 
-    /// Attaches the programs to both directions of the public interface. Runs in the
-    /// host's network namespace (the calling thread's).
+    /// Attaches the programs to both directions of the public interface, or takes
+    /// over the attachments a previous agent left (atomically: no packet is missed).
+    /// Runs in the host's network namespace (the calling thread's).
     pub fn attach_public_iface(&mut self, iface: &str) -> anyhow::Result<AttachMode> {
         self.prepare_iface(iface)?;
-        for (name, attach_type) in [
-            (PUBLIC_INGRESS_PROGRAM, TcAttachType::Ingress),
-            (PUBLIC_EGRESS_PROGRAM, TcAttachType::Egress),
+        for (name, attach_type, pin) in [
+            (
+                PUBLIC_INGRESS_PROGRAM,
+                TcAttachType::Ingress,
+                "public-ingress",
+            ),
+            (PUBLIC_EGRESS_PROGRAM, TcAttachType::Egress, "public-egress"),
         ] {
-            self.remove_stale_filter(iface, attach_type, name)?;
-            self.program(name)?.attach(iface, attach_type).with_context(|| {
-                format!("attaching {name} to {iface}; check that the interface exists (`ip link show {iface}`)")
-            })?;
+            let link_pin = self.link_pin(pin);
+            attach_persistent(&mut self.ebpf, name, self.attach_mode, iface, attach_type, &link_pin)
+                .with_context(|| {
+                    format!("attaching {name} to {iface}; check that the interface exists (`ip link show {iface}`)")
+                })?;
         }
         Ok(self.attach_mode)
     }
 
     /// Attaches the program that steers host traffic for containers' ports to the
-    /// host's loopback. Runs in the host's network namespace.
+    /// host's loopback (or takes it over). Runs in the host's network namespace.
     pub fn attach_host_lo(&mut self, lo: &str) -> anyhow::Result<()> {
         self.prepare_iface(lo)?;
-        self.remove_stale_filter(lo, TcAttachType::Ingress, HOST_LO_INGRESS_PROGRAM)?;
-        self.program(HOST_LO_INGRESS_PROGRAM)?
-            .attach(lo, TcAttachType::Ingress)
-            .with_context(|| format!("attaching {HOST_LO_INGRESS_PROGRAM} to {lo}"))?;
-        Ok(())
+        let link_pin = self.link_pin("host-lo-ingress");
+        attach_persistent(
+            &mut self.ebpf,
+            HOST_LO_INGRESS_PROGRAM,
+            self.attach_mode,
+            lo,
+            TcAttachType::Ingress,
+            &link_pin,
+        )
+        .with_context(|| format!("attaching {HOST_LO_INGRESS_PROGRAM} to {lo}"))
+    }
+
+    /// Where the tcx link of attachment `name` is pinned.
+    fn link_pin(&self, name: &str) -> PathBuf {
+        self.pin_root.join(LINKS_DIR).join(name)
+    }
+
+    /// The pins of a container's three attachments.
+    fn container_link_pins(&self, slot: u32) -> [PathBuf; 3] {
+        ["veth", "eth0", "lo"].map(|at| self.link_pin(&format!("container-{slot}-{at}")))
     }
 
     /// Writes the host's addresses and interfaces for the programs.
@@ -186,8 +207,9 @@ impl Datapath {
         Ok(())
     }
 
-    /// Gives the container its ports in the datapath and attaches the veth program to
-    /// its host-side veth. Fails, changing nothing, if another container owns one of
+    /// Gives the container its ports in the datapath and attaches its programs (or,
+    /// for a container a previous agent set up, takes them over without a gap and
+    /// keeps its counters). Fails, changing nothing, if another container owns one of
     /// the ports. Runs in the host's network namespace.
     pub fn add_container(&mut self, container: &ContainerNetwork) -> anyhow::Result<()> {
         let slot = container.slot;
@@ -206,7 +228,15 @@ impl Datapath {
                 }
             }
         }
-        self.reset_container_counters(slot)?;
+        // A container a previous agent already gave to the datapath keeps its
+        // counters (they must never go backwards); a new one starts from zero.
+        let adopting = {
+            let veths: HashMap<_, u32, u32> = HashMap::try_from(self.map(VETH_CONTAINERS_MAP)?)?;
+            veths.get(&container.host_veth_index, 0).ok() == Some(slot)
+        };
+        if !adopting {
+            self.reset_container_counters(slot)?;
+        }
         let mut owners: Array<_, PortOwner> = Array::try_from(self.map_mut(PORT_OWNERS_MAP)?)?;
         let entry = PortOwner::new(slot, container.host_veth_index);
         for port in ranges.iter().flat_map(|r| r.ports()) {
@@ -216,32 +246,26 @@ impl Datapath {
             HashMap::try_from(self.map_mut(VETH_CONTAINERS_MAP)?)?;
         veths.insert(container.host_veth_index, slot, 0)?;
         self.prepare_iface(&container.host_veth)?;
-        let veth = self
-            .program(CONTAINER_VETH_INGRESS_PROGRAM)?
-            .attach(&container.host_veth, TcAttachType::Ingress)
-            .with_context(|| {
-                format!("attaching the container program to {}", container.host_veth)
-            })?;
-        match self.attach_inside(container) {
-            Ok(inside) => {
-                self.containers
-                    .insert(slot, ContainerAttachments { veth, inside });
-                Ok(())
-            }
-            Err(error) => {
-                let _ = self.program(CONTAINER_VETH_INGRESS_PROGRAM)?.detach(veth);
-                Err(error)
-            }
-        }
+        let [veth_pin, ..] = self.container_link_pins(slot);
+        attach_persistent(
+            &mut self.ebpf,
+            CONTAINER_VETH_INGRESS_PROGRAM,
+            self.attach_mode,
+            &container.host_veth,
+            TcAttachType::Ingress,
+            &veth_pin,
+        )
+        .with_context(|| format!("attaching the container program to {}", container.host_veth))?;
+        self.attach_inside(container)
     }
 
     /// Attaches the programs inside the container's namespace, from a copy of the
-    /// object of its own: the lo program must know the container's slot and eth0, and
-    /// separate copies keep attachments of different containers apart (inside every
-    /// namespace eth0 has the same ifindex, which would make their netlink link ids
-    /// collide).
-    fn attach_inside(&self, container: &ContainerNetwork) -> anyhow::Result<Bound<Ebpf>> {
+    /// object of its own: the lo program must know the container's slot and eth0. The
+    /// copy can be dropped at once: its attachments are pinned (tcx) or left in the
+    /// kernel (netlink), and hold its programs.
+    fn attach_inside(&self, container: &ContainerNetwork) -> anyhow::Result<()> {
         let eth0_index = container.container_eth0_index;
+        let [_, eth0_pin, lo_pin] = self.container_link_pins(container.slot);
         let mut inside = load_object(
             &self.pin_root,
             &[
@@ -254,29 +278,36 @@ impl Datapath {
                 .context("finding the container's eth0")?
                 .into_string()
                 .map_err(|_| anyhow::anyhow!("the container's eth0 name is not UTF-8"))?;
-            for (program, iface) in [
-                (CONTAINER_ETH0_INGRESS_PROGRAM, eth0.as_str()),
-                (CONTAINER_LO_INGRESS_PROGRAM, "lo"),
+            for (program, iface, pin) in [
+                (CONTAINER_ETH0_INGRESS_PROGRAM, eth0.as_str(), &eth0_pin),
+                (CONTAINER_LO_INGRESS_PROGRAM, "lo", &lo_pin),
             ] {
                 self.prepare_iface(iface)?;
-                loaded_program(&mut inside, program)?
-                    .attach(iface, TcAttachType::Ingress)
-                    .with_context(|| format!("attaching {program} to the container's {iface}"))?;
+                attach_persistent(
+                    &mut inside,
+                    program,
+                    self.attach_mode,
+                    iface,
+                    TcAttachType::Ingress,
+                    pin,
+                )
+                .with_context(|| format!("attaching {program} to the container's {iface}"))?;
             }
             Ok(())
-        })??;
-        Bound::to_path(inside, &container.netns)
+        })?
     }
 
     /// Takes the container's ports back and forgets its veth. Idempotent.
     pub fn remove_container(&mut self, container: &ContainerNetwork) -> anyhow::Result<()> {
         let slot = container.slot;
-        if let Some(attached) = self.containers.remove(&slot) {
-            // The interfaces may already be gone, and their attachments with them.
-            let _ = self
-                .program(CONTAINER_VETH_INGRESS_PROGRAM)?
-                .detach(attached.veth);
-            drop(attached.inside);
+        // Unpinning a tcx link detaches it (nothing else holds it). Netlink filters go
+        // with the container's interfaces, which are deleted next.
+        for pin in self.container_link_pins(slot) {
+            match std::fs::remove_file(&pin) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e).with_context(|| format!("removing {}", pin.display())),
+            }
         }
         let mut owners: Array<_, PortOwner> = Array::try_from(self.map_mut(PORT_OWNERS_MAP)?)?;
         for port in container
@@ -327,11 +358,6 @@ impl Datapath {
             .with_context(|| format!("map {name} missing from the eBPF object"))
     }
 
-    /// The loaded program `name` (loaded into the kernel on first use).
-    fn program(&mut self, name: &str) -> anyhow::Result<&mut SchedClassifier> {
-        loaded_program(&mut self.ebpf, name)
-    }
-
     /// cls_bpf filters need a clsact qdisc; one that is already there is fine.
     fn prepare_iface(&self, iface: &str) -> anyhow::Result<()> {
         if self.attach_mode != AttachMode::Netlink {
@@ -343,29 +369,6 @@ impl Datapath {
             Err(error) => Err(error).with_context(|| {
                 format!("adding the clsact qdisc to {iface}; does the interface exist?")
             }),
-        }
-    }
-
-    /// A killed agent leaves its cls_bpf filters behind (tcx links die with their
-    /// process); remove them so packets are not handled twice.
-    fn remove_stale_filter(
-        &self,
-        iface: &str,
-        attach_type: TcAttachType,
-        name: &str,
-    ) -> anyhow::Result<()> {
-        if self.attach_mode != AttachMode::Netlink {
-            return Ok(());
-        }
-        match tc::qdisc_detach_program(iface, attach_type, name) {
-            Ok(()) => {
-                log::info!("removed a stale {name} filter from {iface}");
-                Ok(())
-            }
-            Err(tc::TcError::IoError(e)) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(error) => {
-                Err(error).with_context(|| format!("removing stale {name} filters from {iface}"))
-            }
         }
     }
 
@@ -390,6 +393,77 @@ fn load_object(pin_root: &Path, globals: &[(&'static str, u32)]) -> anyhow::Resu
     loader.load(EBPF_OBJECT).context(
         "loading the eBPF object into the kernel (needs root and a kernel with BPF and BTF)",
     )
+}
+
+/// Attaches program `name` of `ebpf` to `iface`, or takes over the attachment a
+/// previous agent left there, replacing its program atomically. The attachment then
+/// belongs to the kernel, not to `ebpf`: tcx links are pinned at `link_pin`, netlink
+/// filters sit at a fixed priority and handle.
+fn attach_persistent(
+    ebpf: &mut Ebpf,
+    name: &str,
+    mode: AttachMode,
+    iface: &str,
+    attach_type: TcAttachType,
+    link_pin: &Path,
+) -> anyhow::Result<()> {
+    let program = loaded_program(ebpf, name)?;
+    match mode {
+        AttachMode::Tcx => {
+            if link_pin.exists() {
+                let adopted = PinnedLink::from_pin(link_pin)
+                    .map_err(anyhow::Error::from)
+                    .and_then(|pinned| Ok(SchedClassifierLink::try_from(FdLink::from(pinned))?))
+                    .and_then(|link| Ok(program.attach_to_link(link)?));
+                match adopted {
+                    // The pin keeps the link; ours may go.
+                    Ok(id) => {
+                        drop(program.take_link(id)?);
+                        return Ok(());
+                    }
+                    Err(error) => {
+                        // A link whose interface was deleted cannot be updated.
+                        log::info!("replacing stale link {}: {error:#}", link_pin.display());
+                        std::fs::remove_file(link_pin)?;
+                    }
+                }
+            }
+            let id = program.attach_with_options(
+                iface,
+                attach_type,
+                TcAttachOptions::TcxOrder(LinkOrder::default()),
+            )?;
+            let link = FdLink::try_from(program.take_link(id)?)?;
+            link.pin(link_pin)
+                .with_context(|| format!("pinning the link at {}", link_pin.display()))?;
+        }
+        AttachMode::Netlink => {
+            let options = NlOptions {
+                priority: NETLINK_PRIORITY,
+                handle: TcHandle::new(0, NETLINK_HANDLE),
+                classid: None,
+            };
+            let previous = SchedClassifierLink::attached(
+                iface,
+                attach_type,
+                options.priority,
+                options.handle,
+                None,
+            )?;
+            // Replacing fails when there is nothing to replace: then create.
+            let id = match program.attach_to_link(previous) {
+                Ok(id) => id,
+                Err(_) => program.attach_with_options(
+                    iface,
+                    attach_type,
+                    TcAttachOptions::Netlink(options),
+                )?,
+            };
+            // Forgetting the handle leaves the filter in the kernel when we exit.
+            std::mem::forget(program.take_link(id)?);
+        }
+    }
+    Ok(())
 }
 
 /// The program `name` of `ebpf`, loaded into the kernel on first use.

@@ -122,4 +122,23 @@ impl Agent {
     pub fn pid(&self) -> u32 {
         self.process.id()
     }
+
+    /// Stops the agent with SIGTERM and waits for it to exit; returns whether it
+    /// exited successfully.
+    pub fn stop(mut self) -> bool {
+        let pid = nix::unistd::Pid::from_raw(self.pid() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+        self.process
+            .child_mut()
+            .wait()
+            .expect("waiting for the agent")
+            .success()
+    }
+
+    /// Kills the agent with SIGKILL (no clean-up code runs) and reaps it.
+    pub fn kill(mut self) {
+        let child = self.process.child_mut();
+        child.kill().expect("SIGKILL");
+        child.wait().expect("reaping the agent");
+    }
 }

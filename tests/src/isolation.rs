@@ -4,7 +4,7 @@
 use netiso::{
     bpffs,
     container::{self, ContainerNetwork, ContainerSpec, HostNetwork},
-    datapath::Datapath,
+    datapath::{Datapath, read_pinned_container_counters},
     ports::{PortRange, parse_list},
 };
 use netiso_common::ContainerCounters;
@@ -30,7 +30,9 @@ impl Drop for TestContainer {
 /// Field order is drop order: containers, then the datapath, then the namespaces.
 pub struct IsolationLab {
     pub containers: Vec<TestContainer>,
-    pub datapath: Datapath,
+    /// `None` between [`IsolationLab::stop_datapath`] and
+    /// [`IsolationLab::start_datapath`], like an agent that is down.
+    datapath: Option<Datapath>,
     pub host_network: HostNetwork,
     pub lab: Lab,
 }
@@ -39,25 +41,54 @@ impl IsolationLab {
     /// A lab whose host namespace has the datapath loaded and attached to `eth0`.
     pub fn new() -> Self {
         let lab = Lab::new();
-        let pin_root = lab.pin_root().to_owned();
-        let (datapath, host_network) = lab.host.run(|| {
-            bpffs::prepare_pin_root(&pin_root).expect("preparing the pin directory");
+        let host_network = lab.host.run(|| {
             let host = HostNetwork::discover(PUBLIC_IFACE).expect("reading the public interface");
+            host.prepare_loopback("lo").expect("preparing lo");
+            host
+        });
+        let mut lab = Self {
+            containers: Vec::new(),
+            datapath: None,
+            host_network,
+            lab,
+        };
+        lab.start_datapath();
+        lab
+    }
+
+    /// The loaded datapath; panics while it is stopped.
+    pub fn datapath(&mut self) -> &mut Datapath {
+        self.datapath.as_mut().expect("the datapath is stopped")
+    }
+
+    /// Drops the datapath object, as an agent exiting would: the kernel keeps every
+    /// attachment and map.
+    pub fn stop_datapath(&mut self) {
+        self.datapath = None;
+    }
+
+    /// Loads the datapath (again) and gives it every container, as a restarted agent
+    /// would: it takes over what the kernel kept.
+    pub fn start_datapath(&mut self) {
+        let pin_root = self.lab.pin_root().to_owned();
+        let host = &self.host_network;
+        let containers = &self.containers;
+        let datapath = self.lab.host.run(|| {
+            bpffs::prepare_pin_root(&pin_root).expect("preparing the pin directory");
             let mut datapath = Datapath::load(&pin_root).expect("loading the datapath");
-            datapath.configure(&host).expect("configuring the datapath");
+            datapath.configure(host).expect("configuring the datapath");
             datapath
                 .attach_public_iface(PUBLIC_IFACE)
                 .expect("attaching to the public interface");
             datapath.attach_host_lo("lo").expect("attaching to lo");
-            host.prepare_loopback("lo").expect("preparing lo");
-            (datapath, host)
+            for container in containers {
+                datapath
+                    .add_container(&container.network)
+                    .expect("taking the container over");
+            }
+            datapath
         });
-        Self {
-            containers: Vec::new(),
-            datapath,
-            host_network,
-            lab,
-        }
+        self.datapath = Some(datapath);
     }
 
     /// Makes a container owning `ports` (like "31000-31499") and `ephemeral`, and
@@ -71,7 +102,7 @@ impl IsolationLab {
             ports: parse_list(ports).expect("port ranges"),
         };
         let host = &self.host_network;
-        let datapath = &mut self.datapath;
+        let datapath = self.datapath.as_mut().expect("the datapath is stopped");
         let network = self.lab.host.run(|| {
             let network = container::create(host, &spec).expect("creating the container");
             datapath
@@ -88,9 +119,10 @@ impl IsolationLab {
         &self.containers[index]
     }
 
+    /// Container `index`'s counters, read from the pinned map (so also while the
+    /// datapath is stopped).
     pub fn counters(&self, index: usize) -> ContainerCounters {
-        self.datapath
-            .container_counters(self.containers[index].network.slot)
+        read_pinned_container_counters(self.lab.pin_root(), self.containers[index].network.slot)
             .expect("reading container counters")
     }
 }

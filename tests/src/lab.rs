@@ -57,23 +57,7 @@ impl Lab {
         );
         let remote = Netns::create(&format!("{LAB_PREFIX}{id}-remote"));
         let host = Netns::create(&format!("{LAB_PREFIX}{id}-host"));
-        // Both ends are created directly in their namespaces: nothing appears in the
-        // root namespace, even for an instant.
-        crate::netns::run_checked(std::process::Command::new("ip").args([
-            "link",
-            "add",
-            "name",
-            PUBLIC_IFACE,
-            "netns",
-            remote.name(),
-            "type",
-            "veth",
-            "peer",
-            "name",
-            PUBLIC_IFACE,
-            "netns",
-            host.name(),
-        ]));
+        add_veth_pair((PUBLIC_IFACE, &remote), (PUBLIC_IFACE, &host));
         for (ns, v4, v6) in [
             (&host, HOST_IPV4, HOST_IPV6),
             (&remote, REMOTE_IPV4, REMOTE_IPV6),
@@ -114,21 +98,7 @@ impl Lab {
     /// `remote` send "fragmentation needed" / "packet too big" back to the host.
     pub fn add_far_network(&mut self, mtu: u32) -> &Netns {
         let far = Netns::create(&format!("{LAB_PREFIX}{}-far", self.id));
-        crate::netns::run_checked(std::process::Command::new("ip").args([
-            "link",
-            "add",
-            "name",
-            "eth1",
-            "netns",
-            self.remote.name(),
-            "type",
-            "veth",
-            "peer",
-            "name",
-            PUBLIC_IFACE,
-            "netns",
-            far.name(),
-        ]));
+        add_veth_pair(("eth1", &self.remote), (PUBLIC_IFACE, &far));
         self.remote
             .ip(&["addr", "add", "198.18.1.1/24", "dev", "eth1"]);
         self.remote
@@ -175,6 +145,26 @@ impl Drop for Lab {
     fn drop(&mut self) {
         let _ = fs::remove_dir_all(&self.pin_root);
     }
+}
+
+/// Creates a veth pair with each end directly inside its namespace: nothing appears
+/// in the root namespace, even for an instant.
+fn add_veth_pair((a_name, a_ns): (&str, &Netns), (b_name, b_ns): (&str, &Netns)) {
+    crate::netns::run_checked(std::process::Command::new("ip").args([
+        "link",
+        "add",
+        "name",
+        a_name,
+        "netns",
+        a_ns.name(),
+        "type",
+        "veth",
+        "peer",
+        "name",
+        b_name,
+        "netns",
+        b_ns.name(),
+    ]));
 }
 
 /// Removes namespaces and pin directories left by test processes that no longer run
@@ -267,6 +257,34 @@ pub fn start_nc_server(ns: &Netns, proto: Proto, port: u16) -> ChildGuard {
     let server = ns.spawn(&argv);
     wait_for_listener(ns, proto, port);
     server
+}
+
+/// Starts `nc` listening for one TCP connection on `addr:port` in `ns`; what it
+/// receives is on its stdout once the connection closes.
+pub fn start_tcp_listener(ns: &Netns, addr: IpAddr, port: u16) -> ChildGuard {
+    let family = if addr.is_ipv4() { "-4" } else { "-6" };
+    let server = ns.spawn(&[
+        "nc",
+        family,
+        "-l",
+        "-n",
+        &addr.to_string(),
+        &port.to_string(),
+    ]);
+    wait_for_listener(ns, Proto::Tcp, port);
+    server
+}
+
+/// Sends `text` over one TCP connection from `ns` to `dst`; whether it got through.
+pub fn send_tcp(ns: &Netns, dst: SocketAddr, text: &str) -> bool {
+    ns.command("sh")
+        .args([
+            "-c",
+            &format!("printf '{text}' | nc -N -w 5 {} {}", dst.ip(), dst.port()),
+        ])
+        .status()
+        .expect("running nc")
+        .success()
 }
 
 /// Starts an `iperf3` server for one test on `port` in `ns`.

@@ -8,4 +8,5 @@ pub mod isolation;
 pub mod lab;
 pub mod netns;
 pub mod packets;
+pub mod test_run;
 pub mod wait;

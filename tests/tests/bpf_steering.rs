@@ -14,9 +14,8 @@ use netiso::datapath::{EBPF_OBJECT, read_container_counters};
 use netiso_common::{
     CONTAINER_COUNTERS_MAP, CONTAINER_ETH0_IFINDEX_GLOBAL, CONTAINER_ETH0_INGRESS_PROGRAM,
     CONTAINER_LO_INGRESS_PROGRAM, CONTAINER_SLOT_GLOBAL, CONTAINER_VETH_INGRESS_PROGRAM,
-    ContainerCounters, DATAPATH_CONFIG_MAP, DatapathConfig, ECHO_OWNERS_MAP, EchoKey,
-    HOST_LO_INGRESS_PROGRAM, PORT_OWNERS_MAP, PUBLIC_INGRESS_PROGRAM, PortOwner,
-    VETH_CONTAINERS_MAP,
+    ContainerCounters, ECHO_OWNERS_MAP, EchoKey, HOST_LO_INGRESS_PROGRAM, PORT_OWNERS_MAP,
+    PUBLIC_INGRESS_PROGRAM, PortOwner, VETH_CONTAINERS_MAP,
 };
 use netiso_tests::{
     lab::{HOST_IPV4, HOST_IPV6, REMOTE_IPV4, REMOTE_IPV6},
@@ -26,6 +25,7 @@ use netiso_tests::{
         ipv4_packet, ipv4_packet_full, ipv6_ext_header, ipv6_fragment_header, ipv6_packet,
         tcp_segment, udp_segment,
     },
+    test_run::{configure_as_lab_host, load_programs},
 };
 
 const PIPE: u32 = 3; // not ours: next program or the stack
@@ -53,34 +53,17 @@ fn datapath() -> Ebpf {
         .override_global(CONTAINER_ETH0_IFINDEX_GLOBAL, &C0_ETH0, true)
         .load(EBPF_OBJECT)
         .expect("loading the eBPF object");
-    for name in [
-        PUBLIC_INGRESS_PROGRAM,
-        CONTAINER_VETH_INGRESS_PROGRAM,
-        HOST_LO_INGRESS_PROGRAM,
-        CONTAINER_ETH0_INGRESS_PROGRAM,
-        CONTAINER_LO_INGRESS_PROGRAM,
-    ] {
-        let program: &mut SchedClassifier = ebpf.program_mut(name).unwrap().try_into().unwrap();
-        program
-            .load()
-            .unwrap_or_else(|e| panic!("verifier rejects {name}: {e:?}"));
-    }
-    let mut config: Array<_, DatapathConfig> =
-        Array::try_from(ebpf.map_mut(DATAPATH_CONFIG_MAP).unwrap()).unwrap();
-    config
-        .set(
-            0,
-            DatapathConfig {
-                host_ipv4: HOST_IPV4.octets(),
-                host_ipv6: HOST_IPV6.octets(),
-                has_ipv4: 1,
-                has_ipv6: 1,
-                public_ifindex: 2,
-                host_lo_ifindex: 1,
-            },
-            0,
-        )
-        .unwrap();
+    load_programs(
+        &mut ebpf,
+        &[
+            PUBLIC_INGRESS_PROGRAM,
+            CONTAINER_VETH_INGRESS_PROGRAM,
+            HOST_LO_INGRESS_PROGRAM,
+            CONTAINER_ETH0_INGRESS_PROGRAM,
+            CONTAINER_LO_INGRESS_PROGRAM,
+        ],
+    );
+    configure_as_lab_host(&mut ebpf);
     let mut owners: Array<_, PortOwner> =
         Array::try_from(ebpf.map_mut(PORT_OWNERS_MAP).unwrap()).unwrap();
     for (ports, owner) in [

@@ -8,7 +8,10 @@ use netiso::datapath::{EBPF_OBJECT, PublicIfaceCounters};
 use netiso_common::{
     Direction, PUBLIC_EGRESS_PROGRAM, PUBLIC_INGRESS_PROGRAM, TrafficClass, TrafficCounters,
 };
-use netiso_tests::packets::{self, ETH_P_ARP};
+use netiso_tests::{
+    packets::{self, ETH_P_ARP},
+    test_run::load_programs,
+};
 
 /// tc verdict "continue with the next program / the stack".
 const TC_ACT_PIPE: u32 = 3;
@@ -16,14 +19,7 @@ const TC_ACT_PIPE: u32 = 3;
 fn load() -> Ebpf {
     // No pin paths: every test gets fresh, private maps.
     let mut ebpf = Ebpf::load(EBPF_OBJECT).expect("loading the eBPF object");
-    for name in [PUBLIC_INGRESS_PROGRAM, PUBLIC_EGRESS_PROGRAM] {
-        let program: &mut SchedClassifier = ebpf
-            .program_mut(name)
-            .expect("program present")
-            .try_into()
-            .expect("a tc classifier");
-        program.load().expect("verifier accepts the program");
-    }
+    load_programs(&mut ebpf, &[PUBLIC_INGRESS_PROGRAM, PUBLIC_EGRESS_PROGRAM]);
     ebpf
 }
 

@@ -111,7 +111,7 @@ fn raw_edge_frames_reach_the_owner_or_the_host_and_never_another_container() {
     let vlan = with_macs(vlan, host_mac, remote_mac);
     let truncated_ip = raw(ETH_P_IP, &plain[..8]);
     let truncated_udp = raw(ETH_P_IP, &plain[..20 + 4]);
-    let before = lab.datapath.public_iface_counters().unwrap();
+    let before = lab.datapath().public_iface_counters().unwrap();
     send_raw_frames(
         &lab.lab.remote,
         PUBLIC_IFACE,
@@ -134,12 +134,12 @@ fn raw_edge_frames_reach_the_owner_or_the_host_and_never_another_container() {
         "the edge frames to be counted",
         Duration::from_secs(10),
         || {
-            let now = lab.datapath.public_iface_counters().unwrap();
+            let now = lab.datapath().public_iface_counters().unwrap();
             now.get(Direction::Ingress, TrafficClass::Other).packets
                 >= before.get(Direction::Ingress, TrafficClass::Other).packets + 2
         },
     );
-    let after = lab.datapath.public_iface_counters().unwrap();
+    let after = lab.datapath().public_iface_counters().unwrap();
     let grew = |class| {
         after.get(Direction::Ingress, class).packets - before.get(Direction::Ingress, class).packets
     };

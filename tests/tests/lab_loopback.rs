@@ -11,7 +11,7 @@ use std::{
 
 use netiso_tests::{
     isolation::IsolationLab,
-    lab::{HOST_IPV4, HOST_IPV6, Proto, wait_for_listener},
+    lab::{HOST_IPV4, HOST_IPV6, send_tcp, start_tcp_listener},
     netns::{ChildGuard, Netns},
 };
 
@@ -38,13 +38,6 @@ impl Family {
             Family::V6 => IpAddr::V6(HOST_IPV6),
         }
     }
-
-    fn nc_flag(self) -> &'static str {
-        match self {
-            Family::V4 => "-4",
-            Family::V6 => "-6",
-        }
-    }
 }
 
 #[derive(Clone, Copy)]
@@ -67,30 +60,9 @@ fn sender(lab: &IsolationLab, from: From) -> &Netns {
     }
 }
 
-fn tcp_listener(ns: &Netns, family: Family, addr: IpAddr, port: u16) -> ChildGuard {
-    let server = ns.spawn(&[
-        "nc",
-        family.nc_flag(),
-        "-l",
-        "-n",
-        &addr.to_string(),
-        &port.to_string(),
-    ]);
-    wait_for_listener(ns, Proto::Tcp, port);
-    server
-}
-
 fn tcp_send(ns: &Netns, dst: SocketAddr, text: &str) {
-    let status = ns
-        .command("sh")
-        .args([
-            "-c",
-            &format!("printf '{text}' | nc -N -w 5 {} {}", dst.ip(), dst.port()),
-        ])
-        .status()
-        .expect("running nc");
     assert!(
-        status.success(),
+        send_tcp(ns, dst, text),
         "sending {text} to {dst} from {}",
         ns.name()
     );
@@ -103,11 +75,11 @@ fn output(server: ChildGuard) -> String {
 fn tcp_case(family: Family, from: From) {
     let lab = lab();
     let c1 = &lab.container(0).netns;
-    let via_loopback = tcp_listener(c1, family, family.localhost(), VALID_PORT);
-    let via_public = tcp_listener(c1, family, family.host_ip(), VALID_PORT);
-    let c1_unowned = tcp_listener(c1, family, family.localhost(), INVALID_PORT);
-    let host_loopback = tcp_listener(&lab.lab.host, family, family.localhost(), INVALID_PORT);
-    let host_public = tcp_listener(&lab.lab.host, family, family.host_ip(), INVALID_PORT);
+    let via_loopback = start_tcp_listener(c1, family.localhost(), VALID_PORT);
+    let via_public = start_tcp_listener(c1, family.host_ip(), VALID_PORT);
+    let c1_unowned = start_tcp_listener(c1, family.localhost(), INVALID_PORT);
+    let host_loopback = start_tcp_listener(&lab.lab.host, family.localhost(), INVALID_PORT);
+    let host_public = start_tcp_listener(&lab.lab.host, family.host_ip(), INVALID_PORT);
     let ns = sender(&lab, from);
     tcp_send(
         ns,

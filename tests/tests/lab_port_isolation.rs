@@ -9,8 +9,7 @@ use std::{
 use netiso_tests::{
     isolation::IsolationLab,
     lab::{HOST_IPV4, HOST_IPV6, PUBLIC_IFACE, Proto, REMOTE_IPV4, REMOTE_IPV6, send_udp},
-    lab::{start_nc_server, wait_for_listener},
-    netns::Netns,
+    lab::{send_tcp, start_nc_server, start_tcp_listener},
     wait::wait_until,
 };
 
@@ -30,34 +29,6 @@ fn two_containers() -> IsolationLab {
 
 fn host_addresses() -> [IpAddr; 2] {
     [IpAddr::V4(HOST_IPV4), IpAddr::V6(HOST_IPV6)]
-}
-
-/// Sends `text` over TCP from `client` to `dst`, returning whether the connection and
-/// the transfer worked.
-fn tcp_send(client: &Netns, dst: SocketAddr, text: &str) -> bool {
-    let ip = dst.ip().to_string();
-    let port = dst.port().to_string();
-    client
-        .command("sh")
-        .args(["-c", &format!("printf '{text}' | nc -N -w 5 {ip} {port}")])
-        .status()
-        .expect("running nc")
-        .success()
-}
-
-/// Starts `nc -l` on `addr:port` in `ns`; returns the guard holding its output.
-fn tcp_listener(ns: &Netns, addr: IpAddr, port: u16) -> netiso_tests::netns::ChildGuard {
-    let family = if addr.is_ipv4() { "-4" } else { "-6" };
-    let server = ns.spawn(&[
-        "nc",
-        family,
-        "-l",
-        "-n",
-        &addr.to_string(),
-        &port.to_string(),
-    ]);
-    wait_for_listener(ns, Proto::Tcp, port);
-    server
 }
 
 #[test]
@@ -116,8 +87,8 @@ fn remote_tcp_to_an_owned_port_reaches_the_owner_only() {
     let lab = two_containers();
     let c1 = &lab.container(0).netns;
     for addr in host_addresses() {
-        let server = tcp_listener(c1, addr, VALID_PORT);
-        assert!(tcp_send(
+        let server = start_tcp_listener(c1, addr, VALID_PORT);
+        assert!(send_tcp(
             &lab.lab.remote,
             SocketAddr::new(addr, VALID_PORT),
             "hello1"
@@ -140,9 +111,9 @@ fn ports_owned_by_no_container_still_reach_host_services() {
     let lab = two_containers();
     for addr in host_addresses() {
         // Both the host and container 1 listen on a port nobody owns: the host wins.
-        let host_server = tcp_listener(&lab.lab.host, addr, INVALID_PORT);
-        let container_server = tcp_listener(&lab.container(0).netns, addr, INVALID_PORT);
-        assert!(tcp_send(
+        let host_server = start_tcp_listener(&lab.lab.host, addr, INVALID_PORT);
+        let container_server = start_tcp_listener(&lab.container(0).netns, addr, INVALID_PORT);
+        assert!(send_tcp(
             &lab.lab.remote,
             SocketAddr::new(addr, INVALID_PORT),
             "to-host"
@@ -202,8 +173,8 @@ fn container_reaches_remote_from_its_ephemeral_ports() {
         (IpAddr::V4(REMOTE_IPV4), 7000),
         (IpAddr::V6(REMOTE_IPV6), 7001),
     ] {
-        let server = tcp_listener(&lab.lab.remote, remote, port);
-        assert!(tcp_send(c1, SocketAddr::new(remote, port), "from-c1"));
+        let server = start_tcp_listener(&lab.lab.remote, remote, port);
+        assert!(send_tcp(c1, SocketAddr::new(remote, port), "from-c1"));
         assert_eq!(
             String::from_utf8_lossy(&server.wait_with_output().stdout),
             "from-c1"
@@ -243,4 +214,106 @@ fn sending_from_a_port_the_container_does_not_own_is_dropped_and_counted() {
     let counters = lab.counters(0);
     assert_eq!(counters.tx_dropped_port_not_owned, 2 * count as u64);
     assert_eq!(counters.tx_packets, 0, "nothing got through");
+}
+
+/// Remote → container 1 over TCP, host → container 2 over 127.0.0.1 UDP, and
+/// container 1 → remote: the three paths an agent restart must not break.
+fn check_paths(lab: &IsolationLab, round: &str) {
+    let c1 = &lab.container(0).netns;
+    let server = start_tcp_listener(c1, IpAddr::V4(HOST_IPV4), VALID_PORT);
+    assert!(
+        send_tcp(
+            &lab.lab.remote,
+            SocketAddr::new(IpAddr::V4(HOST_IPV4), VALID_PORT),
+            round
+        ),
+        "remote to container 1 ({round})"
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&server.wait_with_output().stdout),
+        round
+    );
+    let c2_socket = lab
+        .container(1)
+        .netns
+        .run(|| UdpSocket::bind("127.0.0.1:31700").expect("binding in container 2"));
+    c2_socket
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    lab.lab.host.run(|| {
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket.send_to(round.as_bytes(), "127.0.0.1:31700").unwrap();
+    });
+    let mut buf = [0u8; 64];
+    let n = c2_socket
+        .recv(&mut buf)
+        .unwrap_or_else(|e| panic!("host to container 2 ({round}): {e}"));
+    assert_eq!(&buf[..n], round.as_bytes());
+    let remote_server = start_tcp_listener(&lab.lab.remote, IpAddr::V4(REMOTE_IPV4), 7005);
+    assert!(send_tcp(
+        c1,
+        SocketAddr::new(IpAddr::V4(REMOTE_IPV4), 7005),
+        round
+    ));
+    assert_eq!(
+        String::from_utf8_lossy(&remote_server.wait_with_output().stdout),
+        round
+    );
+}
+
+#[test]
+fn containers_keep_working_while_the_datapath_is_down_and_after_it_is_taken_over() {
+    let mut lab = two_containers();
+    check_paths(&lab, "running");
+    let running = lab.counters(0);
+    // Like an agent exiting or being killed: the kernel keeps attachments and maps.
+    lab.stop_datapath();
+    check_paths(&lab, "down");
+    let down = lab.counters(0);
+    assert!(
+        down.rx_packets > running.rx_packets,
+        "still counted while down"
+    );
+    // Like a restarted agent: it takes the attachments over and keeps the counters.
+    lab.start_datapath();
+    // Not reset: nothing was steered meanwhile, and no counter went backwards (the
+    // container's own MLD reports may still add to tx_dropped_other).
+    let taken_over = lab.counters(0);
+    assert_eq!(
+        (
+            taken_over.rx_packets,
+            taken_over.rx_bytes,
+            taken_over.tx_packets,
+            taken_over.tx_bytes
+        ),
+        (
+            down.rx_packets,
+            down.rx_bytes,
+            down.tx_packets,
+            down.tx_bytes
+        )
+    );
+    assert!(taken_over.tx_dropped_other >= down.tx_dropped_other);
+    check_paths(&lab, "taken-over");
+    // Exactly one attachment per hook after the take-over: every datagram is steered
+    // and counted once.
+    let c2 = lab.counters(1);
+    let socket = lab
+        .container(1)
+        .netns
+        .run(|| UdpSocket::bind("0.0.0.0:31800").unwrap());
+    send_udp(
+        &lab.lab.remote,
+        SocketAddr::new(IpAddr::V4(HOST_IPV4), 31800),
+        30,
+        8,
+    );
+    socket
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut buf = [0u8; 16];
+    for _ in 0..30 {
+        socket.recv(&mut buf).expect("a datagram");
+    }
+    assert_eq!(lab.counters(1).rx_packets, c2.rx_packets + 30);
 }

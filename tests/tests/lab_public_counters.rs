@@ -315,3 +315,35 @@ fn agent_refuses_a_pin_directory_outside_bpffs() {
     );
     assert!(!Path::new(&dir).exists(), "the directory was not created");
 }
+
+#[test]
+fn datapath_keeps_counting_while_the_agent_is_down_and_after_restarts() {
+    let lab = Lab::new();
+    resolve_neighbours(&lab);
+    let dst = SocketAddr::new(IpAddr::V4(HOST_IPV4), DISCARD_PORT);
+    let frame_len = udp_frame_len(dst.ip());
+    let mut expected = 0;
+    let mut send_and_check = |what: &str| {
+        send_udp(&lab.remote, dst, 10, PAYLOAD);
+        expected += 10;
+        eprintln!("{what}: expecting {expected}");
+        expect_exact(
+            &lab,
+            Direction::Ingress,
+            TrafficClass::Ipv4Udp,
+            expected,
+            frame_len,
+        );
+    };
+    let agent = Agent::start(&lab, &[]);
+    send_and_check("agent running");
+    assert!(agent.stop(), "the agent exits cleanly on SIGTERM");
+    send_and_check("after SIGTERM, no agent");
+    let agent = Agent::start(&lab, &[]);
+    send_and_check("restarted");
+    agent.kill();
+    send_and_check("after SIGKILL, no agent");
+    let _agent = Agent::start(&lab, &[]);
+    // Exactly one attachment per direction: the restarts replaced, never added.
+    send_and_check("restarted again");
+}

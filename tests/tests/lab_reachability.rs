@@ -10,8 +10,8 @@ use std::{
 use netiso_tests::{
     isolation::IsolationLab,
     lab::{
-        FAR_IPV4, FAR_IPV6, HOST_IPV4, HOST_IPV6, PUBLIC_IFACE, Proto, REMOTE_IPV4, REMOTE_IPV6,
-        wait_for_listener,
+        FAR_IPV4, FAR_IPV6, HOST_IPV4, HOST_IPV6, PUBLIC_IFACE, REMOTE_IPV4, REMOTE_IPV6,
+        start_tcp_listener,
     },
     netns::Netns,
 };
@@ -174,15 +174,7 @@ fn container_learns_the_path_mtu_from_icmp_errors_for_its_flows() {
     let far = Netns::existing(&far_name);
     let c1 = &lab.container(0).netns;
     for (dst, port) in [(IpAddr::V4(FAR_IPV4), 7003), (IpAddr::V6(FAR_IPV6), 7004)] {
-        let server = far.spawn(&[
-            "nc",
-            if dst.is_ipv4() { "-4" } else { "-6" },
-            "-l",
-            "-n",
-            &dst.to_string(),
-            &port.to_string(),
-        ]);
-        wait_for_listener(&far, Proto::Tcp, port);
+        let server = start_tcp_listener(&far, dst, port);
         // 200 kB in full-size segments: without the "fragmentation needed" / "packet
         // too big" reaching the container, the connection would stall.
         let sent = c1

@@ -3,6 +3,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod cmd;
 mod run;
 mod setup;
@@ -27,6 +28,8 @@ enum Task {
     /// Every check CI runs: fmt, clippy (userspace and eBPF), unit, BPF test-run and lab
     /// tests on this kernel, then the VM tests on Debian's 6.1 kernel.
     Test(test::TestArgs),
+    /// Benchmarks: per-packet cost of the datapath against the number of containers.
+    Bench,
     /// Boot Debian's generic 6.1 kernel with virtme-ng and run the kernel-dependent
     /// tests there (netlink attach path, fq_codel).
     VmTest(vm::VmTestArgs),
@@ -39,6 +42,7 @@ fn main() -> ExitCode {
         Task::Run(args) => run::run(args),
         Task::Test(args) => test::run(args),
         Task::VmTest(args) => vm::run(args),
+        Task::Bench => bench::run(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

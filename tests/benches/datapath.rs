@@ -1,0 +1,115 @@
+//! Per-packet cost of the tc programs as the number of containers grows, measured by
+//! the kernel through BPF_PROG_TEST_RUN (the average over many repetitions). The
+//! datapath's lookups do not depend on the number of containers, so the figures
+//! should not either. Run with `cargo xtask bench`.
+use aya::{
+    Ebpf,
+    maps::{Array, HashMap},
+    programs::{SchedClassifier, TestRun as _, TestRunOptions},
+};
+use netiso::datapath::EBPF_OBJECT;
+use netiso_common::{
+    CONTAINER_VETH_INGRESS_PROGRAM, PORT_OWNERS_MAP, PUBLIC_INGRESS_PROGRAM, PortOwner,
+    VETH_CONTAINERS_MAP,
+};
+use netiso_tests::{
+    lab::{HOST_IPV4, REMOTE_IPV4},
+    packets::{ETH_P_IP, IPPROTO_UDP, frame, ipv4_packet, udp_segment},
+    test_run::{configure_as_lab_host, load_programs},
+};
+
+const REPEAT: u32 = 200_000;
+// 4096 containers × 15 ports fit in the port space above 1024.
+const PORTS_PER_CONTAINER: u32 = 15;
+const FIRST_PORT: u32 = 1024;
+/// BPF_PROG_TEST_RUN runs on the loopback device of the caller's namespace.
+const TEST_RUN_IFINDEX: u32 = 1;
+
+fn datapath(containers: u32) -> Ebpf {
+    let mut ebpf = Ebpf::load(EBPF_OBJECT).expect("loading the eBPF object");
+    load_programs(
+        &mut ebpf,
+        &[PUBLIC_INGRESS_PROGRAM, CONTAINER_VETH_INGRESS_PROGRAM],
+    );
+    configure_as_lab_host(&mut ebpf);
+    let mut owners: Array<_, PortOwner> =
+        Array::try_from(ebpf.map_mut(PORT_OWNERS_MAP).unwrap()).unwrap();
+    for slot in 0..containers {
+        let first = FIRST_PORT + slot * PORTS_PER_CONTAINER;
+        for port in first..first + PORTS_PER_CONTAINER {
+            owners
+                .set(port, PortOwner::new(slot, 1000 + slot), 0)
+                .unwrap();
+        }
+    }
+    let mut veths: HashMap<_, u32, u32> =
+        HashMap::try_from(ebpf.map_mut(VETH_CONTAINERS_MAP).unwrap()).unwrap();
+    // The measured container is the last one added; the others fill the table.
+    for slot in 0..containers {
+        let ifindex = if slot == containers - 1 {
+            TEST_RUN_IFINDEX
+        } else {
+            1000 + slot
+        };
+        veths.insert(ifindex, slot, 0).unwrap();
+    }
+    ebpf
+}
+
+fn nanos_per_packet(ebpf: &Ebpf, program: &str, frame: &[u8]) -> f64 {
+    let program: &SchedClassifier = ebpf.program(program).unwrap().try_into().unwrap();
+    let result = program
+        .test_run(TestRunOptions {
+            data_in: Some(frame),
+            repeat: REPEAT,
+            ..Default::default()
+        })
+        .expect("BPF_PROG_TEST_RUN");
+    // The kernel reports the average time of one repetition.
+    result.duration.as_nanos() as f64
+}
+
+fn main() {
+    println!("per-packet cost through BPF_PROG_TEST_RUN, average of {REPEAT} runs (ns)");
+    println!(
+        "{:>10}  {:>22}  {:>22}  {:>24}",
+        "containers", "inbound, owned port", "inbound, host port", "outbound, owned port"
+    );
+    for containers in [1, 64, 1024, 4096] {
+        let ebpf = datapath(containers);
+        let last_port = (FIRST_PORT + containers * PORTS_PER_CONTAINER - 1) as u16;
+        let owned = frame(
+            ETH_P_IP,
+            &ipv4_packet(
+                REMOTE_IPV4,
+                HOST_IPV4,
+                IPPROTO_UDP,
+                &udp_segment(40000, last_port, 64),
+            ),
+        );
+        let host = frame(
+            ETH_P_IP,
+            &ipv4_packet(
+                REMOTE_IPV4,
+                HOST_IPV4,
+                IPPROTO_UDP,
+                &udp_segment(40000, 22, 64),
+            ),
+        );
+        let outbound = frame(
+            ETH_P_IP,
+            &ipv4_packet(
+                HOST_IPV4,
+                REMOTE_IPV4,
+                IPPROTO_UDP,
+                &udp_segment(last_port, 53, 64),
+            ),
+        );
+        println!(
+            "{containers:>10}  {:>22.0}  {:>22.0}  {:>24.0}",
+            nanos_per_packet(&ebpf, PUBLIC_INGRESS_PROGRAM, &owned),
+            nanos_per_packet(&ebpf, PUBLIC_INGRESS_PROGRAM, &host),
+            nanos_per_packet(&ebpf, CONTAINER_VETH_INGRESS_PROGRAM, &outbound),
+        );
+    }
+}
