@@ -1,41 +1,15 @@
 //! The agent: checks the host, loads and attaches the datapath, serves HTTP, and shuts
 //! down cleanly on SIGINT/SIGTERM.
-use std::{net::SocketAddr, path::PathBuf};
-
 use anyhow::{Context as _, bail};
-use clap::Args;
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::{bpffs, container::HostNetwork, datapath::Datapath, http};
-
-/// Options of `netiso agent`. Mesos spellings (underscores) are accepted as aliases.
-#[derive(Debug, Args)]
-pub struct AgentArgs {
-    /// Public interface whose traffic the datapath steers and counts.
-    #[arg(long = "eth0-name", alias = "eth0_name", value_name = "IFACE")]
-    pub eth0_name: String,
-
-    /// Directory on a BPF filesystem where maps are pinned (kept across restarts).
-    #[arg(
-        long = "bpffs-root",
-        alias = "bpffs_root",
-        value_name = "DIR",
-        default_value = "/sys/fs/bpf/netiso"
-    )]
-    pub bpffs_root: PathBuf,
-
-    /// Address of the read-only HTTP server (health and statistics).
-    #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:5051")]
-    pub listen: SocketAddr,
-}
-
-/// The name of the host's loopback (found by `HostNetwork::discover`).
-fn host_lo_name(host: &HostNetwork) -> String {
-    nix::net::if_::if_indextoname(host.lo_index)
-        .ok()
-        .and_then(|name| name.into_string().ok())
-        .unwrap_or_else(|| "lo".to_owned())
-}
+use crate::{
+    bpffs,
+    config::{self, AgentArgs},
+    container::HostNetwork,
+    datapath::Datapath,
+    http, netlink,
+};
 
 /// Runs the agent until SIGINT or SIGTERM.
 pub fn run(args: AgentArgs) -> anyhow::Result<()> {
@@ -44,8 +18,15 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
             "the agent must run as root (it loads eBPF programs and manages namespaces); run it with sudo"
         );
     }
-    // Netlink queries run on their own small runtime, so before the agent's starts.
-    let host = HostNetwork::discover(&args.eth0_name)?;
+    let mut args = args;
+    // Checks on the flags alone come first; then the host's interfaces. Netlink
+    // queries run on their own small runtime, so before the agent's starts.
+    config::check(&args, config::host_ephemeral_range()?)?;
+    let (eth0, lo) = interfaces(&args)?;
+    args.eth0_name = Some(eth0.clone());
+    args.lo_name = Some(lo);
+    let host = HostNetwork::discover(&eth0)?;
+    warn_not_yet_applied(&args);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -60,30 +41,31 @@ async fn run_async(args: AgentArgs, host: HostNetwork) -> anyhow::Result<()> {
     bpffs::prepare_pin_root(&args.bpffs_root)?;
     let mut datapath = Datapath::load(&args.bpffs_root)?;
     datapath.configure(&host)?;
-    let attach_mode = datapath.attach_public_iface(&args.eth0_name)?;
-    let lo = host_lo_name(&host);
+    let eth0 = args.eth0_name.clone().unwrap_or_default();
+    let lo = args.lo_name.clone().unwrap_or_default();
+    let attach_mode = datapath.attach_public_iface(&eth0)?;
     host.prepare_loopback(&lo)?;
     datapath.attach_host_lo(&lo)?;
     log::info!(
-        "datapath attached to {} ({attach_mode:?}); maps pinned under {}",
-        args.eth0_name,
+        "datapath attached to {eth0} and {lo} ({attach_mode:?}); maps pinned under {}",
         datapath.pin_root().display()
     );
     let health = http::Health {
         status: "ok",
-        public_interface: args.eth0_name.clone(),
+        public_interface: eth0.clone(),
         attach_mode,
         bpffs_root: args.bpffs_root.display().to_string(),
     };
     let server = tokio::spawn(http::serve(listener, health));
-    // Scripts and tests wait for this line.
-    println!(
-        "netiso agent ready: public interface {}, http://{}/health",
-        args.eth0_name, args.listen
-    );
-
+    // Handlers first: a SIGTERM right after the ready line must stop us cleanly.
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    // Scripts and tests wait for this line.
+    println!(
+        "netiso agent ready: public interface {eth0}, http://{}/health",
+        args.listen
+    );
+
     tokio::select! {
         _ = sigterm.recv() => log::info!("SIGTERM received, stopping"),
         _ = sigint.recv() => log::info!("SIGINT received, stopping"),
@@ -91,4 +73,52 @@ async fn run_async(args: AgentArgs, host: HostNetwork) -> anyhow::Result<()> {
     server.abort();
     drop(datapath);
     Ok(())
+}
+
+/// The public and loopback interfaces: as given, or found as Mesos finds them.
+fn interfaces(args: &AgentArgs) -> anyhow::Result<(String, String)> {
+    let (eth0, lo) = (args.eth0_name.clone(), args.lo_name.clone());
+    netlink::with_handle(|handle| async move {
+        let eth0 = match eth0 {
+            Some(name) => name,
+            None => netlink::default_route_interface(&handle).await?.context(
+                "Network Isolator failed to find a public interface: there is no default IPv4 route; pass --eth0_name",
+            )?,
+        };
+        let lo = match lo {
+            Some(name) => name,
+            None => netlink::loopback_interface(&handle)
+                .await?
+                .context("Network Isolator failed to find a loopback interface; pass --lo_name")?,
+        };
+        for (name, flag) in [(&eth0, "--eth0_name"), (&lo, "--lo_name")] {
+            if netlink::link_by_name(&handle, name).await?.is_none() {
+                bail!(
+                    "interface {name} does not exist in this network namespace; pass the right one with {flag} (see `ip link`)"
+                );
+            }
+        }
+        Ok((eth0, lo))
+    })
+}
+
+/// Traffic control and the optional statistics arrive in later releases: say so once
+/// instead of silently ignoring the flags.
+fn warn_not_yet_applied(args: &AgentArgs) {
+    let (egress, ingress, stats) = (&args.egress, &args.ingress, &args.statistics);
+    let rates = egress.rate_limit_per_container.is_some()
+        || egress.rate_per_cpu.is_some()
+        || ingress.rate_limit_per_container.is_some()
+        || ingress.rate_per_cpu.is_some()
+        || egress.unique_flow_per_container;
+    if rates {
+        log::warn!(
+            "rate limiting and unique egress flows are accepted and checked but not applied yet: this netiso has no traffic control"
+        );
+    }
+    if stats.socket_summary || stats.socket_details || stats.snmp || stats.rates {
+        log::warn!(
+            "the optional socket, SNMP and rate statistics are accepted but not collected yet"
+        );
+    }
 }

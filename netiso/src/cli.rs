@@ -3,7 +3,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::agent::AgentArgs;
+use crate::config::AgentArgs;
 
 /// Per-container network isolation and monitoring for Linux hosts.
 ///

@@ -3,18 +3,23 @@
 //! Where things live:
 //! - [`cli`]: command line parsing and dispatch;
 //! - [`agent`]: the long-running agent (start-up checks, serve, shut down);
+//! - [`config`]: the agent's flags (Mesos spellings) and their validation;
 //! - [`bpffs`]: the BPF filesystem where maps are pinned;
 //! - [`datapath`]: loading, attaching and reading the eBPF programs and maps;
 //! - [`http`]: the read-only HTTP server (`/health`, statistics);
 //! - [`container`]: a container's namespace and veth pair;
 //! - [`netns`], [`netlink`]: network namespaces and rtnetlink operations;
-//! - [`ports`]: port ranges.
+//! - [`ports`]: port ranges and the ephemeral range allocator;
+//! - [`resources`], [`units`]: Mesos's `--resources` syntax, byte sizes, durations.
 pub mod agent;
 pub mod bpffs;
 pub mod cli;
+pub mod config;
 pub mod container;
 pub mod datapath;
 pub mod http;
 pub mod netlink;
 pub mod netns;
 pub mod ports;
+pub mod resources;
+pub mod units;

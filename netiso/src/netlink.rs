@@ -244,3 +244,58 @@ pub fn check_unicast_mac(mac: [u8; 6]) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// The name of the interface of the first main-table IPv4 default route, as Mesos's
+/// `link::eth0()` picks it; `None` without a default route.
+pub async fn default_route_interface(handle: &Handle) -> anyhow::Result<Option<String>> {
+    use rtnetlink::packet_route::route::{RouteAttribute, RouteHeader};
+    let mut routes = handle
+        .route()
+        .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
+        .execute();
+    while let Some(route) = routes.try_next().await.context("listing routes")? {
+        if route.header.destination_prefix_length != 0 {
+            continue;
+        }
+        let main = route.header.table == RouteHeader::RT_TABLE_MAIN
+            || route.attributes.contains(&RouteAttribute::Table(u32::from(
+                RouteHeader::RT_TABLE_MAIN,
+            )));
+        let oif = route.attributes.iter().find_map(|a| match a {
+            RouteAttribute::Oif(index) => Some(*index),
+            _ => None,
+        });
+        if let (true, Some(index)) = (main, oif) {
+            return link_name(handle, index).await.map(Some);
+        }
+    }
+    Ok(None)
+}
+
+/// The name of the first loopback device, as Mesos's `link::lo()` picks it.
+pub async fn loopback_interface(handle: &Handle) -> anyhow::Result<Option<String>> {
+    use rtnetlink::packet_route::link::LinkFlags;
+    let mut links = handle.link().get().execute();
+    while let Some(link) = links.try_next().await.context("listing links")? {
+        if link.header.flags.contains(LinkFlags::Loopback) {
+            return link_name(handle, link.header.index).await.map(Some);
+        }
+    }
+    Ok(None)
+}
+
+async fn link_name(handle: &Handle, index: u32) -> anyhow::Result<String> {
+    let mut links = handle.link().get().match_index(index).execute();
+    let link = links
+        .try_next()
+        .await
+        .context("looking up a link")?
+        .with_context(|| format!("no link with index {index}"))?;
+    link.attributes
+        .into_iter()
+        .find_map(|a| match a {
+            LinkAttribute::IfName(name) => Some(name),
+            _ => None,
+        })
+        .with_context(|| format!("link {index} has no name"))
+}

@@ -48,6 +48,10 @@ pub fn run_netiso(ns: &Netns, args: &[&str]) -> (bool, String, String) {
     )
 }
 
+/// The port layout of Mesos's tests: containers' ports in 31000-32000, ephemeral
+/// ranges cut from 30001-30999 (the lab host keeps Linux's default 32768-60999).
+pub const LAB_RESOURCES: &str = "ports:[31000-32000];ephemeral_ports:[30001-30999]";
+
 /// A running agent, stopped (SIGKILL) when dropped.
 pub struct Agent {
     process: ChildGuard,
@@ -65,6 +69,9 @@ impl Agent {
             PUBLIC_IFACE,
             "--bpffs-root",
             &pin_root,
+            "--resources",
+            LAB_RESOURCES,
+            "--ephemeral_ports_per_container=16",
         ];
         args.extend_from_slice(extra_args);
         Self::start_with_args(&lab.host, &args)

@@ -13,7 +13,7 @@ use netiso_common::{
     Direction, PUBLIC_IFACE_COUNTERS_MAP, TrafficClass, TrafficCounters, public_iface_counter_slot,
 };
 use netiso_tests::{
-    agent::{Agent, run_netiso},
+    agent::{Agent, LAB_RESOURCES, run_netiso},
     lab::{HOST_IPV4, HOST_IPV6, Lab, PUBLIC_IFACE, REMOTE_IPV4, REMOTE_IPV6, send_udp},
     netns::{Netns, run_checked},
     wait::wait_until,
@@ -277,12 +277,21 @@ fn agent_refuses_a_missing_interface_with_one_clear_line() {
     let pin_root = lab.pin_root().display().to_string();
     let (ok, _, stderr) = run_netiso(
         &lab.host,
-        &["agent", "--eth0-name", "nosuch0", "--bpffs-root", &pin_root],
+        &[
+            "agent",
+            "--eth0-name",
+            "nosuch0",
+            "--bpffs-root",
+            &pin_root,
+            "--resources",
+            LAB_RESOURCES,
+            "--ephemeral_ports_per_container=16",
+        ],
     );
     assert!(!ok);
     assert_eq!(
         stderr.trim(),
-        "netiso: error: interface nosuch0 does not exist in this network namespace; pass the public interface with --eth0-name (see `ip link`)"
+        "netiso: error: interface nosuch0 does not exist in this network namespace; pass the right one with --eth0_name (see `ip link`)"
     );
     assert!(
         !lab.pin_root().exists(),
@@ -303,6 +312,9 @@ fn agent_refuses_a_pin_directory_outside_bpffs() {
             PUBLIC_IFACE,
             "--bpffs-root",
             &dir_text,
+            "--resources",
+            LAB_RESOURCES,
+            "--ephemeral_ports_per_container=16",
         ],
     );
     assert!(!ok);
@@ -346,4 +358,59 @@ fn datapath_keeps_counting_while_the_agent_is_down_and_after_restarts() {
     let _agent = Agent::start(&lab, &[]);
     // Exactly one attachment per direction: the restarts replaced, never added.
     send_and_check("restarted again");
+}
+
+#[test]
+fn the_mesos_documentation_command_line_starts_an_agent() {
+    let lab = Lab::new();
+    // As the Mesos documentation asks: move the host's own ephemeral range out of the
+    // way of the containers' (32768-57344).
+    lab.host
+        .exec(&["sysctl", "-qw", "net.ipv4.ip_local_port_range=57345 60999"]);
+    let pin_root = lab.pin_root().display().to_string();
+    let listen = "127.0.0.1:5051";
+    let agent = Agent::start_with_args(
+        &lab.host,
+        &[
+            "agent",
+            "--isolation=network/port_mapping",
+            "--resources=ports:[31000-32000];ephemeral_ports:[32768-57344]",
+            "--ephemeral_ports_per_container=1024",
+            "--egress_rate_limit_per_container=37500KB",
+            "--egress_unique_flow_per_container",
+            "--bpffs-root",
+            &pin_root,
+        ],
+    );
+    // No --eth0_name: the interface of the default route, as Mesos picks it.
+    let (status, health) = http_get(&lab.host, listen.parse().unwrap(), "/health");
+    assert_eq!(status, 200);
+    assert_eq!(health["public_interface"], PUBLIC_IFACE);
+    // Rate limiting is not there yet, and the agent says so instead of pretending.
+    assert!(agent.stop());
+}
+
+#[test]
+fn agent_refuses_ephemeral_ports_the_host_uses_with_one_clear_line() {
+    let lab = Lab::new();
+    let pin_root = lab.pin_root().display().to_string();
+    // The lab host keeps Linux's default ip_local_port_range, 32768-60999.
+    let (ok, _, stderr) = run_netiso(
+        &lab.host,
+        &[
+            "agent",
+            "--resources=ports:[31000-32000];ephemeral_ports:[32768-57344]",
+            "--bpffs-root",
+            &pin_root,
+        ],
+    );
+    assert!(!ok);
+    assert_eq!(
+        stderr.trim(),
+        "netiso: error: The specified ephemeral ports [32768-57344] intersect with the ephemeral ports used by the host [32768-60999]; move the host's range (sysctl net.ipv4.ip_local_port_range) or the ports in --resources"
+    );
+    assert!(
+        !lab.pin_root().exists(),
+        "nothing made after a refused start"
+    );
 }

@@ -37,6 +37,8 @@ const DEMO_REMOTE_NETNS: &str = "netiso-demo-remote";
 const DEMO_IFACE: &str = "eth0";
 const DEMO_PIN_ROOT: &str = "/sys/fs/bpf/netiso-demo";
 const DEMO_LISTEN: &str = "127.0.0.1:5051";
+/// Mesos's test layout; the demo host keeps Linux's default ephemeral range.
+const DEMO_RESOURCES: &str = "ports:[31000-32000];ephemeral_ports:[30001-30999]";
 const DEMO_HOST_IPV4: &str = "198.18.0.1";
 const DEMO_REMOTE_IPV4: &str = "198.18.0.2";
 
@@ -196,6 +198,9 @@ fn demo(netiso: &PathBuf) -> anyhow::Result<()> {
                 DEMO_PIN_ROOT,
                 "--listen",
                 DEMO_LISTEN,
+                "--resources",
+                DEMO_RESOURCES,
+                "--ephemeral_ports_per_container=16",
             ])
             .spawn()
             .context("starting netiso agent")?,
