@@ -3,16 +3,20 @@
 use anyhow::{Context as _, bail};
 use tokio::signal::unix::{SignalKind, signal};
 
+use std::path::Path;
+
 use crate::{
-    bpffs,
-    config::{self, AgentArgs},
+    api, bpffs,
+    config::{self, AgentArgs, PortConfig},
     container::HostNetwork,
     datapath::Datapath,
-    http, netlink,
+    http,
+    manager::Manager,
+    netlink,
 };
 
 /// Runs the agent until SIGINT or SIGTERM.
-pub fn run(args: AgentArgs) -> anyhow::Result<()> {
+pub fn run(args: AgentArgs, api_socket: &Path) -> anyhow::Result<()> {
     if !nix::unistd::geteuid().is_root() {
         bail!(
             "the agent must run as root (it loads eBPF programs and manages namespaces); run it with sudo"
@@ -21,7 +25,7 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
     let mut args = args;
     // Checks on the flags alone come first; then the host's interfaces. Netlink
     // queries run on their own small runtime, so before the agent's starts.
-    config::check(&args, config::host_ephemeral_range()?)?;
+    let ports = config::check(&args, config::host_ephemeral_range()?)?;
     let (eth0, lo) = interfaces(&args)?;
     args.eth0_name = Some(eth0.clone());
     args.lo_name = Some(lo);
@@ -32,12 +36,20 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(run_async(args, host))
+    runtime.block_on(run_async(args, host, ports, api_socket))
 }
 
-async fn run_async(args: AgentArgs, host: HostNetwork) -> anyhow::Result<()> {
+async fn run_async(
+    args: AgentArgs,
+    host: HostNetwork,
+    ports: PortConfig,
+    api_socket: &Path,
+) -> anyhow::Result<()> {
     // Everything that can fail on bad input is checked before anything is attached.
     let listener = http::bind(args.listen).await?;
+    let api_listener = api::bind(api_socket)?;
+    // Removed however we leave, so a refused or stopped agent leaves no socket.
+    let _socket_file = SocketFile(api_socket.to_owned());
     bpffs::prepare_pin_root(&args.bpffs_root)?;
     let mut datapath = Datapath::load(&args.bpffs_root)?;
     datapath.configure(&host)?;
@@ -57,6 +69,8 @@ async fn run_async(args: AgentArgs, host: HostNetwork) -> anyhow::Result<()> {
         bpffs_root: args.bpffs_root.display().to_string(),
     };
     let server = tokio::spawn(http::serve(listener, health));
+    let manager = Manager::new(datapath, host, ports, &args.state_dir)?;
+    let api_server = tokio::spawn(api::serve(api_listener, api::spawn_manager(manager)));
     // Handlers first: a SIGTERM right after the ready line must stop us cleanly.
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
@@ -71,7 +85,9 @@ async fn run_async(args: AgentArgs, host: HostNetwork) -> anyhow::Result<()> {
         _ = sigint.recv() => log::info!("SIGINT received, stopping"),
     }
     server.abort();
-    drop(datapath);
+    api_server.abort();
+    // The datapath stays in the kernel: containers keep their network while the
+    // agent is down.
     Ok(())
 }
 
@@ -120,5 +136,14 @@ fn warn_not_yet_applied(args: &AgentArgs) {
         log::warn!(
             "the optional socket, SNMP and rate statistics are accepted but not collected yet"
         );
+    }
+}
+
+/// The control socket's file, removed on drop.
+struct SocketFile(std::path::PathBuf);
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
     }
 }

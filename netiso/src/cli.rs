@@ -1,9 +1,12 @@
 //! Command line: parses arguments and runs the chosen subcommand.
-use std::process::ExitCode;
+use std::{collections::BTreeMap, path::PathBuf, process::ExitCode};
+
+use anyhow::Context as _;
+use hyper::Method;
 
 use clap::{Parser, Subcommand};
 
-use crate::config::AgentArgs;
+use crate::{api, config::AgentArgs, manager::CreateRequest, ports};
 
 /// Per-container network isolation and monitoring for Linux hosts.
 ///
@@ -12,14 +15,59 @@ use crate::config::AgentArgs;
 #[derive(Debug, Parser)]
 #[command(name = "netiso", version, propagate_version = true)]
 pub struct Cli {
+    /// The agent's control socket (the agent listens there; the other commands talk
+    /// to it).
+    #[arg(
+        long = "api-socket",
+        alias = "api_socket",
+        env = "NETISO_API_SOCKET",
+        global = true,
+        value_name = "PATH",
+        default_value = "/run/netiso/api.sock"
+    )]
+    pub api_socket: PathBuf,
+
     #[command(subcommand)]
     pub command: Command,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the agent: load and attach the datapath, pin its maps, serve statistics.
-    Agent(AgentArgs),
+    /// Run the agent: load and attach the datapath, pin its maps, manage containers,
+    /// serve statistics.
+    Agent(Box<AgentArgs>),
+    /// Create, list and destroy containers (through the agent).
+    #[command(subcommand)]
+    Container(ContainerCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ContainerCommand {
+    /// Create a container: a network namespace sharing the host's addresses, an
+    /// ephemeral port range, and the given ports. Prints the container as JSON.
+    Create {
+        /// Container id: 1 to 64 letters, digits, '-', '_' or '.'.
+        id: String,
+        /// Non-ephemeral ports from the agent's `ports`, like 31000-31499,31600.
+        #[arg(long, value_name = "RANGES", default_value = "")]
+        ports: String,
+        /// Adopt this network namespace (a runtime's) instead of making one.
+        #[arg(long, value_name = "PATH", conflicts_with = "pid")]
+        netns: Option<PathBuf>,
+        /// Adopt the network namespace of this process.
+        #[arg(long, value_name = "PID")]
+        pid: Option<u32>,
+        /// A label for statistics, like `framework=web`; repeatable.
+        #[arg(long = "label", value_name = "KEY=VALUE")]
+        labels: Vec<String>,
+    },
+    /// List the containers as JSON.
+    List,
+    /// Destroy a container and everything it had (no error if it does not exist).
+    Destroy {
+        /// Container id.
+        id: String,
+    },
 }
 
 /// Entry point of the `netiso` binary.
@@ -29,7 +77,8 @@ pub fn main() -> ExitCode {
         .format_target(false)
         .init();
     let result = match cli.command {
-        Command::Agent(args) => crate::agent::run(args),
+        Command::Agent(args) => crate::agent::run(*args, &cli.api_socket),
+        Command::Container(command) => container(&cli.api_socket, command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -39,4 +88,47 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn container(socket: &std::path::Path, command: ContainerCommand) -> anyhow::Result<()> {
+    let answer = match command {
+        ContainerCommand::Create {
+            id,
+            ports,
+            netns,
+            pid,
+            labels,
+        } => {
+            let labels = labels
+                .iter()
+                .map(|l| {
+                    l.split_once('=')
+                        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                        .with_context(|| format!("label '{l}' is not KEY=VALUE"))
+                })
+                .collect::<anyhow::Result<BTreeMap<_, _>>>()?;
+            let request = CreateRequest {
+                id,
+                ports: ports::parse_list(&ports)?,
+                netns,
+                pid,
+                labels,
+            };
+            api::call(
+                socket,
+                Method::POST,
+                "/v1/containers",
+                Some(serde_json::to_value(request)?),
+            )?
+        }
+        ContainerCommand::List => api::call(socket, Method::GET, "/v1/containers", None)?,
+        ContainerCommand::Destroy { id } => api::call(
+            socket,
+            Method::DELETE,
+            &format!("/v1/containers/{id}"),
+            None,
+        )?,
+    };
+    println!("{}", serde_json::to_string_pretty(&answer)?);
+    Ok(())
 }

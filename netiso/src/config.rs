@@ -75,16 +75,6 @@ pub struct AgentArgs {
     #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:5051")]
     pub listen: SocketAddr,
 
-    /// Unix socket of the control API (created with mode 0600).
-    #[arg(
-        long = "api-socket",
-        alias = "api_socket",
-        env = "NETISO_API_SOCKET",
-        value_name = "PATH",
-        default_value = "/run/netiso/api.sock"
-    )]
-    pub api_socket: PathBuf,
-
     /// Where the agent keeps its state across restarts.
     #[arg(
         long = "state-dir",

@@ -85,6 +85,9 @@ fn allow_loopback_delivery(lo: &str) -> anyhow::Result<()> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ContainerSpec {
     pub id: String,
+    /// An existing network namespace to adopt (a runtime's, such as
+    /// `/proc/PID/ns/net`); `None` makes a new one.
+    pub netns: Option<PathBuf>,
     /// Index into the datapath's per-container maps.
     pub slot: u32,
     pub ephemeral: PortRange,
@@ -123,7 +126,7 @@ pub fn host_veth_mac(slot: u32) -> [u8; 6] {
     [0x02, 0x6e, 0x69, 0x00, hi, lo]
 }
 
-fn check_id(id: &str) -> anyhow::Result<()> {
+pub fn check_id(id: &str) -> anyhow::Result<()> {
     let valid = !id.is_empty()
         && id.len() <= 64
         && id
@@ -140,7 +143,10 @@ fn check_id(id: &str) -> anyhow::Result<()> {
 pub fn create(host: &HostNetwork, spec: &ContainerSpec) -> anyhow::Result<ContainerNetwork> {
     check_id(&spec.id)?;
     let netns_name = format!("{NETNS_PREFIX}{}", spec.id);
-    let netns_path = netns::create_named(&netns_name)?;
+    let netns_path = match &spec.netns {
+        Some(existing) => netns::name_existing(existing, &netns_name)?,
+        None => netns::create_named(&netns_name)?,
+    };
     let built = build(host, spec, netns_path.clone());
     if built.is_err() {
         // The veth pair goes with the namespace that holds its peer.
@@ -250,7 +256,9 @@ pub fn destroy(container: &ContainerNetwork) -> anyhow::Result<()> {
     destroy_namespace(&container.id)
 }
 
-/// Removes the namespace of container `id`; its veth pair goes with it.
+/// Removes the name of container `id`'s namespace. A namespace the agent made goes
+/// away with its veth pair; an adopted one lives on with its processes, and the veth
+/// pair must be deleted first (see [`destroy`]).
 pub fn destroy_namespace(id: &str) -> anyhow::Result<()> {
     netns::delete_named(&format!("{NETNS_PREFIX}{id}"))
 }

@@ -7,17 +7,21 @@
 //! - [`bpffs`]: the BPF filesystem where maps are pinned;
 //! - [`datapath`]: loading, attaching and reading the eBPF programs and maps;
 //! - [`http`]: the read-only HTTP server (`/health`, statistics);
+//! - [`api`]: the control API over a Unix socket, and its client;
+//! - [`manager`]: creates and destroys containers, allocates their ports, keeps state;
 //! - [`container`]: a container's namespace and veth pair;
 //! - [`netns`], [`netlink`]: network namespaces and rtnetlink operations;
 //! - [`ports`]: port ranges and the ephemeral range allocator;
 //! - [`resources`], [`units`]: Mesos's `--resources` syntax, byte sizes, durations.
 pub mod agent;
+pub mod api;
 pub mod bpffs;
 pub mod cli;
 pub mod config;
 pub mod container;
 pub mod datapath;
 pub mod http;
+pub mod manager;
 pub mod netlink;
 pub mod netns;
 pub mod ports;

@@ -7,7 +7,7 @@ use std::{
     thread,
 };
 
-use anyhow::Context as _;
+use anyhow::{Context as _, bail};
 use nix::{
     mount::{MntFlags, MsFlags, mount, umount2},
     sched::{CloneFlags, setns, unshare},
@@ -72,6 +72,44 @@ pub fn create_named(name: &str) -> anyhow::Result<PathBuf> {
     if let Err(error) = made {
         let _ = fs::remove_file(&path);
         return Err(error).with_context(|| format!("creating network namespace {name}"));
+    }
+    Ok(path)
+}
+
+/// Gives the existing network namespace at `source` (such as `/proc/PID/ns/net` or a
+/// runtime's bind mount) the name `name`, by bind-mounting it at `/run/netns/<name>`.
+pub fn name_existing(source: &Path, name: &str) -> anyhow::Result<PathBuf> {
+    let kind = fs::read_link(source).ok();
+    let is_netns = nix::sys::statfs::statfs(source)
+        .map(|s| s.filesystem_type() == nix::sys::statfs::NSFS_MAGIC)
+        .unwrap_or(false);
+    if !is_netns && !kind.is_some_and(|k| k.to_string_lossy().starts_with("net:")) {
+        bail!(
+            "{} is not a network namespace; pass a namespace file such as /run/netns/NAME or /proc/PID/ns/net",
+            source.display()
+        );
+    }
+    prepare_run_dir()?;
+    let path = named_path(name);
+    File::options()
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .with_context(|| {
+            format!(
+                "creating {}; does a namespace of that name exist?",
+                path.display()
+            )
+        })?;
+    if let Err(error) = mount(
+        Some(source),
+        &path,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    ) {
+        let _ = fs::remove_file(&path);
+        return Err(error).with_context(|| format!("bind-mounting {}", source.display()));
     }
     Ok(path)
 }

@@ -60,7 +60,8 @@ pub struct Agent {
 
 impl Agent {
     /// Starts `netiso agent` in the lab's host namespace on the public interface with the
-    /// lab's pin directory, plus `extra_args`, and waits until it says it is ready.
+    /// lab's pin directory, socket, state directory and resources, plus `extra_args`
+    /// (which may bring other resources), and waits until it says it is ready.
     pub fn start(lab: &Lab, extra_args: &[&str]) -> Self {
         let pin_root = lab.pin_root().display().to_string();
         let mut args = vec![
@@ -69,10 +70,14 @@ impl Agent {
             PUBLIC_IFACE,
             "--bpffs-root",
             &pin_root,
-            "--resources",
-            LAB_RESOURCES,
             "--ephemeral_ports_per_container=16",
         ];
+        // The lab's resources unless the test brings its own.
+        if !extra_args.iter().any(|a| a.starts_with("--resources")) {
+            args.extend(["--resources", LAB_RESOURCES]);
+        }
+        let paths = lab.agent_paths();
+        args.extend(paths.iter().map(String::as_str));
         args.extend_from_slice(extra_args);
         Self::start_with_args(&lab.host, &args)
     }

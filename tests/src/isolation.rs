@@ -97,6 +97,7 @@ impl IsolationLab {
         let spec = ContainerSpec {
             // The lab's prefix lets a later lab remove it if this test gets killed.
             id: format!("lab-{}-{name}", self.lab.id),
+            netns: None,
             slot: self.containers.len() as u32,
             ephemeral: ephemeral.parse::<PortRange>().expect("ephemeral range"),
             ports: parse_list(ports).expect("port ranges"),

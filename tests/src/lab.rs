@@ -133,6 +133,25 @@ impl Lab {
     pub fn pin_root(&self) -> &Path {
         &self.pin_root
     }
+
+    /// The control socket and state directory of this lab's agent, as flags:
+    /// private to the lab, removed with it.
+    pub fn agent_paths(&self) -> Vec<String> {
+        vec![
+            "--api-socket".into(),
+            self.api_socket().display().to_string(),
+            "--state-dir".into(),
+            self.state_dir().display().to_string(),
+        ]
+    }
+
+    pub fn api_socket(&self) -> PathBuf {
+        std::env::temp_dir().join(format!("{LAB_PREFIX}{}.sock", self.id))
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        std::env::temp_dir().join(format!("{LAB_PREFIX}{}-state", self.id))
+    }
 }
 
 impl Default for Lab {
@@ -143,7 +162,24 @@ impl Default for Lab {
 
 impl Drop for Lab {
     fn drop(&mut self) {
+        // Containers an agent made in this lab (their namespaces carry its prefix; the
+        // host and remote namespaces go with their own guards).
+        let prefix = format!("{LAB_PREFIX}{}-", self.id);
+        if let Ok(entries) = fs::read_dir("/run/netns") {
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let ours = name.starts_with(&prefix)
+                    && ![self.host.name(), self.remote.name()].contains(&name.as_str());
+                if ours {
+                    let _ = std::process::Command::new("ip")
+                        .args(["netns", "del", &name])
+                        .status();
+                }
+            }
+        }
         let _ = fs::remove_dir_all(&self.pin_root);
+        let _ = fs::remove_dir_all(self.state_dir());
+        let _ = fs::remove_file(self.api_socket());
     }
 }
 

@@ -286,6 +286,8 @@ fn agent_refuses_a_missing_interface_with_one_clear_line() {
             "--resources",
             LAB_RESOURCES,
             "--ephemeral_ports_per_container=16",
+            "--api-socket",
+            &lab.api_socket().display().to_string(),
         ],
     );
     assert!(!ok);
@@ -315,9 +317,15 @@ fn agent_refuses_a_pin_directory_outside_bpffs() {
             "--resources",
             LAB_RESOURCES,
             "--ephemeral_ports_per_container=16",
+            "--api-socket",
+            &lab.api_socket().display().to_string(),
         ],
     );
     assert!(!ok);
+    assert!(
+        !lab.api_socket().exists(),
+        "a refused agent leaves no socket"
+    );
     let last = stderr.trim().lines().last().unwrap_or_default();
     assert_eq!(
         last,
@@ -369,19 +377,19 @@ fn the_mesos_documentation_command_line_starts_an_agent() {
         .exec(&["sysctl", "-qw", "net.ipv4.ip_local_port_range=57345 60999"]);
     let pin_root = lab.pin_root().display().to_string();
     let listen = "127.0.0.1:5051";
-    let agent = Agent::start_with_args(
-        &lab.host,
-        &[
-            "agent",
-            "--isolation=network/port_mapping",
-            "--resources=ports:[31000-32000];ephemeral_ports:[32768-57344]",
-            "--ephemeral_ports_per_container=1024",
-            "--egress_rate_limit_per_container=37500KB",
-            "--egress_unique_flow_per_container",
-            "--bpffs-root",
-            &pin_root,
-        ],
-    );
+    let mut args = vec![
+        "agent",
+        "--isolation=network/port_mapping",
+        "--resources=ports:[31000-32000];ephemeral_ports:[32768-57344]",
+        "--ephemeral_ports_per_container=1024",
+        "--egress_rate_limit_per_container=37500KB",
+        "--egress_unique_flow_per_container",
+        "--bpffs-root",
+        &pin_root,
+    ];
+    let paths = lab.agent_paths();
+    args.extend(paths.iter().map(String::as_str));
+    let agent = Agent::start_with_args(&lab.host, &args);
     // No --eth0_name: the interface of the default route, as Mesos picks it.
     let (status, health) = http_get(&lab.host, listen.parse().unwrap(), "/health");
     assert_eq!(status, 200);
@@ -402,6 +410,8 @@ fn agent_refuses_ephemeral_ports_the_host_uses_with_one_clear_line() {
             "--resources=ports:[31000-32000];ephemeral_ports:[32768-57344]",
             "--bpffs-root",
             &pin_root,
+            "--api-socket",
+            &lab.api_socket().display().to_string(),
         ],
     );
     assert!(!ok);

@@ -36,6 +36,10 @@ const DEMO_HOST_NETNS: &str = "netiso-demo-host";
 const DEMO_REMOTE_NETNS: &str = "netiso-demo-remote";
 const DEMO_IFACE: &str = "eth0";
 const DEMO_PIN_ROOT: &str = "/sys/fs/bpf/netiso-demo";
+/// The demo agent's control socket and state, on tmpfs, removed at the end.
+const DEMO_RUN_DIR: &str = "/run/netiso-demo";
+/// The demo's containers and their ports.
+const DEMO_CONTAINERS: [(&str, u16); 2] = [("demo-web", 31000), ("demo-db", 31100)];
 const DEMO_LISTEN: &str = "127.0.0.1:5051";
 /// Mesos's test layout; the demo host keeps Linux's default ephemeral range.
 const DEMO_RESOURCES: &str = "ports:[31000-32000];ephemeral_ports:[30001-30999]";
@@ -157,7 +161,13 @@ fn remove_demo_network() {
         // Deleting a namespace deletes the veth end inside it.
         let _ = Command::new("ip").args(["netns", "del", ns]).output();
     }
+    for (name, _) in DEMO_CONTAINERS {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &format!("netiso-{name}")])
+            .output();
+    }
     let _ = fs::remove_dir_all(DEMO_PIN_ROOT);
+    let _ = fs::remove_dir_all(DEMO_RUN_DIR);
 }
 
 /// Opens the file of the named namespace `ns`.
@@ -201,18 +211,27 @@ fn demo(netiso: &PathBuf) -> anyhow::Result<()> {
                 "--resources",
                 DEMO_RESOURCES,
                 "--ephemeral_ports_per_container=16",
+                "--api-socket",
+                &api_socket(),
+                "--state-dir",
+                &format!("{DEMO_RUN_DIR}/state"),
             ])
             .spawn()
             .context("starting netiso agent")?,
     );
+    create_demo_containers(netiso, &mut agent)?;
     let traffic = start_demo_traffic(Arc::clone(&stop));
     println!(
         "\nnetiso demo running. Try:\n  \
          curl -s http://{DEMO_LISTEN}/health\n  \
          bpftool map dump pinned {DEMO_PIN_ROOT}/PUBLIC_IFACE_COUNTERS\n\
          The agent runs in the namespace {DEMO_HOST_NETNS}, whose eth0 faces {DEMO_REMOTE_NETNS};\n\
-         the remote sends one UDP datagram a second to {DEMO_HOST_IPV4}.\n\
-         Press Ctrl-C to stop and remove everything.\n"
+         the remote sends one UDP datagram a second to {DEMO_HOST_IPV4} port 9 (the host)\n\
+         and ports 31000 and 31100 (the containers demo-web and demo-db).\n  \
+         {} --api-socket {} container list\n\
+         Press Ctrl-C to stop and remove everything.\n",
+        netiso.display(),
+        api_socket()
     );
     while !stop.load(Ordering::SeqCst) {
         if let Some(status) = agent.0.try_wait()? {
@@ -226,6 +245,46 @@ fn demo(netiso: &PathBuf) -> anyhow::Result<()> {
     let _ = traffic.join();
     let _ = forwarder.join();
     agent.stop()
+}
+
+fn api_socket() -> String {
+    format!("{DEMO_RUN_DIR}/api.sock")
+}
+
+/// Waits for the agent's control socket, then creates the demo's containers with the
+/// CLI, as an operator would.
+fn create_demo_containers(netiso: &PathBuf, agent: &mut AgentChild) -> anyhow::Result<()> {
+    let socket = api_socket();
+    for _ in 0..300 {
+        if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
+            break;
+        }
+        if let Some(status) = agent.0.try_wait()? {
+            return exit_result(status).context("the agent exited before it was ready");
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    for (name, port) in DEMO_CONTAINERS {
+        step(&format!(
+            "creating container {name} with ports {port}-{}",
+            port + 99
+        ));
+        cmd::run(
+            &format!("netiso container create {name}"),
+            Command::new(netiso).args([
+                "--api-socket",
+                &socket,
+                "container",
+                "create",
+                name,
+                "--ports",
+                &format!("{port}-{}", port + 99),
+                "--label",
+                "demo=yes",
+            ]),
+        )?;
+    }
+    Ok(())
 }
 
 /// The agent process, stopped with SIGTERM (then SIGKILL) when dropped.
@@ -264,7 +323,9 @@ fn start_demo_traffic(stop: Arc<AtomicBool>) -> thread::JoinHandle<()> {
             return;
         };
         while !stop.load(Ordering::SeqCst) {
-            let _ = socket.send_to(b"netiso demo", (DEMO_HOST_IPV4, 9));
+            for port in [9, DEMO_CONTAINERS[0].1, DEMO_CONTAINERS[1].1] {
+                let _ = socket.send_to(b"netiso demo", (DEMO_HOST_IPV4, port));
+            }
             for _ in 0..10 {
                 if stop.load(Ordering::SeqCst) {
                     return;

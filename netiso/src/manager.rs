@@ -1,0 +1,234 @@
+//! The container manager: owns the datapath and the port allocations, creates and
+//! destroys containers, and records them in the state directory. It runs on a thread
+//! of its own in the host's network namespace; the control API sends it requests.
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fs,
+    io::Write as _,
+    path::{Path, PathBuf},
+};
+
+use anyhow::{Context as _, bail};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    config::PortConfig,
+    container::{self, ContainerNetwork, ContainerSpec, HostNetwork},
+    datapath::Datapath,
+    ports::PortRange,
+};
+
+/// What `container create` asks for.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateRequest {
+    pub id: String,
+    /// Non-ephemeral ports, a subset of the agent's `ports` resource.
+    #[serde(default)]
+    pub ports: Vec<PortRange>,
+    /// Adopt this network namespace instead of making one.
+    #[serde(default)]
+    pub netns: Option<PathBuf>,
+    /// Adopt the network namespace of this process.
+    #[serde(default)]
+    pub pid: Option<u32>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// A container as the API shows it and the state directory records it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerInfo {
+    pub id: String,
+    /// Bind mount of its network namespace (`ip netns exec netiso-<id> …` works).
+    pub netns: PathBuf,
+    /// Inclusive, like Mesos's `net_ephemeral_ports`.
+    pub ephemeral_ports: PortRange,
+    pub ports: Vec<PortRange>,
+    pub host_veth: String,
+    /// Whether the namespace was adopted (it outlives the container).
+    pub adopted: bool,
+    pub labels: BTreeMap<String, String>,
+}
+
+struct Managed {
+    info: ContainerInfo,
+    network: ContainerNetwork,
+}
+
+/// Owns everything that changes when containers come and go.
+pub struct Manager {
+    datapath: Datapath,
+    host: HostNetwork,
+    ports: PortConfig,
+    containers: BTreeMap<String, Managed>,
+    state_dir: PathBuf,
+}
+
+impl Manager {
+    pub fn new(
+        datapath: Datapath,
+        host: HostNetwork,
+        ports: PortConfig,
+        state_dir: &Path,
+    ) -> anyhow::Result<Self> {
+        let dir = state_dir.join("containers");
+        fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        Ok(Self {
+            datapath,
+            host,
+            ports,
+            containers: BTreeMap::new(),
+            state_dir: state_dir.to_owned(),
+        })
+    }
+
+    pub fn list(&self) -> Vec<ContainerInfo> {
+        self.containers.values().map(|m| m.info.clone()).collect()
+    }
+
+    /// Creates a container; on any failure nothing of it is left behind.
+    pub fn create(&mut self, request: CreateRequest) -> anyhow::Result<ContainerInfo> {
+        container::check_id(&request.id)?;
+        if self.containers.contains_key(&request.id) {
+            bail!(
+                "container {} already exists; destroy it first or choose another id",
+                request.id
+            );
+        }
+        let netns = match (&request.netns, request.pid) {
+            (Some(_), Some(_)) => bail!("pass --netns or --pid, not both"),
+            (Some(path), None) => Some(path.clone()),
+            (None, Some(pid)) => Some(PathBuf::from(format!("/proc/{pid}/ns/net"))),
+            (None, None) => None,
+        };
+        self.check_ports(&request)?;
+        let slot = (0..netiso_common::MAX_CONTAINERS)
+            .find(|s| self.containers.values().all(|m| m.network.slot != *s))
+            .context("too many containers: every datapath slot is in use")?;
+        let ephemeral = self.ports.ephemeral.allocate()?;
+        let spec = ContainerSpec {
+            id: request.id.clone(),
+            netns: netns.clone(),
+            slot,
+            ephemeral,
+            ports: request.ports.clone(),
+        };
+        match self.build(&spec, request.labels, netns.is_some()) {
+            Ok(info) => Ok(info),
+            Err(error) => {
+                self.ports.ephemeral.deallocate(ephemeral);
+                Err(error)
+            }
+        }
+    }
+
+    fn build(
+        &mut self,
+        spec: &ContainerSpec,
+        labels: BTreeMap<String, String>,
+        adopted: bool,
+    ) -> anyhow::Result<ContainerInfo> {
+        let network = container::create(&self.host, spec)?;
+        let info = ContainerInfo {
+            id: spec.id.clone(),
+            netns: network.netns.clone(),
+            ephemeral_ports: spec.ephemeral,
+            ports: spec.ports.clone(),
+            host_veth: network.host_veth.clone(),
+            adopted,
+            labels,
+        };
+        let added = self
+            .datapath
+            .add_container(&network)
+            .and_then(|()| self.write_state(&info));
+        if let Err(error) = added {
+            let _ = self.datapath.remove_container(&network);
+            let _ = container::destroy(&network);
+            let _ = fs::remove_file(self.state_file(&spec.id));
+            return Err(error);
+        }
+        self.containers.insert(
+            spec.id.clone(),
+            Managed {
+                info: info.clone(),
+                network,
+            },
+        );
+        Ok(info)
+    }
+
+    /// Destroys a container and everything it had. Destroying an unknown container is
+    /// not an error (it may be gone already).
+    pub fn destroy(&mut self, id: &str) -> anyhow::Result<()> {
+        let Some(managed) = self.containers.remove(id) else {
+            return Ok(());
+        };
+        self.datapath.remove_container(&managed.network)?;
+        container::destroy(&managed.network)?;
+        self.ports
+            .ephemeral
+            .deallocate(managed.info.ephemeral_ports);
+        match fs::remove_file(self.state_file(id)) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e).with_context(|| format!("removing the state of {id}")),
+        }
+    }
+
+    /// Requested ports must be the agent's and nobody else's.
+    fn check_ports(&self, request: &CreateRequest) -> anyhow::Result<()> {
+        let managed = &self.ports.non_ephemeral;
+        for range in &request.ports {
+            if !managed
+                .iter()
+                .any(|m| m.begin <= range.begin && range.end <= m.end)
+            {
+                let list: Vec<String> = managed.iter().map(ToString::to_string).collect();
+                bail!(
+                    "Some non-ephemeral ports specified in [{range}] are not managed by the agent; it manages [{}]",
+                    list.join(",")
+                );
+            }
+            if let Some(other) = self
+                .containers
+                .values()
+                .find(|m| m.info.ports.iter().any(|p| p.overlaps(range)))
+            {
+                bail!(
+                    "ports [{range}] overlap ports of container {}",
+                    other.info.id
+                );
+            }
+        }
+        let mut seen = BTreeSet::new();
+        for range in &request.ports {
+            for port in range.ports() {
+                if !seen.insert(port) {
+                    bail!("port {port} is requested twice");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn state_file(&self, id: &str) -> PathBuf {
+        self.state_dir.join("containers").join(format!("{id}.json"))
+    }
+
+    /// Writes a container's record atomically: a crash leaves the old file or the new
+    /// one, never a torn one.
+    fn write_state(&self, info: &ContainerInfo) -> anyhow::Result<()> {
+        let path = self.state_file(&info.id);
+        let tmp = path.with_extension("json.tmp");
+        let mut file =
+            fs::File::create(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
+        file.write_all(&serde_json::to_vec_pretty(info)?)?;
+        file.sync_all()?;
+        fs::rename(&tmp, &path).with_context(|| format!("renaming to {}", path.display()))?;
+        if let Some(dir) = path.parent() {
+            fs::File::open(dir)?.sync_all()?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,264 @@
+//! The container lifecycle through the CLI and the control API of a real agent:
+//! create (new or adopted namespaces), list, destroy, port allocation, exhaustion, and
+//! errors that leave nothing behind.
+use std::{
+    net::{IpAddr, SocketAddr},
+    path::Path,
+};
+
+use netiso_tests::{
+    agent::{Agent, run_netiso},
+    lab::{HOST_IPV4, Lab, send_tcp, start_tcp_listener},
+    netns::{ChildGuard, Netns},
+};
+
+/// Runs `netiso ARGS… --api-socket <the lab's>` and returns (ok, stdout JSON or
+/// null, stderr).
+fn cli(lab: &Lab, args: &[&str]) -> (bool, serde_json::Value, String) {
+    let socket = lab.api_socket().display().to_string();
+    let mut all = args.to_vec();
+    all.extend(["--api-socket", &socket]);
+    let (ok, stdout, stderr) = run_netiso(&lab.host, &all);
+    let json = serde_json::from_str(&stdout).unwrap_or(serde_json::Value::Null);
+    (ok, json, stderr)
+}
+
+fn id(lab: &Lab, name: &str) -> String {
+    // The lab's prefix lets a later lab remove the namespace if this test is killed.
+    format!("lab-{}-{name}", lab.id)
+}
+
+fn netns_exists(id: &str) -> bool {
+    Path::new(&format!("/run/netns/netiso-{id}")).exists()
+}
+
+fn reachable_from_remote(lab: &Lab, container: &Netns, port: u16) -> bool {
+    let server = start_tcp_listener(container, IpAddr::V4(HOST_IPV4), port);
+    let sent = send_tcp(
+        &lab.remote,
+        SocketAddr::new(IpAddr::V4(HOST_IPV4), port),
+        "hi",
+    );
+    sent && server.wait_with_output().stdout == b"hi"
+}
+
+#[test]
+fn create_list_and_destroy_through_the_cli() {
+    let lab = Lab::new();
+    let _agent = Agent::start(&lab, &[]);
+    let web = id(&lab, "web");
+    let (ok, created, stderr) = cli(
+        &lab,
+        &[
+            "container",
+            "create",
+            &web,
+            "--ports",
+            "31000-31099",
+            "--label",
+            "app=web",
+        ],
+    );
+    assert!(ok, "{stderr}");
+    assert_eq!(created["id"], web.as_str());
+    assert_eq!(created["netns"], format!("/run/netns/netiso-{web}"));
+    assert_eq!(
+        created["ephemeral_ports"],
+        serde_json::json!({"begin": 30016, "end": 30031})
+    );
+    assert_eq!(
+        created["ports"],
+        serde_json::json!([{"begin": 31000, "end": 31099}])
+    );
+    assert_eq!(created["host_veth"], "netiso0");
+    assert_eq!(created["labels"]["app"], "web");
+    let container = Netns::existing(&format!("netiso-{web}"));
+    assert!(reachable_from_remote(&lab, &container, 31050));
+    let range = container.exec(&["cat", "/proc/sys/net/ipv4/ip_local_port_range"]);
+    assert_eq!(
+        String::from_utf8_lossy(&range.stdout)
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+        ["30016", "30031"]
+    );
+    let state = lab
+        .state_dir()
+        .join("containers")
+        .join(format!("{web}.json"));
+    assert!(state.exists(), "recorded in the state directory");
+
+    let (ok, list, _) = cli(&lab, &["container", "list"]);
+    assert!(ok);
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    assert_eq!(list[0]["id"], web.as_str());
+
+    drop(container);
+    let (ok, destroyed, stderr) = cli(&lab, &["container", "destroy", &web]);
+    assert!(ok, "{stderr}");
+    assert_eq!(destroyed["destroyed"], web.as_str());
+    assert!(!netns_exists(&web), "namespace removed");
+    let links = lab.host.exec(&["ip", "-o", "link", "show"]);
+    assert!(
+        !String::from_utf8_lossy(&links.stdout).contains("netiso0"),
+        "veth removed"
+    );
+    assert!(!state.exists(), "state removed");
+    let (ok, list, _) = cli(&lab, &["container", "list"]);
+    assert!(ok);
+    assert_eq!(list, serde_json::json!([]));
+    // Destroying again is fine: destroy is idempotent.
+    let (ok, _, stderr) = cli(&lab, &["container", "destroy", &web]);
+    assert!(ok, "{stderr}");
+}
+
+#[test]
+fn bad_requests_fail_with_one_line_and_leave_nothing() {
+    let lab = Lab::new();
+    let _agent = Agent::start(&lab, &[]);
+    let first = id(&lab, "first");
+    assert!(
+        cli(
+            &lab,
+            &["container", "create", &first, "--ports", "31000-31099"]
+        )
+        .0
+    );
+    let other = id(&lab, "other");
+    for (args, message) in [
+        (
+            vec!["--ports", "40000-40010"],
+            "Some non-ephemeral ports specified in [40000-40010] are not managed by the agent; it manages [31000-32000]".to_owned(),
+        ),
+        (
+            vec!["--ports", "31050-31200"],
+            format!("ports [31050-31200] overlap ports of container {first}"),
+        ),
+        (vec!["--ports", "31100-31000"], "port range 31100-31000 is empty: its begin is after its end".to_owned()),
+        (
+            vec!["--netns", "/etc/hostname"],
+            "/etc/hostname is not a network namespace; pass a namespace file such as /run/netns/NAME or /proc/PID/ns/net".to_owned(),
+        ),
+    ] {
+        let mut all = vec!["container", "create", other.as_str()];
+        all.extend(args);
+        let (ok, _, stderr) = cli(&lab, &all);
+        assert!(!ok);
+        assert_eq!(stderr.trim(), format!("netiso: error: {message}"));
+        assert!(!netns_exists(&other), "nothing left after: {message}");
+    }
+    let (ok, _, stderr) = cli(&lab, &["container", "create", &first]);
+    assert!(!ok);
+    assert_eq!(
+        stderr.trim(),
+        format!(
+            "netiso: error: container {first} already exists; destroy it first or choose another id"
+        )
+    );
+    let (ok, _, stderr) = cli(&lab, &["container", "create", "bad/id"]);
+    assert!(!ok);
+    assert_eq!(
+        stderr.trim(),
+        "netiso: error: container id 'bad/id' is invalid: use 1 to 64 letters, digits, '-', '_' or '.'"
+    );
+    // The failed requests took no ephemeral range: the next container gets the second.
+    let second = id(&lab, "second");
+    let (ok, created, _) = cli(&lab, &["container", "create", &second]);
+    assert!(ok);
+    assert_eq!(created["ephemeral_ports"]["begin"], 30032);
+}
+
+#[test]
+fn exhausted_ephemeral_ports_refuse_a_container_cleanly() {
+    let lab = Lab::new();
+    // Room for two ephemeral ranges of 16 ports.
+    let _agent = Agent::start(
+        &lab,
+        &["--resources=ports:[31000-32000];ephemeral_ports:[30016-30047]"],
+    );
+    for name in ["a", "b"] {
+        assert!(cli(&lab, &["container", "create", &id(&lab, name)]).0);
+    }
+    let third = id(&lab, "c");
+    let (ok, _, stderr) = cli(&lab, &["container", "create", &third]);
+    assert!(!ok);
+    assert_eq!(
+        stderr.trim(),
+        "netiso: error: Failed to allocate ephemeral ports: all 2 ranges of 16 ports are in use; destroy a container or widen ephemeral_ports in --resources"
+    );
+    assert!(!netns_exists(&third));
+    // Destroying one makes room again.
+    assert!(cli(&lab, &["container", "destroy", &id(&lab, "a")]).0);
+    let (ok, created, _) = cli(&lab, &["container", "create", &third]);
+    assert!(ok);
+    assert_eq!(created["ephemeral_ports"]["begin"], 30016);
+}
+
+#[test]
+fn existing_namespaces_are_adopted_and_outlive_their_container() {
+    let lab = Lab::new();
+    let _agent = Agent::start(&lab, &[]);
+    // A runtime's named namespace.
+    let runtime_ns = Netns::create(&format!("netiso-lab-{}-runtime", lab.id));
+    let named = id(&lab, "named");
+    let (ok, created, stderr) = cli(
+        &lab,
+        &[
+            "container",
+            "create",
+            &named,
+            "--ports",
+            "31200",
+            "--netns",
+            &runtime_ns.path().display().to_string(),
+        ],
+    );
+    assert!(ok, "{stderr}");
+    assert_eq!(created["adopted"], true);
+    assert!(reachable_from_remote(&lab, &runtime_ns, 31200));
+    assert!(cli(&lab, &["container", "destroy", &named]).0);
+    let left = String::from_utf8(runtime_ns.exec(&["ip", "-o", "link", "show"]).stdout).unwrap();
+    assert!(!left.contains("eth0"), "our veth is gone: {left}");
+    assert!(
+        runtime_ns.path().exists(),
+        "the runtime's namespace lives on"
+    );
+
+    // A process's namespace, by pid.
+    let mut process = ChildGuard::new(
+        std::process::Command::new("unshare")
+            .args(["--net", "sleep", "60"])
+            .spawn()
+            .expect("unshare"),
+    );
+    let pid = process.child_mut().id().to_string();
+    // Wait until the child is in its own namespace (unshare has exec'ed sleep).
+    netiso_tests::wait::wait_until(
+        "unshare to exec sleep",
+        std::time::Duration::from_secs(10),
+        || std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "sleep"),
+    );
+    let by_pid = id(&lab, "bypid");
+    let (ok, created, stderr) = cli(
+        &lab,
+        &[
+            "container",
+            "create",
+            &by_pid,
+            "--ports",
+            "31300",
+            "--pid",
+            &pid,
+        ],
+    );
+    assert!(ok, "{stderr}");
+    let adopted = Netns::existing(&format!("netiso-{by_pid}"));
+    assert!(reachable_from_remote(&lab, &adopted, 31300));
+    assert_eq!(created["adopted"], true);
+    drop(adopted);
+    assert!(cli(&lab, &["container", "destroy", &by_pid]).0);
+    assert!(!netns_exists(&by_pid), "our name for it is gone");
+    assert!(
+        process.child_mut().try_wait().unwrap().is_none(),
+        "the process is untouched"
+    );
+}
