@@ -69,7 +69,16 @@ async fn run_async(
         bpffs_root: args.bpffs_root.display().to_string(),
     };
     let server = tokio::spawn(http::serve(listener, health));
-    let manager = Manager::new(datapath, host, ports, &args.state_dir)?;
+    let mut manager = Manager::new(datapath, host, ports, &args.state_dir)?;
+    // Netlink work needs a thread outside the async runtime; nothing else runs yet, so
+    // waiting for it here is fine, and the ready line comes after recovery.
+    let (recovered, removed) = std::thread::scope(|scope| {
+        scope
+            .spawn(|| manager.recover())
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })?;
+    log::info!("recovered {recovered} containers; removed {removed} orphaned or half-made ones");
     let api_server = tokio::spawn(api::serve(api_listener, api::spawn_manager(manager)));
     // Handlers first: a SIGTERM right after the ready line must stop us cleanly.
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;

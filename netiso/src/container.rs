@@ -262,3 +262,39 @@ pub fn destroy(container: &ContainerNetwork) -> anyhow::Result<()> {
 pub fn destroy_namespace(id: &str) -> anyhow::Result<()> {
     netns::delete_named(&format!("{NETNS_PREFIX}{id}"))
 }
+
+/// Rebuilds the description of a container the agent made before it restarted, from
+/// the kernel: its veth and its eth0 must still be there.
+pub fn recover(
+    host: &HostNetwork,
+    id: &str,
+    slot: u32,
+    netns: &std::path::Path,
+    host_veth: &str,
+) -> anyhow::Result<ContainerNetwork> {
+    let veth = netlink::with_handle(|handle| async move {
+        netlink::link_by_name(&handle, host_veth)
+            .await?
+            .with_context(|| format!("its veth {host_veth} is gone"))
+    })?;
+    let eth0 = host.public.name.clone();
+    let eth0_index = netns::run_in(netns, || {
+        netlink::with_handle(|handle| async move {
+            netlink::link_by_name(&handle, &eth0)
+                .await?
+                .map(|l| l.index)
+                .with_context(|| format!("its {eth0} is gone"))
+        })
+    })??;
+    Ok(ContainerNetwork {
+        id: id.to_owned(),
+        slot,
+        netns: netns.to_owned(),
+        host_veth: host_veth.to_owned(),
+        host_veth_index: veth.index,
+        host_veth_mac: veth.mac,
+        container_eth0_index: eth0_index,
+        ephemeral_ports: PortRange { begin: 0, end: 0 },
+        ports: Vec::new(),
+    })
+}

@@ -297,6 +297,44 @@ impl Datapath {
         })?
     }
 
+    /// Forgets every container whose slot is not in `keep`: their ports, veth entries
+    /// and pinned links (what a crash between creating and recording a container, or a
+    /// lost state directory, leaves). Returns how many port entries were cleared.
+    pub fn forget_containers_except(&mut self, keep: &[u32]) -> anyhow::Result<usize> {
+        let mut owners: Array<_, PortOwner> = Array::try_from(self.map_mut(PORT_OWNERS_MAP)?)?;
+        let mut cleared = 0;
+        for port in 0..=u16::MAX {
+            let owner = owners.get(&u32::from(port), 0)?;
+            if owner.slot().is_some_and(|slot| !keep.contains(&slot)) {
+                owners.set(u32::from(port), PortOwner::default(), 0)?;
+                cleared += 1;
+            }
+        }
+        let mut veths: HashMap<_, u32, u32> =
+            HashMap::try_from(self.map_mut(VETH_CONTAINERS_MAP)?)?;
+        let stale: Vec<u32> = veths
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(_, slot)| !keep.contains(slot))
+            .map(|(ifindex, _)| ifindex)
+            .collect();
+        for ifindex in stale {
+            let _ = veths.remove(&ifindex);
+        }
+        let links = self.pin_root.join(LINKS_DIR);
+        for entry in std::fs::read_dir(&links)?.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let slot = name
+                .strip_prefix("container-")
+                .and_then(|rest| rest.split('-').next())
+                .and_then(|slot| slot.parse::<u32>().ok());
+            if slot.is_some_and(|slot| !keep.contains(&slot)) {
+                std::fs::remove_file(entry.path())?;
+            }
+        }
+        Ok(cleared)
+    }
+
     /// Takes the container's ports back and forgets its veth. Idempotent.
     pub fn remove_container(&mut self, container: &ContainerNetwork) -> anyhow::Result<()> {
         let slot = container.slot;

@@ -82,6 +82,157 @@ impl Manager {
         })
     }
 
+    /// Takes over the containers recorded in the state directory whose namespace and
+    /// veth still exist (the datapath never stopped serving them), and removes what no
+    /// record explains: half-made containers, orphaned namespaces, veths, map entries
+    /// and pinned links. Returns (recovered, removed) counts.
+    pub fn recover(&mut self) -> anyhow::Result<(usize, usize)> {
+        let dir = self.state_dir.join("containers");
+        let mut removed = 0;
+        let mut records = Vec::new();
+        for entry in fs::read_dir(&dir)?.flatten() {
+            let path = entry.path();
+            if path.extension().is_some_and(|e| e == "tmp") {
+                // A write that a crash interrupted; the previous record (if any) stands.
+                let _ = fs::remove_file(&path);
+                continue;
+            }
+            match fs::read(&path)
+                .map_err(anyhow::Error::from)
+                .and_then(|bytes| Ok(serde_json::from_slice::<ContainerInfo>(&bytes)?))
+            {
+                Ok(info) => records.push(info),
+                Err(error) => {
+                    log::warn!("ignoring unreadable record {}: {error:#}", path.display())
+                }
+            }
+        }
+        for info in records {
+            match self.recover_one(&info) {
+                Ok(()) => {}
+                Err(error) => {
+                    log::warn!(
+                        "container {} cannot be recovered ({error:#}); removing what is left of it",
+                        info.id
+                    );
+                    self.remove_leftovers(&info);
+                    let _ = fs::remove_file(self.state_file(&info.id));
+                    removed += 1;
+                }
+            }
+        }
+        removed += self.remove_orphans()?;
+        let keep: Vec<u32> = self.containers.values().map(|m| m.network.slot).collect();
+        self.datapath.forget_containers_except(&keep)?;
+        Ok((self.containers.len(), removed))
+    }
+
+    fn recover_one(&mut self, info: &ContainerInfo) -> anyhow::Result<()> {
+        let slot: u32 = info
+            .host_veth
+            .strip_prefix(container::HOST_VETH_PREFIX)
+            .and_then(|n| n.parse().ok())
+            .with_context(|| format!("veth name {} has no slot", info.host_veth))?;
+        if !info.netns.exists() {
+            bail!("its namespace {} is gone", info.netns.display());
+        }
+        let network = container::recover(&self.host, &info.id, slot, &info.netns, &info.host_veth)
+            .map(|mut network| {
+                network.ephemeral_ports = info.ephemeral_ports;
+                network.ports = info.ports.clone();
+                network
+            })?;
+        if let Err(error) = self.ports.ephemeral.allocate_exact(info.ephemeral_ports) {
+            log::warn!(
+                "container {}: {error:#}; kept, outside the allocator",
+                info.id
+            );
+        }
+        self.datapath.add_container(&network)?;
+        self.containers.insert(
+            info.id.clone(),
+            Managed {
+                info: info.clone(),
+                network,
+            },
+        );
+        Ok(())
+    }
+
+    /// Removes the veth and namespace name of a container that cannot be recovered.
+    fn remove_leftovers(&self, info: &ContainerInfo) {
+        let _ = crate::netlink::with_handle(|handle| async move {
+            if let Some(veth) = crate::netlink::link_by_name(&handle, &info.host_veth).await? {
+                crate::netlink::delete_link(&handle, veth.index).await?;
+            }
+            Ok(())
+        });
+        let _ = container::destroy_namespace(&info.id);
+    }
+
+    /// Host-side veths `netiso<slot>` that belong to no recovered container, and the
+    /// namespaces named `netiso-<id>` at their other end. (Only those: namespaces are
+    /// matched through the veth's peer, so another agent's containers, such as in a
+    /// neighbouring test lab, are never touched.)
+    fn remove_orphans(&self) -> anyhow::Result<usize> {
+        let known: BTreeSet<String> = self
+            .containers
+            .values()
+            .map(|m| m.info.host_veth.clone())
+            .collect();
+        let candidates: Vec<(String, fs::File)> = fs::read_dir(crate::netns::NETNS_RUN_DIR)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|entry| {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let known_netns = self
+                    .containers
+                    .values()
+                    .any(|m| m.info.netns == entry.path());
+                (name.starts_with(container::NETNS_PREFIX) && !known_netns)
+                    .then(|| fs::File::open(entry.path()).ok().map(|f| (name, f)))
+                    .flatten()
+            })
+            .collect();
+        let (veths, namespaces) = crate::netlink::with_handle(|handle| async move {
+            let mut veths = Vec::new();
+            let mut peer_ids = BTreeSet::new();
+            for link in crate::netlink::links(&handle).await? {
+                let is_ours = link
+                    .name
+                    .strip_prefix(container::HOST_VETH_PREFIX)
+                    .is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()));
+                if is_ours && !known.contains(&link.name) {
+                    if let Some(id) = crate::netlink::peer_nsid(&handle, &link.name).await? {
+                        peer_ids.insert(id);
+                    }
+                    veths.push(link);
+                }
+            }
+            let mut namespaces = Vec::new();
+            for (name, file) in &candidates {
+                if let Some(id) = crate::netlink::nsid_of(&handle, file).await?
+                    && peer_ids.contains(&id)
+                {
+                    namespaces.push(name.clone());
+                }
+            }
+            for veth in &veths {
+                crate::netlink::delete_link(&handle, veth.index).await?;
+            }
+            Ok((veths, namespaces))
+        })?;
+        for veth in &veths {
+            log::info!("removed orphaned veth {}", veth.name);
+        }
+        for name in &namespaces {
+            log::info!("removing orphaned namespace {name}");
+            crate::netns::delete_named(name)?;
+        }
+        Ok(veths.len() + namespaces.len())
+    }
+
     pub fn list(&self) -> Vec<ContainerInfo> {
         self.containers.values().map(|m| m.info.clone()).collect()
     }

@@ -299,3 +299,107 @@ async fn link_name(handle: &Handle, index: u32) -> anyhow::Result<String> {
         })
         .with_context(|| format!("link {index} has no name"))
 }
+
+/// Every link of the namespace.
+pub async fn links(handle: &Handle) -> anyhow::Result<Vec<LinkInfo>> {
+    let mut links = handle.link().get().execute();
+    let mut all = Vec::new();
+    while let Some(message) = links.try_next().await.context("listing links")? {
+        let mut info = LinkInfo {
+            index: message.header.index,
+            name: String::new(),
+            mac: [0; 6],
+            mtu: 0,
+        };
+        for attribute in message.attributes {
+            match attribute {
+                LinkAttribute::IfName(name) => info.name = name,
+                LinkAttribute::Address(mac) if mac.len() == 6 => info.mac.copy_from_slice(&mac),
+                LinkAttribute::Mtu(mtu) => info.mtu = mtu,
+                _ => {}
+            }
+        }
+        all.push(info);
+    }
+    Ok(all)
+}
+
+/// The link-layer address of the neighbour `address` on any link, if the namespace
+/// has such an entry.
+pub async fn neighbour_mac(handle: &Handle, address: IpAddr) -> anyhow::Result<Option<[u8; 6]>> {
+    use rtnetlink::packet_route::neighbour::NeighbourAttribute;
+    let mut neighbours = handle.neighbours().get().execute();
+    while let Some(message) = neighbours.try_next().await.context("listing neighbours")? {
+        let mut destination = None;
+        let mut mac = None;
+        for attribute in message.attributes {
+            match attribute {
+                NeighbourAttribute::Destination(d) => destination = Some(d),
+                NeighbourAttribute::LinkLayerAddress(l) if l.len() == 6 => {
+                    let mut m = [0; 6];
+                    m.copy_from_slice(&l);
+                    mac = Some(m);
+                }
+                _ => {}
+            }
+        }
+        let matches = match (destination, address) {
+            (
+                Some(rtnetlink::packet_route::neighbour::NeighbourAddress::Inet(a)),
+                IpAddr::V4(b),
+            ) => a == b,
+            (
+                Some(rtnetlink::packet_route::neighbour::NeighbourAddress::Inet6(a)),
+                IpAddr::V6(b),
+            ) => a == b,
+            _ => false,
+        };
+        if matches {
+            return Ok(mac);
+        }
+    }
+    Ok(None)
+}
+
+/// The id this namespace has for the network namespace open at `netns` (RTM_GETNSID),
+/// or `None` if it has none. A veth's peer namespace always has one.
+pub async fn nsid_of(handle: &Handle, netns: &std::fs::File) -> anyhow::Result<Option<i32>> {
+    use std::os::fd::AsRawFd as _;
+
+    use rtnetlink::{
+        packet_core::{NLM_F_REQUEST, NetlinkMessage, NetlinkPayload},
+        packet_route::{
+            RouteNetlinkMessage,
+            nsid::{NsidAttribute, NsidMessage},
+        },
+    };
+    let mut message = NsidMessage::default();
+    message
+        .attributes
+        .push(NsidAttribute::Fd(netns.as_raw_fd() as u32));
+    let mut request = NetlinkMessage::from(RouteNetlinkMessage::GetNsId(message));
+    request.header.flags = NLM_F_REQUEST;
+    let mut answers = handle.clone().request(request)?;
+    while let Some(answer) = futures::StreamExt::next(&mut answers).await {
+        if let NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewNsId(message)) = answer.payload
+        {
+            return Ok(message.attributes.iter().find_map(|a| match a {
+                NsidAttribute::Id(id) if *id >= 0 => Some(*id),
+                _ => None,
+            }));
+        }
+    }
+    Ok(None)
+}
+
+/// The id of the namespace that link `name`'s peer lives in, if it is elsewhere.
+pub async fn peer_nsid(handle: &Handle, name: &str) -> anyhow::Result<Option<i32>> {
+    let mut links = handle.link().get().match_name(name.to_owned()).execute();
+    let Some(link) = links.try_next().await.context("looking up a link")? else {
+        return Ok(None);
+    };
+    Ok(link.attributes.into_iter().find_map(|a| match a {
+        LinkAttribute::LinkNetNsId(id) => Some(id),
+        _ => None,
+    }))
+}

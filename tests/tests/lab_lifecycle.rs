@@ -262,3 +262,96 @@ fn existing_namespaces_are_adopted_and_outlive_their_container() {
         "the process is untouched"
     );
 }
+
+/// The counters of container slot `slot`, from the pinned map.
+fn counters(lab: &Lab, slot: u32) -> netiso_common::ContainerCounters {
+    netiso::datapath::read_pinned_container_counters(lab.pin_root(), slot).unwrap()
+}
+
+#[test]
+fn a_killed_agent_is_recovered_and_connections_never_notice() {
+    let lab = Lab::new();
+    let agent = Agent::start(&lab, &[]);
+    let web = id(&lab, "web");
+    assert!(
+        cli(
+            &lab,
+            &["container", "create", &web, "--ports", "31000-31099"]
+        )
+        .0
+    );
+    let container = Netns::existing(&format!("netiso-{web}"));
+    let server = container.spawn(&["iperf3", "--server", "--one-off", "--port", "31010"]);
+    netiso_tests::lab::wait_for_listener(&container, netiso_tests::lab::Proto::Tcp, 31010);
+    // A 3-second TCP stream from the remote, across SIGKILL and restart of the agent.
+    let client = lab.remote.spawn(&[
+        "iperf3",
+        "--client",
+        &HOST_IPV4.to_string(),
+        "--port",
+        "31010",
+        "--time",
+        "3",
+        "--json",
+    ]);
+    netiso_tests::wait::wait_until(
+        "the stream to flow",
+        std::time::Duration::from_secs(10),
+        || counters(&lab, 0).rx_packets > 100,
+    );
+    let before_kill = counters(&lab, 0);
+    agent.kill();
+    let _agent = Agent::start(&lab, &[]);
+    let after_restart = counters(&lab, 0);
+    assert!(
+        after_restart.rx_packets >= before_kill.rx_packets,
+        "counters never go backwards"
+    );
+    let report = client.wait_with_output();
+    assert!(
+        report.status.success(),
+        "the stream survived: {}",
+        String::from_utf8_lossy(&report.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&report.stdout).expect("iperf3 JSON");
+    assert!(json["end"]["sum_received"]["bytes"].as_u64().unwrap() > 0);
+    drop(server);
+    // The new agent knows the container and can destroy it.
+    let (ok, list, _) = cli(&lab, &["container", "list"]);
+    assert!(ok);
+    assert_eq!(list[0]["id"], web.as_str());
+    drop(container);
+    assert!(cli(&lab, &["container", "destroy", &web]).0);
+    assert!(!netns_exists(&web));
+}
+
+#[test]
+fn orphans_are_removed_when_the_state_is_lost() {
+    let lab = Lab::new();
+    let agent = Agent::start(&lab, &[]);
+    let (a, b) = (id(&lab, "a"), id(&lab, "b"));
+    assert!(cli(&lab, &["container", "create", &a, "--ports", "31000-31009"]).0);
+    assert!(cli(&lab, &["container", "create", &b, "--ports", "31010-31019"]).0);
+    assert!(agent.stop());
+    std::fs::remove_dir_all(lab.state_dir()).unwrap();
+    let _agent = Agent::start(&lab, &[]);
+    for name in [&a, &b] {
+        assert!(!netns_exists(name), "orphaned namespace {name} removed");
+    }
+    let links = String::from_utf8(lab.host.exec(&["ip", "-o", "link", "show"]).stdout).unwrap();
+    assert!(
+        !links.contains("netiso0") && !links.contains("netiso1"),
+        "orphaned veths removed: {links}"
+    );
+    // The ports went back to the host: remote traffic to 31005 now reaches host services.
+    let server = start_tcp_listener(&lab.host, IpAddr::V4(HOST_IPV4), 31005);
+    assert!(send_tcp(
+        &lab.remote,
+        SocketAddr::new(IpAddr::V4(HOST_IPV4), 31005),
+        "host"
+    ));
+    assert_eq!(server.wait_with_output().stdout, b"host");
+    let (ok, list, _) = cli(&lab, &["container", "list"]);
+    assert!(ok);
+    assert_eq!(list, serde_json::json!([]));
+}
