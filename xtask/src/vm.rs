@@ -191,7 +191,7 @@ fn guest_script(binaries: &[PathBuf], out_dir: &Path, filter: Option<&str>) -> S
     let mut script = format!(
         "# Runs inside the VM. The host's filesystem is visible read-only, except {out}.\n\
          mount -t bpf bpf /sys/fs/bpf 2>/dev/null\n\
-         export NETISO_BIN={netiso} RUST_BACKTRACE=1\n\
+         export NETISO_BIN={netiso} RUST_BACKTRACE=1 NETISO_IN_VM=1\n\
          echo \"kernel $(uname -r)\" > {log}\n\
          status=0\n",
         out = out_dir.display(),
