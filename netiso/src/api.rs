@@ -5,6 +5,7 @@
 //! | --- | --- | --- | --- |
 //! | GET | /v1/containers | | `[ContainerInfo]` |
 //! | POST | /v1/containers | `CreateRequest` | 201, `ContainerInfo` |
+//! | PUT | /v1/containers/ID | `{"ports": [{"begin","end"}]}` | 200, `ContainerInfo` |
 //! | DELETE | /v1/containers/ID | | 200, `{"destroyed": ID}` (also when unknown) |
 //!
 //! Errors answer `{"error": "…"}` with a 4xx or 5xx status.
@@ -35,6 +36,12 @@ use tokio::{
 
 use crate::manager::{ContainerInfo, CreateRequest, Manager};
 
+/// What `container update` sends: the container's new non-ephemeral ports.
+#[derive(Debug, serde::Deserialize, Serialize)]
+pub struct UpdateRequest {
+    pub ports: Vec<crate::ports::PortRange>,
+}
+
 /// A request for the manager thread, with where to send the answer.
 enum Command {
     List(oneshot::Sender<Vec<ContainerInfo>>),
@@ -43,6 +50,11 @@ enum Command {
         oneshot::Sender<Result<ContainerInfo, String>>,
     ),
     Destroy(String, oneshot::Sender<Result<(), String>>),
+    Update(
+        String,
+        Vec<crate::ports::PortRange>,
+        oneshot::Sender<Result<ContainerInfo, String>>,
+    ),
 }
 
 /// The manager thread's mailbox.
@@ -63,6 +75,10 @@ pub fn spawn_manager(mut manager: Manager) -> ManagerHandle {
                     }
                     Command::Create(request, reply) => {
                         let _ = reply.send(manager.create(request).map_err(|e| format!("{e:#}")));
+                    }
+                    Command::Update(id, ports, reply) => {
+                        let _ =
+                            reply.send(manager.update(&id, ports).map_err(|e| format!("{e:#}")));
                     }
                     Command::Destroy(id, reply) => {
                         let _ = reply.send(manager.destroy(&id).map_err(|e| format!("{e:#}")));
@@ -142,6 +158,26 @@ async fn route(request: Request<Incoming>, manager: &ManagerHandle) -> Response<
             let _ = manager.0.send(Command::Create(create, reply));
             match answer.await {
                 Ok(Ok(info)) => json(StatusCode::CREATED, &info),
+                Ok(Err(message)) => error(StatusCode::BAD_REQUEST, message),
+                Err(_) => gone(),
+            }
+        }
+        (Method::PUT, path) if path.starts_with("/v1/containers/") => {
+            let id = path.trim_start_matches("/v1/containers/").to_owned();
+            let body = match request.into_body().collect().await {
+                Ok(body) => body.to_bytes(),
+                Err(e) => {
+                    return error(StatusCode::BAD_REQUEST, format!("reading the request: {e}"));
+                }
+            };
+            let update: UpdateRequest = match serde_json::from_slice(&body) {
+                Ok(update) => update,
+                Err(e) => return error(StatusCode::BAD_REQUEST, format!("bad request body: {e}")),
+            };
+            let (reply, answer) = oneshot::channel();
+            let _ = manager.0.send(Command::Update(id, update.ports, reply));
+            match answer.await {
+                Ok(Ok(info)) => json(StatusCode::OK, &info),
                 Ok(Err(message)) => error(StatusCode::BAD_REQUEST, message),
                 Err(_) => gone(),
             }

@@ -63,6 +63,14 @@ pub enum ContainerCommand {
     },
     /// List the containers as JSON.
     List,
+    /// Change a container's ports live; connections on ports it keeps go on.
+    Update {
+        /// Container id.
+        id: String,
+        /// The new set of non-ephemeral ports, like 31000-31499 (empty: none).
+        #[arg(long, value_name = "RANGES")]
+        ports: String,
+    },
     /// Destroy a container and everything it had (no error if it does not exist).
     Destroy {
         /// Container id.
@@ -122,6 +130,14 @@ fn container(socket: &std::path::Path, command: ContainerCommand) -> anyhow::Res
             )?
         }
         ContainerCommand::List => api::call(socket, Method::GET, "/v1/containers", None)?,
+        ContainerCommand::Update { id, ports } => api::call(
+            socket,
+            Method::PUT,
+            &format!("/v1/containers/{id}"),
+            Some(serde_json::to_value(api::UpdateRequest {
+                ports: ports::parse_list(&ports)?,
+            })?),
+        )?,
         ContainerCommand::Destroy { id } => api::call(
             socket,
             Method::DELETE,

@@ -297,6 +297,41 @@ impl Datapath {
         })?
     }
 
+    /// Changes a container's non-ephemeral ports live: new ports are steered to it
+    /// first, then ports it no longer has go back to the host. Ports it keeps (and its
+    /// ephemeral range) are not touched, so their connections never notice. Fails,
+    /// changing nothing, if another container owns a new port.
+    pub fn update_ports(
+        &mut self,
+        container: &ContainerNetwork,
+        ports: &[crate::ports::PortRange],
+    ) -> anyhow::Result<()> {
+        let slot = container.slot;
+        let keep = |port: u16| {
+            container.ephemeral_ports.contains(port) || ports.iter().any(|r| r.contains(port))
+        };
+        let mut owners: Array<_, PortOwner> = Array::try_from(self.map_mut(PORT_OWNERS_MAP)?)?;
+        for port in ports.iter().flat_map(|r| r.ports()) {
+            if let Some(other) = owners
+                .get(&u32::from(port), 0)?
+                .slot()
+                .filter(|s| *s != slot)
+            {
+                bail!("port {port} is already owned by the container in slot {other}");
+            }
+        }
+        let entry = PortOwner::new(slot, container.host_veth_index);
+        for port in ports.iter().flat_map(|r| r.ports()) {
+            owners.set(u32::from(port), entry, 0)?;
+        }
+        for port in container.ports.iter().flat_map(|r| r.ports()) {
+            if !keep(port) {
+                owners.set(u32::from(port), PortOwner::default(), 0)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Forgets every container whose slot is not in `keep`: their ports, veth entries
     /// and pinned links (what a crash between creating and recording a container, or a
     /// lost state directory, leaves). Returns how many port entries were cleared.

@@ -327,7 +327,29 @@ impl Manager {
         }
     }
 
-    /// Requested ports must be the agent's and nobody else's.
+    /// Gives a container a new set of non-ephemeral ports, live. Connections on ports
+    /// it keeps are not disturbed.
+    pub fn update(&mut self, id: &str, ports: Vec<PortRange>) -> anyhow::Result<ContainerInfo> {
+        if !self.containers.contains_key(id) {
+            bail!("no container {id}; see `netiso container list`");
+        }
+        let request = CreateRequest {
+            id: id.to_owned(),
+            ports: ports.clone(),
+            ..Default::default()
+        };
+        self.check_ports(&request)?;
+        let managed = self.containers.get_mut(id).expect("checked above");
+        self.datapath.update_ports(&managed.network, &ports)?;
+        managed.network.ports = ports.clone();
+        managed.info.ports = ports;
+        let info = managed.info.clone();
+        self.write_state(&info)?;
+        Ok(info)
+    }
+
+    /// Requested ports must be the agent's and nobody else's (the requesting
+    /// container's own current ports excepted).
     fn check_ports(&self, request: &CreateRequest) -> anyhow::Result<()> {
         let managed = &self.ports.non_ephemeral;
         for range in &request.ports {
@@ -344,6 +366,7 @@ impl Manager {
             if let Some(other) = self
                 .containers
                 .values()
+                .filter(|m| m.info.id != request.id)
                 .find(|m| m.info.ports.iter().any(|p| p.overlaps(range)))
             {
                 bail!(

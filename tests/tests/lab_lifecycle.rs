@@ -487,3 +487,86 @@ fn two_hundred_creates_and_destroys_leave_nothing_behind() {
             .is_none()
     );
 }
+
+#[test]
+fn update_changes_ports_live_without_disturbing_kept_connections() {
+    let lab = Lab::new();
+    let _agent = Agent::start(&lab, &[]);
+    let web = id(&lab, "web");
+    assert!(
+        cli(
+            &lab,
+            &["container", "create", &web, "--ports", "31000-31009"]
+        )
+        .0
+    );
+    let container = Netns::existing(&format!("netiso-{web}"));
+    // A connection on 31001 that is open across the update.
+    let server = start_tcp_listener(&container, IpAddr::V4(HOST_IPV4), 31001);
+    let client = lab.remote.spawn(&[
+        "sh",
+        "-c",
+        &format!("(printf before; sleep 2; printf +after) | nc -N -w 10 {HOST_IPV4} 31001"),
+    ]);
+    netiso_tests::wait::wait_until(
+        "the connection to be established",
+        std::time::Duration::from_secs(10),
+        || {
+            container.run(|| {
+                std::fs::read_to_string("/proc/thread-self/net/tcp")
+                    .unwrap_or_default()
+                    .lines()
+                    .any(|l| {
+                        l.contains(&format!(":{:04X} ", 31001))
+                            && l.split_whitespace().nth(3) == Some("01")
+                    })
+            })
+        },
+    );
+    let (ok, updated, stderr) = cli(
+        &lab,
+        &["container", "update", &web, "--ports", "31001,31100-31109"],
+    );
+    assert!(ok, "{stderr}");
+    assert_eq!(
+        updated["ports"],
+        serde_json::json!([{"begin": 31001, "end": 31001}, {"begin": 31100, "end": 31109}])
+    );
+    assert!(client.wait_with_output().status.success());
+    assert_eq!(
+        server.wait_with_output().stdout,
+        b"before+after",
+        "the kept connection went on"
+    );
+    // A new port reaches the container, a dropped one the host.
+    assert!(reachable_from_remote(&lab, &container, 31105));
+    let host_server = start_tcp_listener(&lab.host, IpAddr::V4(HOST_IPV4), 31005);
+    assert!(send_tcp(
+        &lab.remote,
+        SocketAddr::new(IpAddr::V4(HOST_IPV4), 31005),
+        "host"
+    ));
+    assert_eq!(host_server.wait_with_output().stdout, b"host");
+    // Another container cannot take the updated ports, and unknown ids are refused.
+    let (ok, _, stderr) = cli(
+        &lab,
+        &[
+            "container",
+            "create",
+            &id(&lab, "other"),
+            "--ports",
+            "31105",
+        ],
+    );
+    assert!(!ok);
+    assert_eq!(
+        stderr.trim(),
+        format!("netiso: error: ports [31105-31105] overlap ports of container {web}")
+    );
+    let (ok, _, stderr) = cli(&lab, &["container", "update", "nosuch", "--ports", "31200"]);
+    assert!(!ok);
+    assert_eq!(
+        stderr.trim(),
+        "netiso: error: no container nosuch; see `netiso container list`"
+    );
+}
