@@ -144,15 +144,9 @@ async fn route(request: Request<Incoming>, manager: &ManagerHandle) -> Response<
             }
         }
         (Method::POST, "/v1/containers") => {
-            let body = match request.into_body().collect().await {
-                Ok(body) => body.to_bytes(),
-                Err(e) => {
-                    return error(StatusCode::BAD_REQUEST, format!("reading the request: {e}"));
-                }
-            };
-            let create: CreateRequest = match serde_json::from_slice(&body) {
-                Ok(create) => create,
-                Err(e) => return error(StatusCode::BAD_REQUEST, format!("bad request body: {e}")),
+            let create: CreateRequest = match read_json(request).await {
+                Ok(value) => value,
+                Err(answer) => return answer,
             };
             let (reply, answer) = oneshot::channel();
             let _ = manager.0.send(Command::Create(create, reply));
@@ -164,15 +158,9 @@ async fn route(request: Request<Incoming>, manager: &ManagerHandle) -> Response<
         }
         (Method::PUT, path) if path.starts_with("/v1/containers/") => {
             let id = path.trim_start_matches("/v1/containers/").to_owned();
-            let body = match request.into_body().collect().await {
-                Ok(body) => body.to_bytes(),
-                Err(e) => {
-                    return error(StatusCode::BAD_REQUEST, format!("reading the request: {e}"));
-                }
-            };
-            let update: UpdateRequest = match serde_json::from_slice(&body) {
-                Ok(update) => update,
-                Err(e) => return error(StatusCode::BAD_REQUEST, format!("bad request body: {e}")),
+            let update: UpdateRequest = match read_json(request).await {
+                Ok(value) => value,
+                Err(answer) => return answer,
             };
             let (reply, answer) = oneshot::channel();
             let _ = manager.0.send(Command::Update(id, update.ports, reply));
@@ -208,13 +196,21 @@ fn error(status: StatusCode, message: String) -> Response<Full<Bytes>> {
 }
 
 fn json(status: StatusCode, body: &impl Serialize) -> Response<Full<Bytes>> {
-    let mut text = serde_json::to_vec_pretty(body).unwrap_or_default();
-    text.push(b'\n');
-    Response::builder()
-        .status(status)
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(Full::new(Bytes::from(text)))
-        .unwrap_or_default()
+    crate::http::json_response(status, body)
+}
+
+/// Reads and parses a JSON request body, or answers why not.
+async fn read_json<T: serde::de::DeserializeOwned>(
+    request: Request<Incoming>,
+) -> Result<T, Response<Full<Bytes>>> {
+    let body = request
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("reading the request: {e}")))?
+        .to_bytes();
+    serde_json::from_slice(&body)
+        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("bad request body: {e}")))
 }
 
 /// Client side: sends one request to the agent at `socket` and returns the JSON it

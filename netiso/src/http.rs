@@ -75,7 +75,7 @@ fn route(request: &Request<Incoming>, health: &Health) -> Response<Full<Bytes>> 
     }
 }
 
-fn json_response(status: StatusCode, body: &impl Serialize) -> Response<Full<Bytes>> {
+pub(crate) fn json_response(status: StatusCode, body: &impl Serialize) -> Response<Full<Bytes>> {
     let mut text = serde_json::to_vec(body).unwrap_or_default();
     text.push(b'\n');
     Response::builder()

@@ -42,6 +42,24 @@ pub fn run_in<R: Send>(netns: &Path, f: impl FnOnce() -> R + Send) -> anyhow::Re
 /// Creates a new network namespace bind-mounted at `/run/netns/<name>`, so that
 /// `ip netns exec <name> …` works. Fails if the name is taken.
 pub fn create_named(name: &str) -> anyhow::Result<PathBuf> {
+    bind_at_name(name, |target| {
+        let target = target.to_owned();
+        thread::spawn(move || -> io::Result<()> {
+            unshare(CloneFlags::CLONE_NEWNET)?;
+            bind(Path::new("/proc/thread-self/ns/net"), &target)
+        })
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
+    .with_context(|| format!("creating network namespace {name}"))
+}
+
+/// Makes the file `/run/netns/<name>` (refusing a name that is taken) and lets
+/// `mount_at` bind a namespace onto it; on failure the file is removed again.
+fn bind_at_name(
+    name: &str,
+    mount_at: impl FnOnce(&Path) -> io::Result<()>,
+) -> anyhow::Result<PathBuf> {
     prepare_run_dir()?;
     let path = named_path(name);
     // create_new: a namespace of that name already existing is an error, not a reuse.
@@ -55,25 +73,23 @@ pub fn create_named(name: &str) -> anyhow::Result<PathBuf> {
                 path.display()
             )
         })?;
-    let target = path.clone();
-    let made = thread::spawn(move || -> io::Result<()> {
-        unshare(CloneFlags::CLONE_NEWNET)?;
-        mount(
-            Some("/proc/thread-self/ns/net"),
-            &target,
-            None::<&str>,
-            MsFlags::MS_BIND,
-            None::<&str>,
-        )?;
-        Ok(())
-    })
-    .join()
-    .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-    if let Err(error) = made {
+    if let Err(error) = mount_at(&path) {
         let _ = fs::remove_file(&path);
-        return Err(error).with_context(|| format!("creating network namespace {name}"));
+        return Err(error)
+            .with_context(|| format!("bind-mounting a namespace at {}", path.display()));
     }
     Ok(path)
+}
+
+fn bind(source: &Path, target: &Path) -> io::Result<()> {
+    mount(
+        Some(source),
+        target,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(io::Error::from)
 }
 
 /// Gives the existing network namespace at `source` (such as `/proc/PID/ns/net` or a
@@ -89,29 +105,7 @@ pub fn name_existing(source: &Path, name: &str) -> anyhow::Result<PathBuf> {
             source.display()
         );
     }
-    prepare_run_dir()?;
-    let path = named_path(name);
-    File::options()
-        .write(true)
-        .create_new(true)
-        .open(&path)
-        .with_context(|| {
-            format!(
-                "creating {}; does a namespace of that name exist?",
-                path.display()
-            )
-        })?;
-    if let Err(error) = mount(
-        Some(source),
-        &path,
-        None::<&str>,
-        MsFlags::MS_BIND,
-        None::<&str>,
-    ) {
-        let _ = fs::remove_file(&path);
-        return Err(error).with_context(|| format!("bind-mounting {}", source.display()));
-    }
-    Ok(path)
+    bind_at_name(name, |target| bind(source, target))
 }
 
 /// Unmounts and removes a named namespace. A missing one is not an error.

@@ -14,10 +14,7 @@ impl FromStr for Bytes {
 
     fn from_str(text: &str) -> anyhow::Result<Self> {
         let text = text.trim();
-        let split = text
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(text.len());
-        let (number, unit) = text.split_at(split);
+        let (number, unit) = split_number(text);
         let multiplier: u64 = match unit {
             "B" => 1,
             "KB" => 1 << 10,
@@ -54,10 +51,7 @@ impl FromStr for MesosDuration {
 
     fn from_str(text: &str) -> anyhow::Result<Self> {
         let text = text.trim();
-        let split = text
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(text.len());
-        let (number, unit) = text.split_at(split);
+        let (number, unit) = split_number(text);
         let seconds_per_unit = match unit {
             "ns" => 1e-9,
             "us" => 1e-6,
@@ -76,6 +70,14 @@ impl FromStr for MesosDuration {
             .with_context(|| format!("'{text}' is not a duration like 50ms or 5secs"))?;
         Ok(Self(Duration::from_secs_f64(value * seconds_per_unit)))
     }
+}
+
+/// Splits `37500KB` into (`37500`, `KB`).
+fn split_number(text: &str) -> (&str, &str) {
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    text.split_at(split)
 }
 
 #[cfg(test)]
