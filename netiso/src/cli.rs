@@ -39,6 +39,15 @@ pub enum Command {
     /// Create, list and destroy containers (through the agent).
     #[command(subcommand)]
     Container(ContainerCommand),
+    /// Run a command inside a container's network namespace, like
+    /// `netiso exec web -- ss -ltn`; exits with the command's status.
+    Exec {
+        /// Container id.
+        id: String,
+        /// The command and its arguments.
+        #[arg(last = true, required = true, value_name = "CMD")]
+        command: Vec<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -87,6 +96,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Agent(args) => crate::agent::run(*args, &cli.api_socket),
         Command::Container(command) => container(&cli.api_socket, command),
+        Command::Exec { id, command } => exec(&cli.api_socket, &id, &command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -147,4 +157,25 @@ fn container(socket: &std::path::Path, command: ContainerCommand) -> anyhow::Res
     };
     println!("{}", serde_json::to_string_pretty(&answer)?);
     Ok(())
+}
+
+/// Finds the container through the agent, enters its network namespace and runs the
+/// command there (replacing this process).
+fn exec(socket: &std::path::Path, id: &str, command: &[String]) -> anyhow::Result<()> {
+    use std::os::unix::process::CommandExt as _;
+
+    let list = api::call(socket, Method::GET, "/v1/containers", None)?;
+    let netns = list
+        .as_array()
+        .and_then(|all| all.iter().find(|c| c["id"] == id))
+        .and_then(|c| c["netns"].as_str().map(PathBuf::from))
+        .with_context(|| format!("no container {id}; see `netiso container list`"))?;
+    let file =
+        std::fs::File::open(&netns).with_context(|| format!("opening {}", netns.display()))?;
+    nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
+        .with_context(|| format!("entering the namespace of {id}"))?;
+    let error = std::process::Command::new(&command[0])
+        .args(&command[1..])
+        .exec();
+    Err(error).with_context(|| format!("running {}", command[0]))
 }

@@ -570,3 +570,44 @@ fn update_changes_ports_live_without_disturbing_kept_connections() {
         "netiso: error: no container nosuch; see `netiso container list`"
     );
 }
+
+#[test]
+fn exec_runs_commands_inside_the_container() {
+    let lab = Lab::new();
+    let _agent = Agent::start(&lab, &[]);
+    let web = id(&lab, "web");
+    assert!(cli(&lab, &["container", "create", &web]).0);
+    let socket = lab.api_socket().display().to_string();
+    let (ok, stdout, stderr) = run_netiso(
+        &lab.host,
+        &[
+            "--api-socket",
+            &socket,
+            "exec",
+            &web,
+            "--",
+            "cat",
+            "/proc/sys/net/ipv4/ip_local_port_range",
+        ],
+    );
+    assert!(ok, "{stderr}");
+    assert_eq!(
+        stdout.split_whitespace().collect::<Vec<_>>(),
+        ["30016", "30031"]
+    );
+    // The command's exit status is netiso's.
+    let (ok, _, _) = run_netiso(
+        &lab.host,
+        &["--api-socket", &socket, "exec", &web, "--", "false"],
+    );
+    assert!(!ok);
+    let (ok, _, stderr) = run_netiso(
+        &lab.host,
+        &["--api-socket", &socket, "exec", "nosuch", "--", "true"],
+    );
+    assert!(!ok);
+    assert_eq!(
+        stderr.trim(),
+        "netiso: error: no container nosuch; see `netiso container list`"
+    );
+}
