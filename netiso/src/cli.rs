@@ -39,6 +39,9 @@ pub enum Command {
     /// Create, list and destroy containers (through the agent).
     #[command(subcommand)]
     Container(ContainerCommand),
+    /// Check what this host's kernel offers netiso (tcx or netlink, BTF, bpffs, htb,
+    /// fq_codel), probing in a throwaway namespace.
+    Doctor,
     /// Run a command inside a container's network namespace, like
     /// `netiso exec web -- ss -ltn`; exits with the command's status.
     Exec {
@@ -97,6 +100,7 @@ pub fn main() -> ExitCode {
         Command::Agent(args) => crate::agent::run(*args, &cli.api_socket),
         Command::Container(command) => container(&cli.api_socket, command),
         Command::Exec { id, command } => exec(&cli.api_socket, &id, &command),
+        Command::Doctor => crate::doctor::run(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -5,6 +5,7 @@
 //! - [`agent`]: the long-running agent (start-up checks, serve, shut down);
 //! - [`config`]: the agent's flags (Mesos spellings) and their validation;
 //! - [`bpffs`]: the BPF filesystem where maps are pinned;
+//! - [`doctor`]: what the kernel offers, probed;
 //! - [`datapath`]: loading, attaching and reading the eBPF programs and maps;
 //! - [`http`]: the read-only HTTP server (`/health`, statistics);
 //! - [`api`]: the control API over a Unix socket, and its client;
@@ -20,6 +21,7 @@ pub mod cli;
 pub mod config;
 pub mod container;
 pub mod datapath;
+pub mod doctor;
 pub mod http;
 pub mod manager;
 pub mod netlink;
