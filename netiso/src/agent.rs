@@ -31,6 +31,7 @@ pub fn run(args: AgentArgs, api_socket: &Path) -> anyhow::Result<()> {
     args.lo_name = Some(lo);
     let host = HostNetwork::discover(&eth0)?;
     warn_not_yet_applied(&args);
+    check_kernel()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -155,4 +156,21 @@ impl Drop for SocketFile {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.0);
     }
+}
+
+/// Refuses to start on a kernel that lacks something netiso needs, naming it, and
+/// warns once about each optional feature that is missing.
+fn check_kernel() -> anyhow::Result<()> {
+    for check in crate::doctor::checks() {
+        match (check.ok, check.required) {
+            (true, _) => {}
+            (false, true) => bail!(
+                "the kernel lacks {}: {}; see `netiso doctor`",
+                check.name,
+                check.detail
+            ),
+            (false, false) => log::warn!("{}: {}", check.name, check.detail),
+        }
+    }
+    Ok(())
 }

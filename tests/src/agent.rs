@@ -147,6 +147,25 @@ impl Agent {
             .success()
     }
 
+    /// Stops the agent with SIGTERM and returns whether it exited successfully and
+    /// everything it logged.
+    pub fn stop_and_log(mut self) -> (bool, String) {
+        let pid = nix::unistd::Pid::from_raw(self.pid() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+        let ok = self
+            .process
+            .child_mut()
+            .wait()
+            .expect("waiting for the agent")
+            .success();
+        // The stderr reader ends with the process; collect what it read.
+        let mut log = Vec::new();
+        while let Ok(line) = self.stderr.recv_timeout(Duration::from_secs(5)) {
+            log.push(line);
+        }
+        (ok, log.join("\n"))
+    }
+
     /// Kills the agent with SIGKILL (no clean-up code runs) and reaps it.
     pub fn kill(mut self) {
         let child = self.process.child_mut();

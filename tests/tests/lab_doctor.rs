@@ -1,7 +1,10 @@
 //! `netiso doctor` tells the truth about the kernel: each qdisc it reports matches
 //! what iproute2's `tc` can create in a scratch namespace, and the attach mode matches
 //! the kernel version.
-use netiso_tests::{agent::run_netiso, lab::Lab};
+use netiso_tests::{
+    agent::{Agent, run_netiso},
+    lab::Lab,
+};
 
 /// Whether `tc` can add a `kind` root qdisc on the loopback of the lab's remote.
 fn tc_can_add(lab: &Lab, kind: &str) -> bool {
@@ -63,4 +66,18 @@ fn doctor_reports_what_the_kernel_really_has() {
     let tcx = (major, minor) >= (6, 6);
     assert_eq!(line("tc").contains("tcx links"), tcx, "{}", line("tc"));
     assert!(line("root").starts_with("     ok"));
+}
+
+#[test]
+fn the_agent_warns_once_about_each_missing_optional_feature() {
+    let lab = Lab::new();
+    let agent = Agent::start(&lab, &[]);
+    let (stopped, log) = agent.stop_and_log();
+    assert!(stopped);
+    let expected = usize::from(!tc_can_add(&lab, "fq_codel"));
+    assert_eq!(
+        log.matches("fq_codel: not available").count(),
+        expected,
+        "{log}"
+    );
 }
