@@ -373,8 +373,27 @@ impl Datapath {
     /// Takes the container's ports back and forgets its veth. Idempotent.
     pub fn remove_container(&mut self, container: &ContainerNetwork) -> anyhow::Result<()> {
         let slot = container.slot;
-        // Unpinning a tcx link detaches it (nothing else holds it). Netlink filters go
-        // with the container's interfaces, which are deleted next.
+        // Netlink filters inside the container's namespace are removed there: an
+        // adopted namespace outlives the container, and its lo must work without us.
+        if self.attach_mode == AttachMode::Netlink && container.netns.exists() {
+            let eth0_index = container.container_eth0_index;
+            crate::netns::run_in(&container.netns, || {
+                let eth0 = nix::net::if_::if_indextoname(eth0_index)
+                    .ok()
+                    .and_then(|name| name.into_string().ok());
+                let attached = [
+                    (CONTAINER_LO_INGRESS_PROGRAM, Some("lo".to_owned())),
+                    (CONTAINER_ETH0_INGRESS_PROGRAM, eth0),
+                ];
+                for (name, iface) in attached {
+                    if let Some(iface) = iface {
+                        // Already gone is fine.
+                        let _ = tc::qdisc_detach_program(&iface, TcAttachType::Ingress, name);
+                    }
+                }
+            })?;
+        }
+        // Unpinning a tcx link detaches it (nothing else holds it).
         for pin in self.container_link_pins(slot) {
             match std::fs::remove_file(&pin) {
                 Ok(()) => {}
