@@ -94,13 +94,6 @@ pub struct ContainerSpec {
     pub ports: Vec<PortRange>,
 }
 
-impl ContainerSpec {
-    /// Every range the container owns: its ports and its ephemeral range.
-    pub fn owned_ranges(&self) -> impl Iterator<Item = &PortRange> {
-        self.ports.iter().chain(std::iter::once(&self.ephemeral))
-    }
-}
-
 /// A container's network as built.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ContainerNetwork {

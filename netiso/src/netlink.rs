@@ -6,7 +6,7 @@ use std::{
     os::fd::RawFd,
 };
 
-use anyhow::{Context as _, anyhow, bail};
+use anyhow::{Context as _, anyhow};
 use futures::TryStreamExt as _;
 use rtnetlink::{
     Handle, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder,
@@ -235,14 +235,6 @@ pub fn read_sysctl(key: &str) -> anyhow::Result<String> {
         .with_context(|| format!("reading {key}"))?
         .trim()
         .to_owned())
-}
-
-/// Fails unless `mac` is a unicast address (multicast bit clear) and not all zeros.
-pub fn check_unicast_mac(mac: [u8; 6]) -> anyhow::Result<()> {
-    if mac[0] & 1 != 0 || mac == [0; 6] {
-        bail!("{mac:02x?} is not a unicast MAC address");
-    }
-    Ok(())
 }
 
 /// The name of the interface of the first main-table IPv4 default route, as Mesos's
