@@ -3,7 +3,7 @@
 use anyhow::{Context as _, bail};
 use tokio::signal::unix::{SignalKind, signal};
 
-use std::path::Path;
+use std::{path::Path, sync::Arc};
 
 use crate::{
     api, bpffs,
@@ -13,6 +13,7 @@ use crate::{
     http,
     manager::Manager,
     netlink,
+    stats::{Collector, StatisticsSource},
 };
 
 /// Runs the agent until SIGINT or SIGTERM.
@@ -69,7 +70,10 @@ async fn run_async(
         attach_mode,
         bpffs_root: args.bpffs_root.display().to_string(),
     };
-    let server = tokio::spawn(http::serve(listener, health));
+    let collector = Arc::new(Collector::new(
+        args.statistics.clone(),
+        datapath.pin_root(),
+    )?);
     let mut manager = Manager::new(datapath, host, ports, &args.state_dir)?;
     // Netlink work needs a thread outside the async runtime; nothing else runs yet, so
     // waiting for it here is fine, and the ready line comes after recovery.
@@ -80,7 +84,13 @@ async fn run_async(
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
     })?;
     log::info!("recovered {recovered} containers; removed {removed} orphaned or half-made ones");
-    let api_server = tokio::spawn(api::serve(api_listener, api::spawn_manager(manager)));
+    let manager = api::spawn_manager(manager);
+    let stats = StatisticsSource {
+        manager: manager.clone(),
+        collector,
+    };
+    let server = tokio::spawn(http::serve(listener, health, stats.clone()));
+    let api_server = tokio::spawn(api::serve(api_listener, manager, stats));
     // Handlers first: a SIGTERM right after the ready line must stop us cleanly.
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
@@ -128,10 +138,10 @@ fn interfaces(args: &AgentArgs) -> anyhow::Result<(String, String)> {
     })
 }
 
-/// Traffic control and the optional statistics arrive in later releases: say so once
-/// instead of silently ignoring the flags.
+/// Traffic control arrives in a later release: say so once instead of silently
+/// ignoring the flags.
 fn warn_not_yet_applied(args: &AgentArgs) {
-    let (egress, ingress, stats) = (&args.egress, &args.ingress, &args.statistics);
+    let (egress, ingress) = (&args.egress, &args.ingress);
     let rates = egress.rate_limit_per_container.is_some()
         || egress.rate_per_cpu.is_some()
         || ingress.rate_limit_per_container.is_some()
@@ -140,11 +150,6 @@ fn warn_not_yet_applied(args: &AgentArgs) {
     if rates {
         log::warn!(
             "rate limiting and unique egress flows are accepted and checked but not applied yet: this netiso has no traffic control"
-        );
-    }
-    if stats.socket_summary || stats.socket_details || stats.snmp || stats.rates {
-        log::warn!(
-            "the optional socket, SNMP and rate statistics are accepted but not collected yet"
         );
     }
 }

@@ -7,6 +7,8 @@
 //! | POST | /v1/containers | `CreateRequest` | 201, `ContainerInfo` |
 //! | PUT | /v1/containers/ID | `{"ports": [{"begin","end"}]}` | 200, `ContainerInfo` |
 //! | DELETE | /v1/containers/ID | | 200, `{"destroyed": ID}` (also when unknown) |
+//! | GET | /v1/statistics | | the `/monitor/statistics` array |
+//! | GET | /v1/statistics/ID | | the same, for one container (404 if unknown) |
 //!
 //! Errors answer `{"error": "…"}` with a 4xx or 5xx status.
 use std::{
@@ -34,7 +36,10 @@ use tokio::{
     sync::oneshot,
 };
 
-use crate::manager::{ContainerInfo, CreateRequest, Manager};
+use crate::{
+    manager::{ContainerInfo, CreateRequest, Manager},
+    stats::StatisticsSource,
+};
 
 /// What `container update` sends: the container's new non-ephemeral ports.
 #[derive(Debug, serde::Deserialize, Serialize)]
@@ -60,6 +65,17 @@ enum Command {
 /// The manager thread's mailbox.
 #[derive(Clone)]
 pub struct ManagerHandle(mpsc::Sender<Command>);
+
+impl ManagerHandle {
+    /// The containers, as the manager knows them now.
+    pub async fn list(&self) -> anyhow::Result<Vec<ContainerInfo>> {
+        let (reply, answer) = oneshot::channel();
+        self.0
+            .send(Command::List(reply))
+            .map_err(|_| anyhow::anyhow!("the agent is shutting down"))?;
+        answer.await.context("the agent is shutting down")
+    }
+}
 
 /// Runs `manager` on a thread of its own (in the caller's network namespace: netlink
 /// work there must not run on the async runtime's threads).
@@ -113,16 +129,16 @@ pub fn bind(path: &Path) -> anyhow::Result<UnixListener> {
 }
 
 /// Serves the control API on `listener` until the task is dropped.
-pub async fn serve(listener: UnixListener, manager: ManagerHandle) {
+pub async fn serve(listener: UnixListener, manager: ManagerHandle, stats: StatisticsSource) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
-        let manager = manager.clone();
+        let (manager, stats) = (manager.clone(), stats.clone());
         tokio::spawn(async move {
             let service = service_fn(move |request| {
-                let manager = manager.clone();
-                async move { Ok::<_, Infallible>(route(request, &manager).await) }
+                let (manager, stats) = (manager.clone(), stats.clone());
+                async move { Ok::<_, Infallible>(route(request, &manager, &stats).await) }
             });
             let _ = http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
@@ -131,17 +147,21 @@ pub async fn serve(listener: UnixListener, manager: ManagerHandle) {
     }
 }
 
-async fn route(request: Request<Incoming>, manager: &ManagerHandle) -> Response<Full<Bytes>> {
+async fn route(
+    request: Request<Incoming>,
+    manager: &ManagerHandle,
+    stats: &StatisticsSource,
+) -> Response<Full<Bytes>> {
     let path = request.uri().path().to_owned();
     let method = request.method().clone();
     match (method, path.as_str()) {
-        (Method::GET, "/v1/containers") => {
-            let (reply, answer) = oneshot::channel();
-            let _ = manager.0.send(Command::List(reply));
-            match answer.await {
-                Ok(list) => json(StatusCode::OK, &list),
-                Err(_) => gone(),
-            }
+        (Method::GET, "/v1/containers") => match manager.list().await {
+            Ok(list) => json(StatusCode::OK, &list),
+            Err(_) => gone(),
+        },
+        (Method::GET, "/v1/statistics") => statistics(stats, None).await,
+        (Method::GET, path) if path.starts_with("/v1/statistics/") => {
+            statistics(stats, Some(path.trim_start_matches("/v1/statistics/"))).await
         }
         (Method::POST, "/v1/containers") => {
             let create: CreateRequest = match read_json(request).await {
@@ -181,6 +201,20 @@ async fn route(request: Request<Incoming>, manager: &ManagerHandle) -> Response<
             }
         }
         (_, path) => error(StatusCode::NOT_FOUND, format!("no such endpoint: {path}")),
+    }
+}
+
+async fn statistics(stats: &StatisticsSource, id: Option<&str>) -> Response<Full<Bytes>> {
+    match stats.entries(id).await {
+        Ok(Some(entries)) => json(StatusCode::OK, &entries),
+        Ok(None) => error(
+            StatusCode::NOT_FOUND,
+            format!(
+                "no container {}; see `netiso container list`",
+                id.unwrap_or_default()
+            ),
+        ),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")),
     }
 }
 

@@ -51,6 +51,12 @@ pub enum Command {
         #[arg(last = true, required = true, value_name = "CMD")]
         command: Vec<String>,
     },
+    /// Print the containers' statistics: the JSON the agent serves at
+    /// /monitor/statistics (one element per container; only ID's with an id).
+    Stats {
+        /// Container id.
+        id: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -100,6 +106,7 @@ pub fn main() -> ExitCode {
         Command::Agent(args) => crate::agent::run(*args, &cli.api_socket),
         Command::Container(command) => container(&cli.api_socket, command),
         Command::Exec { id, command } => exec(&cli.api_socket, &id, &command),
+        Command::Stats { id } => stats(&cli.api_socket, id.as_deref()),
         Command::Doctor => crate::doctor::run(),
     };
     match result {
@@ -159,6 +166,16 @@ fn container(socket: &std::path::Path, command: ContainerCommand) -> anyhow::Res
             None,
         )?,
     };
+    println!("{}", serde_json::to_string_pretty(&answer)?);
+    Ok(())
+}
+
+fn stats(socket: &std::path::Path, id: Option<&str>) -> anyhow::Result<()> {
+    let path = match id {
+        Some(id) => format!("/v1/statistics/{id}"),
+        None => "/v1/statistics".to_owned(),
+    };
+    let answer = api::call(socket, Method::GET, &path, None)?;
     println!("{}", serde_json::to_string_pretty(&answer)?);
     Ok(())
 }

@@ -176,6 +176,13 @@ fn build(
             )
             .await?;
             let veth = netlink::require_link(&handle, &host_veth).await?;
+            // The host end is a bare attachment point for the datapath: without IPv6
+            // it sends no router solicitations or listener reports into the container,
+            // so the container's link counters hold only its own traffic.
+            let ipv6 = format!("net.ipv6.conf.{host_veth}.disable_ipv6");
+            if std::path::Path::new("/proc/sys/net/ipv6").exists() {
+                netlink::write_sysctl(&ipv6, "1")?;
+            }
             netlink::set_up(&handle, veth.index).await?;
             Ok(veth.index)
         }

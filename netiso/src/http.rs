@@ -1,4 +1,5 @@
-//! The read-only HTTP server: health now; statistics endpoints grow here.
+//! The read-only HTTP server: `/monitor/statistics` (and `.json`) in Mesos's JSON,
+//! `/metrics` for Prometheus, `/health`.
 use std::{convert::Infallible, net::SocketAddr, sync::Arc};
 
 use anyhow::Context as _;
@@ -14,7 +15,10 @@ use hyper_util::rt::TokioIo;
 use serde::Serialize;
 use tokio::net::TcpListener;
 
-use crate::datapath::AttachMode;
+use crate::{
+    datapath::AttachMode,
+    stats::{StatisticsSource, prometheus},
+};
 
 /// What `/health` reports.
 #[derive(Clone, Debug, Serialize)]
@@ -33,7 +37,7 @@ pub async fn bind(listen: SocketAddr) -> anyhow::Result<TcpListener> {
 }
 
 /// Serves HTTP on `listener` until the task is dropped.
-pub async fn serve(listener: TcpListener, health: Health) {
+pub async fn serve(listener: TcpListener, health: Health, stats: StatisticsSource) {
     let health = Arc::new(health);
     loop {
         let (stream, peer) = match listener.accept().await {
@@ -43,11 +47,11 @@ pub async fn serve(listener: TcpListener, health: Health) {
                 continue;
             }
         };
-        let health = Arc::clone(&health);
+        let (health, stats) = (Arc::clone(&health), stats.clone());
         tokio::spawn(async move {
             let service = service_fn(move |request| {
-                let health = Arc::clone(&health);
-                async move { Ok::<_, Infallible>(route(&request, &health)) }
+                let (health, stats) = (Arc::clone(&health), stats.clone());
+                async move { Ok::<_, Infallible>(route(&request, &health, &stats).await) }
             });
             if let Err(error) = http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
@@ -59,7 +63,11 @@ pub async fn serve(listener: TcpListener, health: Health) {
     }
 }
 
-fn route(request: &Request<Incoming>, health: &Health) -> Response<Full<Bytes>> {
+async fn route(
+    request: &Request<Incoming>,
+    health: &Health,
+    stats: &StatisticsSource,
+) -> Response<Full<Bytes>> {
     if request.method() != Method::GET && request.method() != Method::HEAD {
         return json_response(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -68,11 +76,35 @@ fn route(request: &Request<Incoming>, health: &Health) -> Response<Full<Bytes>> 
     }
     match request.uri().path() {
         "/health" => json_response(StatusCode::OK, health),
+        "/monitor/statistics" | "/monitor/statistics.json" => match stats.entries(None).await {
+            Ok(entries) => json_response(StatusCode::OK, &entries.unwrap_or_default()),
+            Err(error) => failed(&error),
+        },
+        "/metrics" => match stats.entries(None).await {
+            Ok(entries) => {
+                let text = prometheus::render(&entries.unwrap_or_default());
+                Response::builder()
+                    .header(header::CONTENT_TYPE, prometheus::CONTENT_TYPE)
+                    .body(Full::new(Bytes::from(text)))
+                    .unwrap_or_default()
+            }
+            Err(error) => failed(&error),
+        },
         path => json_response(
             StatusCode::NOT_FOUND,
-            &serde_json::json!({"error": format!("no such endpoint: {path}; try /health")}),
+            &serde_json::json!({"error": format!(
+                "no such endpoint: {path}; try /monitor/statistics, /metrics or /health"
+            )}),
         ),
     }
+}
+
+fn failed(error: &anyhow::Error) -> Response<Full<Bytes>> {
+    log::warn!("statistics: {error:#}");
+    json_response(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        &serde_json::json!({"error": format!("{error:#}")}),
+    )
 }
 
 pub(crate) fn json_response(status: StatusCode, body: &impl Serialize) -> Response<Full<Bytes>> {

@@ -11,7 +11,9 @@
 //! - [`api`]: the control API over a Unix socket, and its client;
 //! - [`manager`]: creates and destroys containers, allocates their ports, keeps state;
 //! - [`container`]: a container's namespace and veth pair;
+//! - [`stats`]: per-container statistics (Mesos JSON, Prometheus);
 //! - [`netns`], [`netlink`]: network namespaces and rtnetlink operations;
+//! - [`netlink_dump`]: blocking netlink dumps for the statistics;
 //! - [`ports`]: port ranges and the ephemeral range allocator;
 //! - [`resources`], [`units`]: Mesos's `--resources` syntax, byte sizes, durations.
 pub mod agent;
@@ -25,7 +27,9 @@ pub mod doctor;
 pub mod http;
 pub mod manager;
 pub mod netlink;
+pub mod netlink_dump;
 pub mod netns;
 pub mod ports;
 pub mod resources;
+pub mod stats;
 pub mod units;

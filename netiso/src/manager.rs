@@ -50,6 +50,15 @@ pub struct ContainerInfo {
     pub labels: BTreeMap<String, String>,
 }
 
+impl ContainerInfo {
+    /// The container's index in the datapath's maps, from its veth's name.
+    pub fn slot(&self) -> Option<u32> {
+        self.host_veth
+            .strip_prefix(container::HOST_VETH_PREFIX)
+            .and_then(|n| n.parse().ok())
+    }
+}
+
 struct Managed {
     info: ContainerInfo,
     network: ContainerNetwork,
@@ -128,10 +137,8 @@ impl Manager {
     }
 
     fn recover_one(&mut self, info: &ContainerInfo) -> anyhow::Result<()> {
-        let slot: u32 = info
-            .host_veth
-            .strip_prefix(container::HOST_VETH_PREFIX)
-            .and_then(|n| n.parse().ok())
+        let slot = info
+            .slot()
             .with_context(|| format!("veth name {} has no slot", info.host_veth))?;
         if !info.netns.exists() {
             bail!("its namespace {} is gone", info.netns.display());

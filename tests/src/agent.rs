@@ -173,3 +173,60 @@ impl Agent {
         child.wait().expect("reaping the agent");
     }
 }
+
+/// Runs `netiso ARGS… --api-socket <the lab's>` in the lab's host namespace and
+/// returns (success, stdout as JSON or null, stderr).
+pub fn cli(lab: &Lab, args: &[&str]) -> (bool, serde_json::Value, String) {
+    let socket = lab.api_socket().display().to_string();
+    let mut all = args.to_vec();
+    all.extend(["--api-socket", &socket]);
+    let (ok, stdout, stderr) = run_netiso(&lab.host, &all);
+    let json = serde_json::from_str(&stdout).unwrap_or(serde_json::Value::Null);
+    (ok, json, stderr)
+}
+
+/// An HTTP answer: status, Content-Type, body.
+pub struct HttpAnswer {
+    pub status: u16,
+    pub content_type: String,
+    pub body: String,
+}
+
+impl HttpAnswer {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+}
+
+/// `GET path` from `ns` to the agent's HTTP server at `addr` (HTTP/1.0, so the server
+/// closes the connection after answering).
+pub fn http_get(ns: &Netns, addr: std::net::SocketAddr, path: &str) -> HttpAnswer {
+    use std::io::{Read as _, Write as _};
+    ns.run(|| {
+        let mut stream = std::net::TcpStream::connect(addr).expect("connecting to the agent");
+        write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").expect("sending request");
+        let mut response = String::new();
+        stream
+            .read_to_string(&mut response)
+            .expect("reading response");
+        let (head, body) = response.split_once("\r\n\r\n").expect("HTTP response");
+        let status = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .expect("status code");
+        let content_type = head
+            .lines()
+            .find_map(|l| {
+                let (name, value) = l.split_once(':')?;
+                name.eq_ignore_ascii_case("content-type")
+                    .then(|| value.trim().to_owned())
+            })
+            .unwrap_or_default();
+        HttpAnswer {
+            status,
+            content_type,
+            body: body.to_owned(),
+        }
+    })
+}

@@ -7,21 +7,10 @@ use std::{
 };
 
 use netiso_tests::{
-    agent::{Agent, run_netiso},
+    agent::{Agent, cli, run_netiso},
     lab::{HOST_IPV4, Lab, send_tcp, start_tcp_listener},
     netns::{ChildGuard, Netns},
 };
-
-/// Runs `netiso ARGS… --api-socket <the lab's>` and returns (ok, stdout JSON or
-/// null, stderr).
-fn cli(lab: &Lab, args: &[&str]) -> (bool, serde_json::Value, String) {
-    let socket = lab.api_socket().display().to_string();
-    let mut all = args.to_vec();
-    all.extend(["--api-socket", &socket]);
-    let (ok, stdout, stderr) = run_netiso(&lab.host, &all);
-    let json = serde_json::from_str(&stdout).unwrap_or(serde_json::Value::Null);
-    (ok, json, stderr)
-}
 
 fn id(lab: &Lab, name: &str) -> String {
     // The lab's prefix lets a later lab remove the namespace if this test is killed.

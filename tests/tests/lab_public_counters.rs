@@ -1,8 +1,7 @@
 //! The first vertical slice on a real kernel: the agent loads and attaches the datapath
 //! to the lab's public interface, pins its counters, and they count real packets exactly.
 use std::{
-    io::{Read as _, Write as _},
-    net::{IpAddr, SocketAddr, TcpStream},
+    net::{IpAddr, SocketAddr},
     path::Path,
     process::Command,
     time::Duration,
@@ -13,9 +12,9 @@ use netiso_common::{
     Direction, PUBLIC_IFACE_COUNTERS_MAP, TrafficClass, TrafficCounters, public_iface_counter_slot,
 };
 use netiso_tests::{
-    agent::{Agent, LAB_RESOURCES, run_netiso},
+    agent::{Agent, LAB_RESOURCES, http_get, run_netiso},
     lab::{HOST_IPV4, HOST_IPV6, Lab, PUBLIC_IFACE, REMOTE_IPV4, REMOTE_IPV6, send_udp},
-    netns::{Netns, run_checked},
+    netns::run_checked,
     wait::wait_until,
 };
 
@@ -192,30 +191,13 @@ fn bpftool_dump_shows_field_names_and_the_same_counts() {
     );
 }
 
-fn http_get(ns: &Netns, addr: SocketAddr, path: &str) -> (u16, serde_json::Value) {
-    ns.run(|| {
-        let mut stream = TcpStream::connect(addr).expect("connecting to the agent");
-        write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").expect("sending request");
-        let mut response = String::new();
-        stream
-            .read_to_string(&mut response)
-            .expect("reading response");
-        let (head, body) = response.split_once("\r\n\r\n").expect("HTTP response");
-        let status = head
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .expect("status code");
-        (status, serde_json::from_str(body).expect("JSON body"))
-    })
-}
-
 #[test]
 fn health_reports_the_attachment_and_it_is_really_there() {
     let lab = Lab::new();
     let listen: SocketAddr = "127.0.0.1:5051".parse().unwrap();
     let _agent = Agent::start(&lab, &["--listen", &listen.to_string()]);
-    let (status, health) = http_get(&lab.host, listen, "/health");
+    let answer = http_get(&lab.host, listen, "/health");
+    let (status, health) = (answer.status, answer.json());
     assert_eq!(status, 200);
     let mode = AttachMode::for_running_kernel();
     assert_eq!(health["status"], "ok");
@@ -238,7 +220,7 @@ fn health_reports_the_attachment_and_it_is_really_there() {
             );
         }
     }
-    let (status, _) = http_get(&lab.host, listen, "/no/such/thing");
+    let status = http_get(&lab.host, listen, "/no/such/thing").status;
     assert_eq!(status, 404);
 }
 
@@ -391,7 +373,8 @@ fn the_mesos_documentation_command_line_starts_an_agent() {
     args.extend(paths.iter().map(String::as_str));
     let agent = Agent::start_with_args(&lab.host, &args);
     // No --eth0_name: the interface of the default route, as Mesos picks it.
-    let (status, health) = http_get(&lab.host, listen.parse().unwrap(), "/health");
+    let answer = http_get(&lab.host, listen.parse().unwrap(), "/health");
+    let (status, health) = (answer.status, answer.json());
     assert_eq!(status, 200);
     assert_eq!(health["public_interface"], PUBLIC_IFACE);
     // Rate limiting is not there yet, and the agent says so instead of pretending.

@@ -1,5 +1,6 @@
 //! Installs what the build and the tests need, and only what is missing: Debian
-//! packages, rust-src for nightly, bpf-linker built against LLVM 22, and virtme-ng.
+//! packages, rust-src for nightly, bpf-linker built against LLVM 22, and from PyPI
+//! virtme-ng and prometheus-client (the tests parse `/metrics` with its parser).
 use std::{
     env,
     path::{Path, PathBuf},
@@ -32,7 +33,7 @@ const APT_PACKAGES: &[(&str, &str)] = &[
         "depmod, which virtme-ng runs on the VM kernel's modules",
     ),
     ("busybox-static", "the VM's initramfs"),
-    ("python3-pip", "installing virtme-ng"),
+    ("python3-pip", "installing virtme-ng and prometheus-client"),
 ];
 
 /// The nightly toolchain that builds the eBPF crate. It is preinstalled and must not be
@@ -46,7 +47,13 @@ pub fn ensure() -> anyhow::Result<()> {
     let need_rust_src = !nightly_has_rust_src()?;
     let need_bpf_linker = !works("bpf-linker", &["--version"]);
     let need_vng = vng().is_none();
-    if missing_packages.is_empty() && !need_rust_src && !need_bpf_linker && !need_vng {
+    let need_prometheus_parser = !works("python3", &["-c", "import prometheus_client"]);
+    if missing_packages.is_empty()
+        && !need_rust_src
+        && !need_bpf_linker
+        && !need_vng
+        && !need_prometheus_parser
+    {
         return Ok(());
     }
     if !nix::unistd::geteuid().is_root() {
@@ -82,7 +89,18 @@ pub fn ensure() -> anyhow::Result<()> {
         }
     }
     if need_vng {
-        install_virtme_ng()?;
+        pip_install("virtme-ng", "runs the VM tests")?;
+        if vng().is_none() {
+            bail!(
+                "virtme-ng was installed but `vng` cannot be found; add Python's scripts directory to PATH"
+            );
+        }
+    }
+    if need_prometheus_parser {
+        pip_install(
+            "prometheus-client",
+            "the tests parse /metrics with its parser",
+        )?;
     }
     println!("==> setup complete");
     Ok(())
@@ -166,7 +184,7 @@ fn nightly_has_rust_src() -> anyhow::Result<bool> {
         .any(|l| l.starts_with("rust-src")))
 }
 
-fn install_virtme_ng() -> anyhow::Result<()> {
+fn pip_install(package: &str, why: &str) -> anyhow::Result<()> {
     let pip = |extra: &[&str]| {
         let mut command = Command::new("python3");
         command
@@ -178,25 +196,20 @@ fn install_virtme_ng() -> anyhow::Result<()> {
                 "--disable-pip-version-check",
             ])
             .args(extra)
-            .arg("virtme-ng");
+            .arg(package);
         command
     };
-    step("installing virtme-ng (runs the VM tests) with pip");
+    step(&format!("installing {package} ({why}) with pip"));
     let first = pip(&[]).output().context("running python3 -m pip")?;
     if !first.status.success() {
         // Debian's own Python refuses system-wide pip installs unless told otherwise.
         cmd::run(
-            "installing virtme-ng into the system Python",
+            &format!("installing {package} into the system Python"),
             &mut pip(&["--break-system-packages"]),
         )?;
     }
     // pyenv shims appear only after a rehash; harmless elsewhere.
     let _ = Command::new("pyenv").arg("rehash").status();
-    if vng().is_none() {
-        bail!(
-            "virtme-ng was installed but `vng` cannot be found; add Python's scripts directory to PATH"
-        );
-    }
     Ok(())
 }
 
