@@ -28,8 +28,13 @@ enum Task {
     /// Every check CI runs: fmt, clippy (userspace and eBPF), unit, BPF test-run and lab
     /// tests on this kernel, then the VM tests on Debian's 6.1 kernel.
     Test(test::TestArgs),
-    /// Benchmarks: per-packet cost of the datapath against the number of containers.
-    Bench,
+    /// Benchmarks: per-packet cost of the datapath against the number of containers
+    /// (`datapath`), scrape time and memory with up to 1000 containers (`stats`);
+    /// both without an argument.
+    Bench {
+        #[arg(value_enum)]
+        which: Option<bench::Bench>,
+    },
     /// Boot Debian's generic 6.1 kernel with virtme-ng and run the kernel-dependent
     /// tests there (netlink attach path, fq_codel).
     VmTest(vm::VmTestArgs),
@@ -42,7 +47,7 @@ fn main() -> ExitCode {
         Task::Run(args) => run::run(args),
         Task::Test(args) => test::run(args),
         Task::VmTest(args) => vm::run(args),
-        Task::Bench => bench::run(),
+        Task::Bench { which } => bench::run(which),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

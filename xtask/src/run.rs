@@ -223,12 +223,14 @@ fn demo(netiso: &PathBuf) -> anyhow::Result<()> {
     let traffic = start_demo_traffic(Arc::clone(&stop));
     println!(
         "\nnetiso demo running. Try:\n  \
+         curl -s http://{DEMO_LISTEN}/monitor/statistics.json | jq\n  \
+         curl -s http://{DEMO_LISTEN}/metrics\n  \
          curl -s http://{DEMO_LISTEN}/health\n  \
          bpftool map dump pinned {DEMO_PIN_ROOT}/PUBLIC_IFACE_COUNTERS\n\
          The agent runs in the namespace {DEMO_HOST_NETNS}, whose eth0 faces {DEMO_REMOTE_NETNS};\n\
          the remote sends one UDP datagram a second to {DEMO_HOST_IPV4} port 9 (the host)\n\
          and ports 31000 and 31100 (the containers demo-web and demo-db).\n  \
-         {} --api-socket {} container list\n\
+         {} --api-socket {} container list   (or: stats demo-web)\n\
          Press Ctrl-C to stop and remove everything.\n",
         netiso.display(),
         api_socket()
