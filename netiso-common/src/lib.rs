@@ -160,9 +160,11 @@ pub struct DatapathConfig {
 // SAFETY: byte arrays and u32s, 32 bytes in total with no padding.
 unsafe impl aya::Pod for DatapathConfig {}
 
-/// Per-container counters, from the container's point of view. Per-CPU in the map.
+/// Per-container counters, from the container's point of view. Per-CPU in the map;
+/// the agent reports their sums as `netiso_datapath_statistics`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "user", derive(serde::Serialize))]
 pub struct ContainerCounters {
     /// Packets steered to the container.
     pub rx_packets: u64,
@@ -174,7 +176,8 @@ pub struct ContainerCounters {
     pub tx_dropped_port_not_owned: u64,
     /// Sent with a header too short or malformed to read its ports.
     pub tx_dropped_malformed: u64,
-    /// Sent as a protocol a container may not send (ARP, non-IP, fragments, …).
+    /// Sent as something a container may not send (ARP, IPv6 neighbour discovery and
+    /// listener reports, fragments, other protocols).
     pub tx_dropped_other: u64,
 }
 
@@ -197,6 +200,23 @@ impl ContainerCounters {
         }
     }
 }
+
+/// How a container's traffic is shaped, as the datapath needs to know it. One entry
+/// per slot.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ContainerShaping {
+    /// 1 if the container has an ingress limit: inbound packets then go through the
+    /// htb on the host end of its veth (a redirect to its egress) instead of straight
+    /// into the container (a redirect to the peer, which skips every qdisc).
+    pub ingress_shaped: u32,
+    /// Reserved for a per-container egress flow (unique flows); 0 for none.
+    pub egress_flow: u32,
+}
+
+#[cfg(feature = "user")]
+// SAFETY: two u32 fields, no padding.
+unsafe impl aya::Pod for ContainerShaping {}
 
 /// An ICMP echo conversation a container started: replies carry the same identifier
 /// and come from the address the request went to.
@@ -225,6 +245,7 @@ pub const VETH_CONTAINERS_MAP: &str = "VETH_CONTAINERS";
 pub const CONTAINER_COUNTERS_MAP: &str = "CONTAINER_COUNTERS";
 pub const DATAPATH_CONFIG_MAP: &str = "DATAPATH_CONFIG";
 pub const ECHO_OWNERS_MAP: &str = "ECHO_OWNERS";
+pub const CONTAINER_SHAPING_MAP: &str = "CONTAINER_SHAPING";
 
 /// Program on the host-side veth's ingress: packets leaving a container.
 pub const CONTAINER_VETH_INGRESS_PROGRAM: &str = "container_veth_ingress";

@@ -4,8 +4,8 @@ use aya_ebpf::{
     macros::btf_map,
 };
 use netiso_common::{
-    ContainerCounters, DatapathConfig, Direction, EchoKey, MAX_CONTAINERS, MAX_ECHO_CONVERSATIONS,
-    PUBLIC_IFACE_COUNTER_SLOTS, PortOwner, TrafficClass, TrafficCounters,
+    ContainerCounters, ContainerShaping, DatapathConfig, Direction, EchoKey, MAX_CONTAINERS,
+    MAX_ECHO_CONVERSATIONS, PUBLIC_IFACE_COUNTER_SLOTS, PortOwner, TrafficClass, TrafficCounters,
     public_iface_counter_slot,
 };
 
@@ -30,6 +30,10 @@ pub static VETH_CONTAINERS: HashMap<u32, u32, { MAX_CONTAINERS as usize }> = Has
 #[btf_map]
 pub static CONTAINER_COUNTERS: PerCpuArray<ContainerCounters, { MAX_CONTAINERS as usize }> =
     PerCpuArray::new();
+
+/// How each container is shaped, indexed by slot.
+#[btf_map]
+pub static CONTAINER_SHAPING: Array<ContainerShaping, { MAX_CONTAINERS as usize }> = Array::new();
 
 /// The host's addresses and interfaces (entry 0).
 #[btf_map]
@@ -78,7 +82,8 @@ pub fn config() -> Option<&'static DatapathConfig> {
 }
 
 /// Counts a packet delivered to the container `owner` and returns the verdict that
-/// hands it to the container's eth0 ingress.
+/// hands it to the container: straight to its eth0's ingress, or, when it has an
+/// ingress limit, out of the host end of its veth through the limit's qdiscs.
 #[inline(always)]
 pub fn deliver_to(owner: PortOwner, bytes: u32) -> Option<i32> {
     let slot = owner.slot()?;
@@ -86,7 +91,16 @@ pub fn deliver_to(owner: PortOwner, bytes: u32) -> Option<i32> {
         c.rx_packets += 1;
         c.rx_bytes += u64::from(bytes);
     });
-    // SAFETY: a helper call; an ifindex that is no longer a veth makes it return an
+    let shaped = CONTAINER_SHAPING
+        .get(slot)
+        .is_some_and(|shaping| shaping.ingress_shaped != 0);
+    // SAFETY: helper calls; an ifindex that is no longer a veth makes them return an
     // error verdict (the packet is dropped), never undefined behaviour.
-    Some(unsafe { aya_ebpf::helpers::bpf_redirect_peer(owner.veth_ifindex, 0) } as i32)
+    Some(unsafe {
+        if shaped {
+            aya_ebpf::helpers::bpf_redirect(owner.veth_ifindex, 0)
+        } else {
+            aya_ebpf::helpers::bpf_redirect_peer(owner.veth_ifindex, 0)
+        }
+    } as i32)
 }

@@ -11,8 +11,9 @@ use crate::{
     container::HostNetwork,
     datapath::Datapath,
     http,
-    manager::Manager,
+    manager::{Manager, Shaping},
     netlink,
+    rate_limits::{self, RatePolicy},
     stats::{Collector, StatisticsSource},
 };
 
@@ -32,19 +33,31 @@ pub fn run(args: AgentArgs, api_socket: &Path) -> anyhow::Result<()> {
     args.lo_name = Some(lo);
     let host = HostNetwork::discover(&eth0)?;
     warn_not_yet_applied(&args);
-    check_kernel()?;
+    let rates = RatePolicy::from_args(&args, ports.cpus, || rate_limits::link_speed(&eth0))?;
+    let checks = check_kernel()?;
+    let has = |name: &str| checks.iter().any(|c| c.name == name && c.ok);
+    if (rates.egress.is_limited() || rates.ingress.is_limited()) && !has("htb") {
+        bail!(
+            "the kernel lacks the htb qdisc, which the rate limit flags need; load sch_htb or drop the rate flags (see `netiso doctor`)"
+        );
+    }
+    let shaping = Shaping {
+        rates,
+        fq_codel: has("fq_codel"),
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(run_async(args, host, ports, api_socket))
+    runtime.block_on(run_async(args, host, ports, shaping, api_socket))
 }
 
 async fn run_async(
     args: AgentArgs,
     host: HostNetwork,
     ports: PortConfig,
+    shaping: Shaping,
     api_socket: &Path,
 ) -> anyhow::Result<()> {
     // Everything that can fail on bad input is checked before anything is attached.
@@ -74,7 +87,7 @@ async fn run_async(
         args.statistics.clone(),
         datapath.pin_root(),
     )?);
-    let mut manager = Manager::new(datapath, host, ports, &args.state_dir)?;
+    let mut manager = Manager::new(datapath, host, ports, shaping, &args.state_dir)?;
     // Netlink work needs a thread outside the async runtime; nothing else runs yet, so
     // waiting for it here is fine, and the ready line comes after recovery.
     let (recovered, removed) = std::thread::scope(|scope| {
@@ -138,18 +151,12 @@ fn interfaces(args: &AgentArgs) -> anyhow::Result<(String, String)> {
     })
 }
 
-/// Traffic control arrives in a later release: say so once instead of silently
-/// ignoring the flags.
+/// Unique egress flows arrive in a later release: say so once instead of silently
+/// ignoring the flag.
 fn warn_not_yet_applied(args: &AgentArgs) {
-    let (egress, ingress) = (&args.egress, &args.ingress);
-    let rates = egress.rate_limit_per_container.is_some()
-        || egress.rate_per_cpu.is_some()
-        || ingress.rate_limit_per_container.is_some()
-        || ingress.rate_per_cpu.is_some()
-        || egress.unique_flow_per_container;
-    if rates {
+    if args.egress.unique_flow_per_container {
         log::warn!(
-            "rate limiting and unique egress flows are accepted and checked but not applied yet: this netiso has no traffic control"
+            "--egress_unique_flow_per_container is accepted but not applied yet: containers share the public interface's queue"
         );
     }
 }
@@ -164,9 +171,10 @@ impl Drop for SocketFile {
 }
 
 /// Refuses to start on a kernel that lacks something netiso needs, naming it, and
-/// warns once about each optional feature that is missing.
-fn check_kernel() -> anyhow::Result<()> {
-    for check in crate::doctor::checks() {
+/// warns once about each optional feature that is missing. Returns the checks.
+fn check_kernel() -> anyhow::Result<Vec<crate::doctor::Check>> {
+    let checks = crate::doctor::checks();
+    for check in &checks {
         match (check.ok, check.required) {
             (true, _) => {}
             (false, true) => bail!(
@@ -177,5 +185,5 @@ fn check_kernel() -> anyhow::Result<()> {
             (false, false) => log::warn!("{}: {}", check.name, check.detail),
         }
     }
-    Ok(())
+    Ok(checks)
 }

@@ -5,7 +5,7 @@
 //! | --- | --- | --- | --- |
 //! | GET | /v1/containers | | `[ContainerInfo]` |
 //! | POST | /v1/containers | `CreateRequest` | 201, `ContainerInfo` |
-//! | PUT | /v1/containers/ID | `{"ports": [{"begin","end"}]}` | 200, `ContainerInfo` |
+//! | PUT | /v1/containers/ID | `{"ports"?: [{"begin","end"}], "cpus"?: N}` | 200, `ContainerInfo` |
 //! | DELETE | /v1/containers/ID | | 200, `{"destroyed": ID}` (also when unknown) |
 //! | GET | /v1/statistics | | the `/monitor/statistics` array |
 //! | GET | /v1/statistics/ID | | the same, for one container (404 if unknown) |
@@ -41,10 +41,14 @@ use crate::{
     stats::StatisticsSource,
 };
 
-/// What `container update` sends: the container's new non-ephemeral ports.
-#[derive(Debug, serde::Deserialize, Serialize)]
+/// What `container update` sends: the container's new non-ephemeral ports and/or its
+/// new number of CPUs (absent: unchanged).
+#[derive(Debug, Default, serde::Deserialize, Serialize)]
 pub struct UpdateRequest {
-    pub ports: Vec<crate::ports::PortRange>,
+    #[serde(default)]
+    pub ports: Option<Vec<crate::ports::PortRange>>,
+    #[serde(default)]
+    pub cpus: Option<f64>,
 }
 
 /// A request for the manager thread, with where to send the answer.
@@ -57,7 +61,7 @@ enum Command {
     Destroy(String, oneshot::Sender<Result<(), String>>),
     Update(
         String,
-        Vec<crate::ports::PortRange>,
+        UpdateRequest,
         oneshot::Sender<Result<ContainerInfo, String>>,
     ),
 }
@@ -92,9 +96,9 @@ pub fn spawn_manager(mut manager: Manager) -> ManagerHandle {
                     Command::Create(request, reply) => {
                         let _ = reply.send(manager.create(request).map_err(|e| format!("{e:#}")));
                     }
-                    Command::Update(id, ports, reply) => {
-                        let _ =
-                            reply.send(manager.update(&id, ports).map_err(|e| format!("{e:#}")));
+                    Command::Update(id, update, reply) => {
+                        let result = manager.update(&id, update.ports, update.cpus);
+                        let _ = reply.send(result.map_err(|e| format!("{e:#}")));
                     }
                     Command::Destroy(id, reply) => {
                         let _ = reply.send(manager.destroy(&id).map_err(|e| format!("{e:#}")));
@@ -183,7 +187,7 @@ async fn route(
                 Err(answer) => return answer,
             };
             let (reply, answer) = oneshot::channel();
-            let _ = manager.0.send(Command::Update(id, update.ports, reply));
+            let _ = manager.0.send(Command::Update(id, update, reply));
             match answer.await {
                 Ok(Ok(info)) => json(StatusCode::OK, &info),
                 Ok(Err(message)) => error(StatusCode::BAD_REQUEST, message),

@@ -52,9 +52,9 @@ pub enum Command {
         command: Vec<String>,
     },
     /// Print the containers' statistics: the JSON the agent serves at
-    /// /monitor/statistics (one element per container; only ID's with an id).
+    /// /monitor/statistics, one element per container.
     Stats {
-        /// Container id.
+        /// Only this container's.
         id: Option<String>,
     },
 }
@@ -78,16 +78,24 @@ pub enum ContainerCommand {
         /// A label for statistics, like `framework=web`; repeatable.
         #[arg(long = "label", value_name = "KEY=VALUE")]
         labels: Vec<String>,
+        /// The container's CPUs: rate limits per CPU give it that many whole CPUs'
+        /// worth.
+        #[arg(long, value_name = "N")]
+        cpus: Option<f64>,
     },
     /// List the containers as JSON.
     List,
-    /// Change a container's ports live; connections on ports it keeps go on.
+    /// Change a container's ports or CPUs live; connections on ports it keeps go on,
+    /// and rate limits per CPU follow its CPUs.
     Update {
         /// Container id.
         id: String,
         /// The new set of non-ephemeral ports, like 31000-31499 (empty: none).
-        #[arg(long, value_name = "RANGES")]
-        ports: String,
+        #[arg(long, value_name = "RANGES", required_unless_present = "cpus")]
+        ports: Option<String>,
+        /// The container's new number of CPUs.
+        #[arg(long, value_name = "N")]
+        cpus: Option<f64>,
     },
     /// Destroy a container and everything it had (no error if it does not exist).
     Destroy {
@@ -127,6 +135,7 @@ fn container(socket: &std::path::Path, command: ContainerCommand) -> anyhow::Res
             netns,
             pid,
             labels,
+            cpus,
         } => {
             let labels = labels
                 .iter()
@@ -142,6 +151,7 @@ fn container(socket: &std::path::Path, command: ContainerCommand) -> anyhow::Res
                 netns,
                 pid,
                 labels,
+                cpus,
             };
             api::call(
                 socket,
@@ -151,12 +161,13 @@ fn container(socket: &std::path::Path, command: ContainerCommand) -> anyhow::Res
             )?
         }
         ContainerCommand::List => api::call(socket, Method::GET, "/v1/containers", None)?,
-        ContainerCommand::Update { id, ports } => api::call(
+        ContainerCommand::Update { id, ports, cpus } => api::call(
             socket,
             Method::PUT,
             &format!("/v1/containers/{id}"),
             Some(serde_json::to_value(api::UpdateRequest {
-                ports: ports::parse_list(&ports)?,
+                ports: ports.as_deref().map(ports::parse_list).transpose()?,
+                cpus,
             })?),
         )?,
         ContainerCommand::Destroy { id } => api::call(

@@ -19,19 +19,19 @@ use aya::{
 };
 use netiso_common::{
     CONTAINER_COUNTERS_MAP, CONTAINER_ETH0_IFINDEX_GLOBAL, CONTAINER_ETH0_INGRESS_PROGRAM,
-    CONTAINER_LO_INGRESS_PROGRAM, CONTAINER_SLOT_GLOBAL, CONTAINER_VETH_INGRESS_PROGRAM,
-    ContainerCounters, DATAPATH_CONFIG_MAP, DatapathConfig, Direction, ECHO_OWNERS_MAP, EchoKey,
-    HOST_LO_INGRESS_PROGRAM, MAX_CONTAINERS, MAX_ECHO_CONVERSATIONS, PORT_OWNERS_MAP,
-    PUBLIC_EGRESS_PROGRAM, PUBLIC_IFACE_COUNTER_SLOTS, PUBLIC_IFACE_COUNTERS_MAP,
-    PUBLIC_INGRESS_PROGRAM, PortOwner, TrafficClass, TrafficCounters, VETH_CONTAINERS_MAP,
-    public_iface_counter_slot,
+    CONTAINER_LO_INGRESS_PROGRAM, CONTAINER_SHAPING_MAP, CONTAINER_SLOT_GLOBAL,
+    CONTAINER_VETH_INGRESS_PROGRAM, ContainerCounters, ContainerShaping, DATAPATH_CONFIG_MAP,
+    DatapathConfig, Direction, ECHO_OWNERS_MAP, EchoKey, HOST_LO_INGRESS_PROGRAM, MAX_CONTAINERS,
+    MAX_ECHO_CONVERSATIONS, PORT_OWNERS_MAP, PUBLIC_EGRESS_PROGRAM, PUBLIC_IFACE_COUNTER_SLOTS,
+    PUBLIC_IFACE_COUNTERS_MAP, PUBLIC_INGRESS_PROGRAM, PortOwner, TrafficClass, TrafficCounters,
+    VETH_CONTAINERS_MAP, public_iface_counter_slot,
 };
 use serde::Serialize;
 
 use crate::container::{ContainerNetwork, HostNetwork};
 
 /// Every pinned map with its layout: (name, key size, value size, entries).
-const PINNED_MAPS: [(&str, usize, usize, u32); 6] = [
+const PINNED_MAPS: [(&str, usize, usize, u32); 7] = [
     (
         PUBLIC_IFACE_COUNTERS_MAP,
         size_of::<u32>(),
@@ -67,6 +67,12 @@ const PINNED_MAPS: [(&str, usize, usize, u32); 6] = [
         size_of::<EchoKey>(),
         size_of::<PortOwner>(),
         MAX_ECHO_CONVERSATIONS,
+    ),
+    (
+        CONTAINER_SHAPING_MAP,
+        size_of::<u32>(),
+        size_of::<ContainerShaping>(),
+        MAX_CONTAINERS,
     ),
 ];
 
@@ -356,6 +362,9 @@ impl Datapath {
         for ifindex in stale {
             let _ = veths.remove(&ifindex);
         }
+        for slot in (0..MAX_CONTAINERS).filter(|slot| !keep.contains(slot)) {
+            self.set_ingress_shaped(slot, false)?;
+        }
         let links = self.pin_root.join(LINKS_DIR);
         for entry in std::fs::read_dir(&links)?.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
@@ -417,6 +426,22 @@ impl Datapath {
         match veths.remove(&container.host_veth_index) {
             Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
             Err(error) => return Err(error).context("removing the container's veth entry"),
+        }
+        self.set_ingress_shaped(slot, false)
+    }
+
+    /// Whether container `slot`'s inbound packets go through the qdiscs of the host
+    /// end of its veth (its ingress limit) or straight into it.
+    pub fn set_ingress_shaped(&mut self, slot: u32, shaped: bool) -> anyhow::Result<()> {
+        let mut shaping: Array<_, ContainerShaping> =
+            Array::try_from(self.map_mut(CONTAINER_SHAPING_MAP)?)?;
+        let mut entry = shaping.get(&slot, 0)?;
+        let wanted = u32::from(shaped);
+        if entry.ingress_shaped != wanted {
+            entry.ingress_shaped = wanted;
+            shaping
+                .set(slot, entry, 0)
+                .context("setting the container's shaping")?;
         }
         Ok(())
     }

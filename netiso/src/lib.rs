@@ -13,7 +13,8 @@
 //! - [`container`]: a container's namespace and veth pair;
 //! - [`stats`]: per-container statistics (Mesos JSON, Prometheus);
 //! - [`netns`], [`netlink`]: network namespaces and rtnetlink operations;
-//! - [`netlink_dump`]: blocking netlink dumps for the statistics;
+//! - [`netlink_sync`]: blocking netlink requests and dumps (statistics, qdiscs);
+//! - [`traffic_control`], [`rate_limits`]: htb/fq_codel shaping and the rates it gets;
 //! - [`ports`]: port ranges and the ephemeral range allocator;
 //! - [`resources`], [`units`]: Mesos's `--resources` syntax, byte sizes, durations.
 pub mod agent;
@@ -27,9 +28,11 @@ pub mod doctor;
 pub mod http;
 pub mod manager;
 pub mod netlink;
-pub mod netlink_dump;
+pub mod netlink_sync;
 pub mod netns;
 pub mod ports;
+pub mod rate_limits;
 pub mod resources;
 pub mod stats;
+pub mod traffic_control;
 pub mod units;

@@ -15,11 +15,14 @@ use crate::{
     config::PortConfig,
     container::{self, ContainerNetwork, ContainerSpec, HostNetwork},
     datapath::Datapath,
+    netlink_sync::NetlinkSocket,
     ports::PortRange,
+    rate_limits::RatePolicy,
+    traffic_control::{self, HtbConfig},
 };
 
 /// What `container create` asks for.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct CreateRequest {
     pub id: String,
     /// Non-ephemeral ports, a subset of the agent's `ports` resource.
@@ -33,10 +36,13 @@ pub struct CreateRequest {
     pub pid: Option<u32>,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// CPUs of the container, for rate limits per CPU.
+    #[serde(default)]
+    pub cpus: Option<f64>,
 }
 
 /// A container as the API shows it and the state directory records it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ContainerInfo {
     pub id: String,
     /// Bind mount of its network namespace (`ip netns exec netiso-<id> …` works).
@@ -48,6 +54,14 @@ pub struct ContainerInfo {
     /// Whether the namespace was adopted (it outlives the container).
     pub adopted: bool,
     pub labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpus: Option<f64>,
+    /// The shaping of what the container sends (htb on its eth0), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress_limit: Option<HtbConfig>,
+    /// The shaping of what it receives (htb on the host end of its veth), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress_limit: Option<HtbConfig>,
 }
 
 impl ContainerInfo {
@@ -69,8 +83,17 @@ pub struct Manager {
     datapath: Datapath,
     host: HostNetwork,
     ports: PortConfig,
+    shaping: Shaping,
     containers: BTreeMap<String, Managed>,
     state_dir: PathBuf,
+}
+
+/// How containers are shaped: the rate policy, and whether the kernel has fq_codel for
+/// the limits' leaves.
+#[derive(Clone, Debug, Default)]
+pub struct Shaping {
+    pub rates: RatePolicy,
+    pub fq_codel: bool,
 }
 
 impl Manager {
@@ -78,6 +101,7 @@ impl Manager {
         datapath: Datapath,
         host: HostNetwork,
         ports: PortConfig,
+        shaping: Shaping,
         state_dir: &Path,
     ) -> anyhow::Result<Self> {
         let dir = state_dir.join("containers");
@@ -86,6 +110,7 @@ impl Manager {
             datapath,
             host,
             ports,
+            shaping,
             containers: BTreeMap::new(),
             state_dir: state_dir.to_owned(),
         })
@@ -156,13 +181,58 @@ impl Manager {
             );
         }
         self.datapath.add_container(&network)?;
-        self.containers.insert(
-            info.id.clone(),
-            Managed {
-                info: info.clone(),
-                network,
-            },
-        );
+        // This agent's flags may differ from the last one's (Mesos's Upgrade test):
+        // egress follows them; ingress only where the container had a limit before or
+        // existing containers are to be isolated.
+        let mut info = info.clone();
+        let egress = self.shaping.rates.egress.limit(info.cpus);
+        let ingress = if info.ingress_limit.is_some()
+            || self.shaping.rates.ingress_isolate_existing_containers
+        {
+            self.shaping.rates.ingress.limit(info.cpus)
+        } else {
+            None
+        };
+        self.shape(&network, egress.as_ref(), ingress.as_ref())?;
+        if (egress, ingress) != (info.egress_limit, info.ingress_limit) {
+            (info.egress_limit, info.ingress_limit) = (egress, ingress);
+            self.write_state(&info)?;
+        }
+        self.containers
+            .insert(info.id.clone(), Managed { info, network });
+        Ok(())
+    }
+
+    /// Shapes the container's two directions (`None`: not limited).
+    fn shape(
+        &mut self,
+        network: &ContainerNetwork,
+        egress: Option<&HtbConfig>,
+        ingress: Option<&HtbConfig>,
+    ) -> anyhow::Result<()> {
+        let fq_codel = self.shaping.fq_codel;
+        let eth0 = network.container_eth0_index;
+        crate::netns::run_in(&network.netns, || {
+            let mut socket = NetlinkSocket::route()?;
+            traffic_control::limit_gso(
+                &mut socket,
+                eth0,
+                traffic_control::gso_max_segs(egress.map(|e| e.rate)),
+            )?;
+            traffic_control::apply(&mut socket, eth0, egress, fq_codel)
+        })?
+        .context("shaping the container's egress")?;
+        let mut socket = NetlinkSocket::route()?;
+        // Packets are sent through the qdiscs only once they exist, and no longer
+        // before they go.
+        if ingress.is_none() {
+            self.datapath.set_ingress_shaped(network.slot, false)?;
+        }
+        traffic_control::apply(&mut socket, network.host_veth_index, ingress, fq_codel)
+            .context("shaping the container's ingress")?;
+        if ingress.is_some() {
+            self.datapath.set_ingress_shaped(network.slot, true)?;
+        }
         Ok(())
     }
 
@@ -271,7 +341,7 @@ impl Manager {
             ephemeral,
             ports: request.ports.clone(),
         };
-        match self.build(&spec, request.labels, netns.is_some()) {
+        match self.build(&spec, request.labels, request.cpus, netns.is_some()) {
             Ok(info) => Ok(info),
             Err(error) => {
                 self.ports.ephemeral.deallocate(ephemeral);
@@ -284,6 +354,7 @@ impl Manager {
         &mut self,
         spec: &ContainerSpec,
         labels: BTreeMap<String, String>,
+        cpus: Option<f64>,
         adopted: bool,
     ) -> anyhow::Result<ContainerInfo> {
         let network = container::create(&self.host, spec)?;
@@ -295,10 +366,17 @@ impl Manager {
             host_veth: network.host_veth.clone(),
             adopted,
             labels,
+            cpus,
+            egress_limit: self.shaping.rates.egress.limit(cpus),
+            ingress_limit: self.shaping.rates.ingress.limit(cpus),
         };
         let added = self
             .datapath
             .add_container(&network)
+            .and_then(|()| match (&info.egress_limit, &info.ingress_limit) {
+                (None, None) => Ok(()),
+                (egress, ingress) => self.shape(&network, egress.as_ref(), ingress.as_ref()),
+            })
             .and_then(|()| self.write_state(&info));
         if let Err(error) = added {
             let _ = self.datapath.remove_container(&network);
@@ -334,23 +412,52 @@ impl Manager {
         }
     }
 
-    /// Gives a container a new set of non-ephemeral ports, live. Connections on ports
-    /// it keeps are not disturbed.
-    pub fn update(&mut self, id: &str, ports: Vec<PortRange>) -> anyhow::Result<ContainerInfo> {
+    /// Gives a container a new set of non-ephemeral ports and/or a new number of CPUs
+    /// (which rates per CPU follow), live. Connections on ports it keeps are not
+    /// disturbed.
+    pub fn update(
+        &mut self,
+        id: &str,
+        ports: Option<Vec<PortRange>>,
+        cpus: Option<f64>,
+    ) -> anyhow::Result<ContainerInfo> {
         if !self.containers.contains_key(id) {
             bail!("no container {id}; see `netiso container list`");
         }
-        let request = CreateRequest {
-            id: id.to_owned(),
-            ports: ports.clone(),
-            ..Default::default()
-        };
-        self.check_ports(&request)?;
-        let managed = self.containers.get_mut(id).expect("checked above");
-        self.datapath.update_ports(&managed.network, &ports)?;
-        managed.network.ports = ports.clone();
-        managed.info.ports = ports;
-        let info = managed.info.clone();
+        if let Some(ports) = ports {
+            let request = CreateRequest {
+                id: id.to_owned(),
+                ports: ports.clone(),
+                ..Default::default()
+            };
+            self.check_ports(&request)?;
+            let managed = self.containers.get_mut(id).expect("checked above");
+            self.datapath.update_ports(&managed.network, &ports)?;
+            managed.network.ports = ports.clone();
+            managed.info.ports = ports;
+        }
+        if let Some(cpus) = cpus {
+            if !(cpus.is_finite() && cpus >= 0.0) {
+                bail!("--cpus must be a number of CPUs, 0 or more; got {cpus}");
+            }
+            let managed = &self.containers[id];
+            let (network, old) = (managed.network.clone(), managed.info.clone());
+            let egress = self.shaping.rates.egress.limit(Some(cpus));
+            // Ingress limits reach a container created without one only if asked.
+            let ingress = if old.ingress_limit.is_some()
+                || self.shaping.rates.ingress_isolate_existing_containers
+            {
+                self.shaping.rates.ingress.limit(Some(cpus))
+            } else {
+                None
+            };
+            if (egress, ingress) != (old.egress_limit, old.ingress_limit) {
+                self.shape(&network, egress.as_ref(), ingress.as_ref())?;
+            }
+            let info = &mut self.containers.get_mut(id).expect("checked above").info;
+            (info.cpus, info.egress_limit, info.ingress_limit) = (Some(cpus), egress, ingress);
+        }
+        let info = self.containers[id].info.clone();
         self.write_state(&info)?;
         Ok(info)
     }

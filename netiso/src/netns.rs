@@ -42,6 +42,8 @@ pub fn run_in<R: Send>(netns: &Path, f: impl FnOnce() -> R + Send) -> anyhow::Re
 /// Creates a new network namespace bind-mounted at `/run/netns/<name>`, so that
 /// `ip netns exec <name> …` works. Fails if the name is taken.
 pub fn create_named(name: &str) -> anyhow::Result<PathBuf> {
+    // Set and put back in the caller's namespace: the new thread leaves it.
+    let _own_tcp_table = OwnTcpTable::set();
     bind_at_name(name, |target| {
         let target = target.to_owned();
         thread::spawn(move || -> io::Result<()> {
@@ -52,6 +54,34 @@ pub fn create_named(name: &str) -> anyhow::Result<PathBuf> {
         .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
     })
     .with_context(|| format!("creating network namespace {name}"))
+}
+
+/// Gives the namespaces made while it lives a TCP socket table of their own
+/// (`net.ipv4.tcp_child_ehash_entries`, Linux 6.1+), instead of a share of the host's
+/// (hundreds of thousands of buckets): walking a container's sockets for its
+/// statistics then walks only its own. Puts the host's setting back when dropped.
+struct OwnTcpTable(Option<String>);
+
+const TCP_CHILD_EHASH_ENTRIES: &str = "net.ipv4.tcp_child_ehash_entries";
+/// Buckets of a container's table (rounded to a power of two by the kernel anyway).
+const CONTAINER_TCP_TABLE: &str = "1024";
+
+impl OwnTcpTable {
+    fn set() -> Self {
+        let previous = crate::netlink::read_sysctl(TCP_CHILD_EHASH_ENTRIES).ok();
+        if previous.is_some() {
+            let _ = crate::netlink::write_sysctl(TCP_CHILD_EHASH_ENTRIES, CONTAINER_TCP_TABLE);
+        }
+        Self(previous)
+    }
+}
+
+impl Drop for OwnTcpTable {
+    fn drop(&mut self) {
+        if let Some(previous) = &self.0 {
+            let _ = crate::netlink::write_sysctl(TCP_CHILD_EHASH_ENTRIES, previous);
+        }
+    }
 }
 
 /// Makes the file `/run/netns/<name>` (refusing a name that is taken) and lets

@@ -58,10 +58,9 @@ fn name(lab: &Lab, index: usize) -> String {
     format!("lab-{}-c{index}", lab.id)
 }
 
-/// Creates containers `from..to` through the CLI, a few at a time.
-fn create_containers(lab: &Lab, from: usize, to: usize) {
+/// Runs `f(index)` for every index in `from..to`, a few at a time.
+fn in_parallel(from: usize, to: usize, f: impl Fn(usize) + Sync) {
     let next = AtomicUsize::new(from);
-    let started = Instant::now();
     thread::scope(|scope| {
         for _ in 0..CREATORS {
             scope.spawn(|| {
@@ -70,11 +69,19 @@ fn create_containers(lab: &Lab, from: usize, to: usize) {
                     if index >= to {
                         return;
                     }
-                    let (ok, _, stderr) = cli(lab, &["container", "create", &name(lab, index)]);
-                    assert!(ok, "creating container {index}: {stderr}");
+                    f(index);
                 }
             });
         }
+    });
+}
+
+/// Creates containers `from..to` through the CLI.
+fn create_containers(lab: &Lab, from: usize, to: usize) {
+    let started = Instant::now();
+    in_parallel(from, to, |index| {
+        let (ok, _, stderr) = cli(lab, &["container", "create", &name(lab, index)]);
+        assert!(ok, "creating container {index}: {stderr}");
     });
     eprintln!(
         "  created containers {from}..{to} in {:.1} s",
@@ -83,19 +90,8 @@ fn create_containers(lab: &Lab, from: usize, to: usize) {
 }
 
 fn destroy_containers(lab: &Lab, count: usize) {
-    let next = AtomicUsize::new(0);
-    thread::scope(|scope| {
-        for _ in 0..CREATORS {
-            scope.spawn(|| {
-                loop {
-                    let index = next.fetch_add(1, Ordering::Relaxed);
-                    if index >= count {
-                        return;
-                    }
-                    cli(lab, &["container", "destroy", &name(lab, index)]);
-                }
-            });
-        }
+    in_parallel(0, count, |index| {
+        cli(lab, &["container", "destroy", &name(lab, index)]);
     });
 }
 

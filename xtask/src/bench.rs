@@ -34,7 +34,13 @@ pub fn run(which: Option<Bench>) -> anyhow::Result<()> {
         )?;
         cmd::run(
             "statistics benchmark (a real agent and up to 1000 containers)",
-            cargo().args(["bench", "--package", "netiso-tests", "--bench", "statistics"]),
+            cargo().args([
+                "bench",
+                "--package",
+                "netiso-tests",
+                "--bench",
+                "statistics",
+            ]),
         )?;
     }
     Ok(())

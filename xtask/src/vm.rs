@@ -188,10 +188,18 @@ fn test_binaries() -> anyhow::Result<Vec<PathBuf>> {
 fn guest_script(binaries: &[PathBuf], out_dir: &Path, filter: Option<&str>) -> String {
     let netiso = workspace_root().join("target/debug/netiso");
     let log = out_dir.join("tests.log");
+    // The guest's PATH may find another Python than the one setup installed into.
+    let python = Command::new("python3")
+        .args(["-c", "import sys; print(sys.executable)"])
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .filter(|p| !p.is_empty())
+        .unwrap_or_else(|| "python3".to_owned());
     let mut script = format!(
         "# Runs inside the VM. The host's filesystem is visible read-only, except {out}.\n\
          mount -t bpf bpf /sys/fs/bpf 2>/dev/null\n\
-         export NETISO_BIN={netiso} RUST_BACKTRACE=1 NETISO_IN_VM=1\n\
+         export NETISO_BIN={netiso} NETISO_PYTHON={python} RUST_BACKTRACE=1 NETISO_IN_VM=1\n\
          echo \"kernel $(uname -r)\" > {log}\n\
          status=0\n",
         out = out_dir.display(),

@@ -8,10 +8,13 @@
 //! packets the datapath hands to the container with `bpf_redirect_peer`, so Mesos's
 //! way, reading the host end with rx and tx swapped, would miss all inbound traffic.
 //!
-//! A scrape runs on a thread of its own: one link dump and one qdisc dump in the
-//! host's namespace, one link dump per container namespace (by its id, without
-//! entering it), then, per container, `setns` into its namespace for what only exists
-//! there (its eth0 qdiscs, sockets, SNMP) and back. Nothing is forked.
+//! A scrape runs on threads of its own and forks nothing: one link dump and one qdisc
+//! dump in the host's namespace, then per container one link dump of its namespace
+//! (by its id, without entering it) and what only exists inside it (its eth0 qdiscs,
+//! sockets, SNMP), read through sockets and files opened there once and kept (see
+//! [`probe`]): a container's namespace is entered, with `setns` and back, only the
+//! first time it is scraped.
+mod probe;
 pub mod prometheus;
 mod qdisc;
 pub mod rates;
@@ -22,25 +25,24 @@ use std::{
     collections::{BTreeMap, HashMap},
     fs::File,
     path::Path,
-    sync::Arc,
+    sync::{Arc, Mutex},
     time::{SystemTime, UNIX_EPOCH},
 };
 
 use anyhow::Context as _;
 use aya::maps::{Map, MapData, PerCpuArray};
 use netiso_common::{CONTAINER_COUNTERS_MAP, ContainerCounters};
-use netlink_packet_route::link::{LinkMessage, Stats64};
-use nix::sched::{CloneFlags, setns};
 use serde::Serialize;
 
 use crate::{
     api::ManagerHandle,
     config::StatisticsFlags,
     manager::ContainerInfo,
-    netlink_dump::{self, DumpSocket},
+    netlink_sync::{LinkSummary, NetlinkSocket},
     ports::PortRange,
 };
 
+use probe::{Inside, Probe};
 pub use qdisc::TrafficControlStatistics;
 pub use rates::RateStatistics;
 pub use snmp::SnmpStatistics;
@@ -107,41 +109,9 @@ pub struct ResourceStatistics {
     pub net_snmp_statistics: Option<SnmpStatistics>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub net_rate_statistics: Option<RateStatistics>,
-    /// netiso's own per-container counters (not in Mesos).
-    pub netiso_datapath_statistics: DatapathStatistics,
-}
-
-/// What the eBPF datapath counted for a container, summed over CPUs. Unlike the link
-/// counters, it says why packets were dropped.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct DatapathStatistics {
-    /// Packets (and their bytes) steered to the container by port.
-    pub rx_packets: u64,
-    pub rx_bytes: u64,
-    /// Packets (and bytes) the container sent that the datapath let through.
-    pub tx_packets: u64,
-    pub tx_bytes: u64,
-    /// Sent from a TCP or UDP port the container does not own.
-    pub tx_dropped_port_not_owned: u64,
-    /// Sent with headers too short or malformed to read.
-    pub tx_dropped_malformed: u64,
-    /// Sent as something a container may not send (ARP, IPv6 neighbour discovery and
-    /// multicast listener reports, fragments, other protocols).
-    pub tx_dropped_other: u64,
-}
-
-impl From<ContainerCounters> for DatapathStatistics {
-    fn from(c: ContainerCounters) -> Self {
-        Self {
-            rx_packets: c.rx_packets,
-            rx_bytes: c.rx_bytes,
-            tx_packets: c.tx_packets,
-            tx_bytes: c.tx_bytes,
-            tx_dropped_port_not_owned: c.tx_dropped_port_not_owned,
-            tx_dropped_malformed: c.tx_dropped_malformed,
-            tx_dropped_other: c.tx_dropped_other,
-        }
-    }
+    /// What the eBPF datapath counted for the container, summed over CPUs (not in
+    /// Mesos): unlike the link counters, it says why packets were dropped.
+    pub netiso_datapath_statistics: ContainerCounters,
 }
 
 /// Gathers statistics; shared by the HTTP server and the control API.
@@ -149,6 +119,8 @@ pub struct Collector {
     flags: StatisticsFlags,
     counters: PerCpuArray<MapData, ContainerCounters>,
     rates: Option<Arc<rates::RatesCollector>>,
+    /// Each container's sockets and files, kept between scrapes.
+    probes: Mutex<HashMap<String, Probe>>,
 }
 
 impl Collector {
@@ -169,6 +141,7 @@ impl Collector {
             flags,
             counters,
             rates,
+            probes: Mutex::new(HashMap::new()),
         })
     }
 
@@ -178,7 +151,13 @@ impl Collector {
     pub async fn collect(
         self: &Arc<Self>,
         containers: Vec<ContainerInfo>,
+        all: bool,
     ) -> anyhow::Result<Vec<MonitorEntry>> {
+        if all {
+            // Containers gone since the last scrape: close what was open in them.
+            self.probes()
+                .retain(|id, _| containers.iter().any(|c| &c.id == id));
+        }
         let collector = Arc::clone(self);
         let (reply, answer) = tokio::sync::oneshot::channel();
         std::thread::Builder::new()
@@ -192,44 +171,112 @@ impl Collector {
             .context("the statistics thread ended without an answer")?
     }
 
-    /// Runs on a thread that may `setns`; it always returns to where it started.
+    /// Reads what the host's namespace knows of every container at once, then goes
+    /// through the containers on a few threads (the work per container is mostly
+    /// waiting for the kernel).
     fn collect_here(&self, containers: &[ContainerInfo]) -> anyhow::Result<Vec<MonitorEntry>> {
+        let mut host = NetlinkSocket::route().context("opening a netlink socket")?;
+        // The host's links only matter to containers scraped for the first time.
+        let unprobed = {
+            let probes = self.probes();
+            containers.iter().any(|c| !probes.contains_key(&c.id))
+        };
+        let host_view = HostView {
+            veths: if unprobed {
+                host.links()?
+                    .into_iter()
+                    .map(|link| (link.name.clone(), link))
+                    .collect()
+            } else {
+                HashMap::new()
+            },
+            qdiscs: host.qdiscs()?,
+            timestamp: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs_f64())
+                .unwrap_or_default(),
+        };
+        let threads = std::thread::available_parallelism()
+            .map_or(1, usize::from)
+            .clamp(1, MAX_SCRAPE_THREADS);
+        let chunk = containers
+            .len()
+            .div_ceil(threads)
+            .max(MIN_CONTAINERS_PER_THREAD);
+        std::thread::scope(|scope| {
+            let workers: Vec<_> = containers
+                .chunks(chunk)
+                .map(|part| scope.spawn(|| self.collect_part(part, &host_view)))
+                .collect();
+            let mut entries = Vec::with_capacity(containers.len());
+            for worker in workers {
+                entries.extend(
+                    worker
+                        .join()
+                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))?,
+                );
+            }
+            Ok(entries)
+        })
+    }
+
+    /// Reads inside the container through its probe, opening one (which enters its
+    /// namespace once) if it has none yet or its namespace changed. Returns what it
+    /// read and the ifindex of the host end of its veth.
+    fn read_inside(
+        &self,
+        info: &ContainerInfo,
+        home: &File,
+        host_view: &HostView,
+    ) -> anyhow::Result<(Inside, u32)> {
+        let inode = probe::netns_inode(&info.netns)
+            .with_context(|| format!("its namespace {}", info.netns.display()))?;
+        let kept = self
+            .probes()
+            .remove(&info.id)
+            .filter(|p| p.netns_inode == inode);
+        let mut probe = match kept {
+            Some(probe) => probe,
+            None => {
+                let veth = host_view
+                    .veths
+                    .get(&info.host_veth)
+                    .with_context(|| format!("no veth {}", info.host_veth))?;
+                let (_, eth0) = veth.peer.context("its veth has no peer")?;
+                Probe::open(&info.netns, home, &self.flags, (veth.index, eth0))?
+            }
+        };
+        let inside = probe.read()?;
+        let veth_index = probe.veth_index;
+        self.probes().insert(info.id.clone(), probe);
+        Ok((inside, veth_index))
+    }
+
+    fn probes(&self) -> std::sync::MutexGuard<'_, HashMap<String, Probe>> {
+        self.probes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs on a thread that may `setns` (to open a new container's probe); it always
+    /// returns to where it started.
+    fn collect_part(
+        &self,
+        containers: &[ContainerInfo],
+        host_view: &HostView,
+    ) -> anyhow::Result<Vec<MonitorEntry>> {
         let home = File::open("/proc/thread-self/ns/net")
             .context("opening the agent's network namespace")?;
-        let mut host = DumpSocket::route().context("opening a netlink socket")?;
-        let veths: HashMap<String, LinkMessage> = host
-            .links()?
-            .into_iter()
-            .filter_map(|link| Some((netlink_dump::link_name(&link)?.to_owned(), link)))
-            .collect();
-        let host_qdiscs = host.qdiscs()?;
-        let timestamp = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs_f64())
-            .unwrap_or_default();
         let mut entries = Vec::with_capacity(containers.len());
         for info in containers {
-            let Some(veth) = veths.get(&info.host_veth) else {
-                log::debug!(
-                    "container {}: no veth {}, left out",
-                    info.id,
-                    info.host_veth
-                );
-                continue;
-            };
-            let (eth0_index, eth0) = match container_eth0(&mut host, veth) {
-                Ok(Some(eth0)) => eth0,
-                Ok(None) => {
-                    log::debug!("container {}: its veth has no peer, left out", info.id);
-                    continue;
-                }
+            let (inside, veth_index) = match self.read_inside(info, &home, host_view) {
+                Ok(read) => read,
                 Err(error) => {
                     log::debug!("container {}: {error:#}; left out", info.id);
                     continue;
                 }
             };
+            let eth0 = inside.eth0;
             let mut statistics = ResourceStatistics {
-                timestamp,
+                timestamp: host_view.timestamp,
                 net_rx_packets: eth0.rx_packets,
                 net_rx_bytes: eth0.rx_bytes,
                 net_rx_errors: eth0.rx_errors,
@@ -241,18 +288,20 @@ impl Collector {
                 net_ephemeral_ports: Some(info.ephemeral_ports),
                 ..Default::default()
             };
-            let veth_index = veth.header.index;
-            let inside = match self.collect_inside(&info.netns, &home, eth0_index) {
-                Ok(inside) => inside,
-                Err(error) => {
-                    log::debug!("container {}: {error:#}; left out", info.id);
-                    continue;
-                }
-            };
+            if let Some(limit) = info.egress_limit {
+                statistics.net_tx_rate_limit = Some(limit.rate);
+                statistics.net_tx_burst_rate_limit = limit.ceil;
+                statistics.net_tx_burst_size = limit.burst;
+            }
+            if let Some(limit) = info.ingress_limit {
+                statistics.net_rx_rate_limit = Some(limit.rate);
+                statistics.net_rx_burst_rate_limit = limit.ceil;
+                statistics.net_rx_burst_size = limit.burst;
+            }
             statistics.net_traffic_control_statistics = inside.qdiscs;
             statistics
                 .net_traffic_control_statistics
-                .extend(qdisc::ingress_statistics(&host_qdiscs, veth_index));
+                .extend(qdisc::ingress_statistics(&host_view.qdiscs, veth_index));
             if let Some(sockets) = inside.sockets {
                 statistics.net_tcp_active_connections = Some(sockets.active as f64);
                 statistics.net_tcp_time_wait_connections = Some(sockets.time_wait as f64);
@@ -270,7 +319,7 @@ impl Collector {
                 .and_then(|rates| rates.statistics(&info.host_veth));
             if let Some(slot) = info.slot() {
                 match crate::datapath::read_container_counters(&self.counters, slot) {
-                    Ok(counters) => statistics.netiso_datapath_statistics = counters.into(),
+                    Ok(counters) => statistics.netiso_datapath_statistics = counters,
                     Err(error) => log::warn!("container {}: datapath counters: {error:#}", info.id),
                 }
             }
@@ -278,67 +327,17 @@ impl Collector {
         }
         Ok(entries)
     }
-
-    /// What is read from inside the container's namespace. Enters it and comes back,
-    /// whatever happens in between.
-    fn collect_inside(&self, netns: &Path, home: &File, eth0: u32) -> anyhow::Result<Inside> {
-        let target = File::open(netns).with_context(|| format!("opening {}", netns.display()))?;
-        setns(&target, CloneFlags::CLONE_NEWNET)
-            .with_context(|| format!("entering {}", netns.display()))?;
-        let inside = self.read_inside(eth0);
-        // A thread that cannot return must not go on: everything after would read the
-        // wrong namespace.
-        if let Err(error) = setns(home, CloneFlags::CLONE_NEWNET) {
-            panic!("cannot return to the agent's network namespace: {error}");
-        }
-        inside
-    }
-
-    /// `eth0`: the ifindex of the container's eth0 in its namespace.
-    fn read_inside(&self, eth0: u32) -> anyhow::Result<Inside> {
-        let qdiscs = qdisc::egress_statistics(&DumpSocket::route()?.qdiscs()?, eth0);
-        let sockets = self
-            .flags
-            .socket_summary
-            .then(socket::tcp_connection_counts)
-            .transpose()?;
-        let rtt = if self.flags.socket_details {
-            socket::tcp_rtt_percentiles()?
-        } else {
-            None
-        };
-        let snmp = self.flags.snmp.then(snmp::read).transpose()?;
-        Ok(Inside {
-            qdiscs,
-            sockets,
-            rtt,
-            snmp,
-        })
-    }
 }
 
-struct Inside {
-    qdiscs: Vec<TrafficControlStatistics>,
-    sockets: Option<socket::ConnectionCounts>,
-    rtt: Option<socket::RttPercentiles>,
-    snmp: Option<SnmpStatistics>,
-}
+/// Most threads a scrape uses, and fewest containers worth a thread of their own.
+const MAX_SCRAPE_THREADS: usize = 4;
+const MIN_CONTAINERS_PER_THREAD: usize = 32;
 
-/// The ifindex (in its namespace) and counters of a container's eth0, found from the
-/// host end of its veth; `None` if the veth has no peer in another namespace.
-pub(crate) fn container_eth0(
-    host: &mut DumpSocket,
-    veth: &LinkMessage,
-) -> anyhow::Result<Option<(u32, Stats64)>> {
-    let Some((nsid, peer)) = netlink_dump::veth_peer(veth) else {
-        return Ok(None);
-    };
-    Ok(host
-        .links_in(nsid)?
-        .iter()
-        .find(|link| link.header.index == peer)
-        .and_then(netlink_dump::link_stats64)
-        .map(|stats| (peer, *stats)))
+/// What a scrape reads once in the host's namespace.
+struct HostView {
+    veths: HashMap<String, LinkSummary>,
+    qdiscs: Vec<netlink_packet_route::tc::TcMessage>,
+    timestamp: f64,
 }
 
 /// Where the servers get statistics: the manager for the containers, the collector for
@@ -360,7 +359,10 @@ impl StatisticsSource {
                 return Ok(None);
             }
         }
-        self.collector.collect(containers).await.map(Some)
+        self.collector
+            .collect(containers, id.is_none())
+            .await
+            .map(Some)
     }
 }
 

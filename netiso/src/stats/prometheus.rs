@@ -104,7 +104,7 @@ fn families(entries: &[MonitorEntry]) -> Vec<Family> {
     };
     family(
         "container_network_receive_bytes",
-        "Bytes received by the container (its veth's counters).",
+        "Bytes received by the container (its eth0's counters).",
         Counter,
         each(&link(|s| s.net_rx_bytes)),
     );
@@ -150,7 +150,7 @@ fn families(entries: &[MonitorEntry]) -> Vec<Family> {
         Counter,
         each(&link(|s| s.net_tx_dropped)),
     );
-    let datapath = |f: fn(&super::DatapathStatistics) -> u64| {
+    let datapath = |f: fn(&netiso_common::ContainerCounters) -> u64| {
         move |e: &MonitorEntry| Some(Count(f(&e.statistics.netiso_datapath_statistics)))
     };
     family(

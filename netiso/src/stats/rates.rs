@@ -13,7 +13,10 @@ use anyhow::Context as _;
 use netlink_packet_route::link::Stats64;
 use serde::Serialize;
 
-use crate::{container::HOST_VETH_PREFIX, netlink_dump};
+use crate::{
+    container::HOST_VETH_PREFIX,
+    netlink_sync::{self, LinkSummary, NetlinkSocket},
+};
 
 /// Percentiles of one rate over the window (libprocess's `Statistics`).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
@@ -96,7 +99,8 @@ impl RatesCollector {
             links: Mutex::new(HashMap::new()),
         });
         let weak = Arc::downgrade(&collector);
-        let mut socket = netlink_dump::DumpSocket::route().context("opening a netlink socket")?;
+        let mut socket =
+            netlink_sync::NetlinkSocket::route().context("opening a netlink socket")?;
         thread::Builder::new()
             .name("netiso-rates".into())
             .spawn(move || sample_until_dropped(&weak, &mut socket, interval))
@@ -164,7 +168,7 @@ impl RatesCollector {
 
 fn sample_until_dropped(
     collector: &Weak<RatesCollector>,
-    socket: &mut netlink_dump::DumpSocket,
+    socket: &mut netlink_sync::NetlinkSocket,
     interval: Duration,
 ) {
     let mut next = Instant::now();
@@ -183,15 +187,31 @@ fn sample_until_dropped(
         };
         let sample = links
             .iter()
+            .filter(|link| link.name.starts_with(HOST_VETH_PREFIX))
             .filter_map(|link| {
-                let name = netlink_dump::link_name(link)?;
-                name.starts_with(HOST_VETH_PREFIX).then_some(())?;
-                let (_, eth0) = super::container_eth0(socket, link).ok()??;
-                Some((name.to_owned(), link.header.index, counters(&eth0)))
+                let (_, eth0) = container_eth0(socket, link).ok()??;
+                Some((link.name.clone(), link.index, counters(&eth0)))
             })
             .collect();
         collector.record(Instant::now(), sample);
     }
+}
+
+/// The ifindex (in its namespace) and counters of a container's eth0, found from the
+/// host end of its veth; `None` if the veth has no peer in another namespace.
+fn container_eth0(
+    host: &mut NetlinkSocket,
+    veth: &LinkSummary,
+) -> anyhow::Result<Option<(u32, Stats64)>> {
+    let Some((nsid, peer)) = veth.peer else {
+        return Ok(None);
+    };
+    Ok(host
+        .links_in(nsid)?
+        .into_iter()
+        .find(|link| link.index == peer)
+        .and_then(|link| link.stats)
+        .map(|stats| (peer, stats)))
 }
 
 /// libprocess's `Statistics::from`: percentiles by linear interpolation between ranks;

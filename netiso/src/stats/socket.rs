@@ -1,14 +1,14 @@
 //! Socket statistics of the namespace the calling thread is in: TCP connection counts
 //! from `sockstat` (Mesos's summary) and RTT percentiles from an inet_diag dump
 //! (Mesos's details). Both families: Mesos looked at IPv4 only.
-use anyhow::{Context as _, bail};
+use anyhow::bail;
 use netlink_packet_sock_diag::{
     SockDiagMessage,
-    constants::{AF_INET, AF_INET6, IPPROTO_TCP},
+    constants::{AF_INET, AF_INET6, IPPROTO_TCP, SOCK_DIAG_BY_FAMILY},
     inet::{ExtensionFlags, InetRequest, SocketId, StateFlags, nlas::Nla},
 };
 
-use crate::netlink_dump::DumpSocket;
+use crate::netlink_sync::NetlinkSocket;
 
 /// TCP sockets in use (listening ones included, as Mesos counts them) and in TIME_WAIT.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -17,17 +17,8 @@ pub struct ConnectionCounts {
     pub time_wait: u64,
 }
 
-/// Reads the thread's namespace's `sockstat` and `sockstat6` (`/proc/net` would show
-/// the process's namespace, not the thread's).
-pub fn tcp_connection_counts() -> anyhow::Result<ConnectionCounts> {
-    let v4 = std::fs::read_to_string("/proc/thread-self/net/sockstat")
-        .context("reading /proc/net/sockstat")?;
-    // Without IPv6 in the kernel there is no sockstat6, and no IPv6 socket either.
-    let v6 = std::fs::read_to_string("/proc/thread-self/net/sockstat6").unwrap_or_default();
-    parse_sockstat(&v4, &v6)
-}
-
-fn parse_sockstat(v4: &str, v6: &str) -> anyhow::Result<ConnectionCounts> {
+/// The counts in a namespace's `sockstat` and `sockstat6` texts.
+pub fn tcp_connection_counts(v4: &str, v6: &str) -> anyhow::Result<ConnectionCounts> {
     let field = |text: &str, line: &str, name: &str| -> Option<u64> {
         let rest = text.lines().find_map(|l| l.strip_prefix(line))?;
         let words: Vec<&str> = rest.split_whitespace().collect();
@@ -61,11 +52,10 @@ pub struct RttPercentiles {
 /// one-byte fields, then fifteen u32 before it).
 const TCPI_RTT_OFFSET: usize = 68;
 
-/// Dumps every TCP socket of the namespace with its `tcp_info` and takes the
-/// percentiles of the non-zero RTTs, by nearest rank as Mesos does. `None` when no
-/// socket has an RTT.
-pub fn tcp_rtt_percentiles() -> anyhow::Result<Option<RttPercentiles>> {
-    let mut socket = DumpSocket::sock_diag().context("opening a sock_diag socket")?;
+/// Dumps every TCP socket of the namespace of `socket` (a sock_diag socket) with its
+/// `tcp_info` and takes the percentiles of the non-zero RTTs, by nearest rank as Mesos
+/// does. `None` when no socket has an RTT.
+pub fn tcp_rtt_percentiles(socket: &mut NetlinkSocket) -> anyhow::Result<Option<RttPercentiles>> {
     let mut rtts = Vec::new();
     for (family, socket_id) in [
         (AF_INET, SocketId::new_v4()),
@@ -78,7 +68,7 @@ pub fn tcp_rtt_percentiles() -> anyhow::Result<Option<RttPercentiles>> {
             states: StateFlags::all(),
             socket_id,
         });
-        for answer in socket.dump(request)? {
+        for answer in socket.dump(request, SOCK_DIAG_BY_FAMILY)? {
             let SockDiagMessage::InetResponse(response) = answer else {
                 continue;
             };
@@ -120,13 +110,13 @@ mod tests {
         let v4 = "sockets: used 9\nTCP: inuse 3 orphan 0 tw 2 alloc 5 mem 1\nUDP: inuse 1 mem 0\n";
         let v6 = "TCP6: inuse 4\nUDP6: inuse 0\n";
         assert_eq!(
-            parse_sockstat(v4, v6).unwrap(),
+            tcp_connection_counts(v4, v6).unwrap(),
             ConnectionCounts {
                 active: 7,
                 time_wait: 2
             }
         );
-        assert!(parse_sockstat("UDP: inuse 1\n", "").is_err());
+        assert!(tcp_connection_counts("UDP: inuse 1\n", "").is_err());
     }
 
     #[test]
