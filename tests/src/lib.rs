@@ -10,3 +10,14 @@ pub mod netns;
 pub mod packets;
 pub mod test_run;
 pub mod wait;
+
+/// Whether the test runs in the VM of `cargo xtask vm-test`; if so it says why it is
+/// skipped there. For tests of what the second kernel does not change, which software
+/// emulation would only make slow.
+pub fn skipped_in_vm(why: &str) -> bool {
+    let in_vm = std::env::var_os("NETISO_IN_VM").is_some();
+    if in_vm {
+        eprintln!("skipped in the VM: {why}");
+    }
+    in_vm
+}

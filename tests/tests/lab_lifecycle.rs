@@ -403,10 +403,8 @@ fn open_fds(pid: u32) -> usize {
 
 #[test]
 fn two_hundred_creates_and_destroys_leave_nothing_behind() {
-    if std::env::var_os("NETISO_IN_VM").is_some() {
-        // Under emulation this takes many minutes; the host kernel runs it, and the VM
-        // runs the same create and destroy paths in the other lifecycle tests.
-        eprintln!("skipped in the VM: 400 lifecycle operations are too slow under emulation");
+    // The VM runs the same create and destroy paths in the other lifecycle tests.
+    if netiso_tests::skipped_in_vm("400 lifecycle operations are too slow under emulation") {
         return;
     }
     let lab = Lab::new();

@@ -20,7 +20,7 @@ use crate::{
 const KERNEL_META_PACKAGE: &str = "linux-image-amd64";
 /// Test binaries of this package run in the VM: all of them touch the kernel.
 const TEST_PACKAGE: &str = "netiso-tests";
-const VM_TIMEOUT: Duration = Duration::from_secs(20 * 60);
+const VM_TIMEOUT: Duration = Duration::from_secs(40 * 60);
 
 #[derive(Debug, Default, Args)]
 pub struct VmTestArgs {
