@@ -154,10 +154,13 @@ pub struct DatapathConfig {
     pub public_ifindex: u32,
     /// The host's loopback, where traffic to host services is delivered.
     pub host_lo_ifindex: u32,
+    /// Handle (`major:0`) of the fq_codel on the public interface whose flows the
+    /// datapath assigns (unique egress flows); 0 when that is off.
+    pub egress_flows_qdisc: u32,
 }
 
 #[cfg(feature = "user")]
-// SAFETY: byte arrays and u32s, 32 bytes in total with no padding.
+// SAFETY: byte arrays and u32s, 40 bytes in total with no padding.
 unsafe impl aya::Pod for DatapathConfig {}
 
 /// Per-container counters, from the container's point of view. Per-CPU in the map;
@@ -210,9 +213,19 @@ pub struct ContainerShaping {
     /// htb on the host end of its veth (a redirect to its egress) instead of straight
     /// into the container (a redirect to the peer, which skips every qdisc).
     pub ingress_shaped: u32,
-    /// Reserved for a per-container egress flow (unique flows); 0 for none.
-    pub egress_flow: u32,
+    /// The class id `major:flow` of the container's own flow in the public
+    /// interface's fq_codel (unique egress flows), which its packets get as their
+    /// priority on the way out; 0 for none.
+    pub egress_flow_classid: u32,
 }
+
+/// Flows of the public interface's fq_codel with unique egress flows, as in Mesos: the
+/// host's traffic in one, its ARP and ICMP in another, each container in its own from
+/// [`FIRST_CONTAINER_EGRESS_FLOW`] on. fq_codel puts a packet whose priority is
+/// `its handle's major:flow` (flow 1 ..= its flow count) in that flow.
+pub const HOST_EGRESS_FLOW: u32 = 1;
+pub const HOST_CONTROL_EGRESS_FLOW: u32 = 2;
+pub const FIRST_CONTAINER_EGRESS_FLOW: u32 = 3;
 
 #[cfg(feature = "user")]
 // SAFETY: two u32 fields, no padding.

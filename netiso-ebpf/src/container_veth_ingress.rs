@@ -4,7 +4,8 @@
 //! counted by reason. Accepted packets for the host's address or a loopback address
 //! go to the container owning the destination port, or else into the host's loopback
 //! (host services). Everything else leaves through the public interface, with the
-//! host's FIB and neighbour table choosing the next hop.
+//! host's FIB and neighbour table choosing the next hop, in the container's own flow
+//! of the public interface's fq_codel when egress flows are unique.
 use aya_ebpf::{
     bindings::{BPF_F_INGRESS, TC_ACT_PIPE, TC_ACT_SHOT},
     helpers::{bpf_redirect, bpf_redirect_neigh},
@@ -14,6 +15,7 @@ use aya_ebpf::{
 use netiso_common::{DatapathConfig, EchoKey, PortOwner};
 
 use crate::{
+    egress_flow::assign_container_flow,
     maps::{ECHO_OWNERS, VETH_CONTAINERS, config, count_container, deliver_to, port_owner},
     packet::{Flow, Fragment, Icmp, Parsed, icmp, is_icmpv6_link_control, parse, ports},
 };
@@ -60,6 +62,7 @@ pub fn container_veth_ingress(ctx: TcContext) -> i32 {
     if flow.is_icmp() {
         remember_echo(&ctx, &flow, PortOwner::new(slot, ifindex));
     }
+    assign_container_flow(&ctx, slot);
     // SAFETY: helper call; a null params pointer means "look the next hop up".
     unsafe { bpf_redirect_neigh(config.public_ifindex, core::ptr::null_mut(), 0, 0) as i32 }
 }

@@ -10,9 +10,11 @@ use crate::{
     config::{self, AgentArgs, PortConfig},
     container::HostNetwork,
     datapath::Datapath,
+    egress_flows::{self, EgressFlows, FlowQdiscParent},
     http,
     manager::{Manager, Shaping},
     netlink,
+    netlink_sync::NetlinkSocket,
     rate_limits::{self, RatePolicy},
     stats::{Collector, StatisticsSource},
 };
@@ -32,7 +34,6 @@ pub fn run(args: AgentArgs, api_socket: &Path) -> anyhow::Result<()> {
     args.eth0_name = Some(eth0.clone());
     args.lo_name = Some(lo);
     let host = HostNetwork::discover(&eth0)?;
-    warn_not_yet_applied(&args);
     let rates = RatePolicy::from_args(&args, ports.cpus, || rate_limits::link_speed(&eth0))?;
     let checks = check_kernel()?;
     let has = |name: &str| checks.iter().any(|c| c.name == name && c.ok);
@@ -44,6 +45,7 @@ pub fn run(args: AgentArgs, api_socket: &Path) -> anyhow::Result<()> {
     let shaping = Shaping {
         rates,
         fq_codel: has("fq_codel"),
+        egress_flows: None,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -57,7 +59,7 @@ async fn run_async(
     args: AgentArgs,
     host: HostNetwork,
     ports: PortConfig,
-    shaping: Shaping,
+    mut shaping: Shaping,
     api_socket: &Path,
 ) -> anyhow::Result<()> {
     // Everything that can fail on bad input is checked before anything is attached.
@@ -65,9 +67,13 @@ async fn run_async(
     let api_listener = api::bind(api_socket)?;
     // Removed however we leave, so a refused or stopped agent leaves no socket.
     let _socket_file = SocketFile(api_socket.to_owned());
+    shaping.egress_flows = unique_egress_flows(&args, &host, &ports, shaping.fq_codel)?;
     bpffs::prepare_pin_root(&args.bpffs_root)?;
     let mut datapath = Datapath::load(&args.bpffs_root)?;
-    datapath.configure(&host)?;
+    datapath.configure(
+        &host,
+        shaping.egress_flows.as_ref().map_or(0, |f| f.qdisc.handle),
+    )?;
     let eth0 = args.eth0_name.clone().unwrap_or_default();
     let lo = args.lo_name.clone().unwrap_or_default();
     let attach_mode = datapath.attach_public_iface(&eth0)?;
@@ -151,14 +157,43 @@ fn interfaces(args: &AgentArgs) -> anyhow::Result<(String, String)> {
     })
 }
 
-/// Unique egress flows arrive in a later release: say so once instead of silently
-/// ignoring the flag.
-fn warn_not_yet_applied(args: &AgentArgs) {
-    if args.egress.unique_flow_per_container {
-        log::warn!(
-            "--egress_unique_flow_per_container is accepted but not applied yet: containers share the public interface's queue"
-        );
+/// Puts the fq_codel for unique egress flows on the public interface, when asked
+/// for and the kernel has fq_codel; without it the agent runs on, with a warning,
+/// and containers share the interface's queue.
+fn unique_egress_flows(
+    args: &AgentArgs,
+    host: &HostNetwork,
+    ports: &PortConfig,
+    fq_codel: bool,
+) -> anyhow::Result<Option<EgressFlows>> {
+    if !args.egress.unique_flow_per_container {
+        return Ok(None);
     }
+    if !fq_codel {
+        log::warn!(
+            "--egress_unique_flow_per_container is not applied: the kernel lacks the fq_codel qdisc, so containers share the public interface's queue (see `netiso doctor`)"
+        );
+        return Ok(None);
+    }
+    let parent = FlowQdiscParent::parse(&args.egress.flow_classifier_parent)?;
+    let containers = ports
+        .ephemeral
+        .capacity()
+        .min(netiso_common::MAX_CONTAINERS as usize) as u32;
+    let qdisc = egress_flows::install(
+        &mut NetlinkSocket::route()?,
+        host.public.index,
+        &host.public.name,
+        parent,
+        containers,
+    )?;
+    log::info!(
+        "unique egress flows: fq_codel {:x}: on {} with {} flows",
+        qdisc.handle >> 16,
+        host.public.name,
+        qdisc.flows
+    );
+    Ok(Some(EgressFlows::new(qdisc)))
 }
 
 /// The control socket's file, removed on drop.

@@ -366,6 +366,7 @@ pub fn check(args: &AgentArgs, host_ephemeral: PortRange) -> anyhow::Result<Port
         egress.maximum,
         ports.cpus,
     )?;
+    crate::egress_flows::FlowQdiscParent::parse(&egress.flow_classifier_parent)?;
     let ingress = &args.ingress;
     check_rates(
         "ingress",

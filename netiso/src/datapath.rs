@@ -196,8 +196,9 @@ impl Datapath {
         ["veth", "eth0", "lo"].map(|at| self.link_pin(&format!("container-{slot}-{at}")))
     }
 
-    /// Writes the host's addresses and interfaces for the programs.
-    pub fn configure(&mut self, host: &HostNetwork) -> anyhow::Result<()> {
+    /// Writes the host's addresses and interfaces for the programs, and the handle of
+    /// the public interface's fq_codel whose flows they assign (0: none).
+    pub fn configure(&mut self, host: &HostNetwork, egress_flows_qdisc: u32) -> anyhow::Result<()> {
         let config = DatapathConfig {
             host_ipv4: host.ipv4.map(|a| a.octets()).unwrap_or_default(),
             host_ipv6: host.ipv6.map(|a| a.octets()).unwrap_or_default(),
@@ -205,6 +206,7 @@ impl Datapath {
             has_ipv6: u32::from(host.ipv6.is_some()),
             public_ifindex: host.public.index,
             host_lo_ifindex: host.lo_index,
+            egress_flows_qdisc,
         };
         let mut map: Array<_, DatapathConfig> =
             Array::try_from(self.map_mut(DATAPATH_CONFIG_MAP)?)?;
@@ -427,20 +429,34 @@ impl Datapath {
             Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
             Err(error) => return Err(error).context("removing the container's veth entry"),
         }
-        self.set_ingress_shaped(slot, false)
+        self.update_shaping(slot, |entry| *entry = ContainerShaping::default())
     }
 
     /// Whether container `slot`'s inbound packets go through the qdiscs of the host
     /// end of its veth (its ingress limit) or straight into it.
     pub fn set_ingress_shaped(&mut self, slot: u32, shaped: bool) -> anyhow::Result<()> {
+        self.update_shaping(slot, |entry| entry.ingress_shaped = u32::from(shaped))
+    }
+
+    /// The fq_codel class id (`major:flow`) container `slot`'s packets leave the
+    /// public interface with; 0 for none (fq_codel then hashes them).
+    pub fn set_egress_flow(&mut self, slot: u32, classid: u32) -> anyhow::Result<()> {
+        self.update_shaping(slot, |entry| entry.egress_flow_classid = classid)
+    }
+
+    fn update_shaping(
+        &mut self,
+        slot: u32,
+        change: impl FnOnce(&mut ContainerShaping),
+    ) -> anyhow::Result<()> {
         let mut shaping: Array<_, ContainerShaping> =
             Array::try_from(self.map_mut(CONTAINER_SHAPING_MAP)?)?;
-        let mut entry = shaping.get(&slot, 0)?;
-        let wanted = u32::from(shaped);
-        if entry.ingress_shaped != wanted {
-            entry.ingress_shaped = wanted;
+        let old = shaping.get(&slot, 0)?;
+        let mut new = old;
+        change(&mut new);
+        if new != old {
             shaping
-                .set(slot, entry, 0)
+                .set(slot, new, 0)
                 .context("setting the container's shaping")?;
         }
         Ok(())

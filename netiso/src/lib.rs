@@ -15,6 +15,7 @@
 //! - [`netns`], [`netlink`]: network namespaces and rtnetlink operations;
 //! - [`netlink_sync`]: blocking netlink requests and dumps (statistics, qdiscs);
 //! - [`traffic_control`], [`rate_limits`]: htb/fq_codel shaping and the rates it gets;
+//! - [`egress_flows`]: the public interface's fq_codel and each container's flow in it;
 //! - [`ports`]: port ranges and the ephemeral range allocator;
 //! - [`resources`], [`units`]: Mesos's `--resources` syntax, byte sizes, durations.
 pub mod agent;
@@ -25,6 +26,7 @@ pub mod config;
 pub mod container;
 pub mod datapath;
 pub mod doctor;
+pub mod egress_flows;
 pub mod http;
 pub mod manager;
 pub mod netlink;

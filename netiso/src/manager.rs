@@ -15,6 +15,7 @@ use crate::{
     config::PortConfig,
     container::{self, ContainerNetwork, ContainerSpec, HostNetwork},
     datapath::Datapath,
+    egress_flows::EgressFlows,
     netlink_sync::NetlinkSocket,
     ports::PortRange,
     rate_limits::RatePolicy,
@@ -62,6 +63,9 @@ pub struct ContainerInfo {
     /// The shaping of what it receives (htb on the host end of its veth), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ingress_limit: Option<HtbConfig>,
+    /// Its own flow of the public interface's fq_codel (unique egress flows), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress_flow: Option<u32>,
 }
 
 impl ContainerInfo {
@@ -88,12 +92,13 @@ pub struct Manager {
     state_dir: PathBuf,
 }
 
-/// How containers are shaped: the rate policy, and whether the kernel has fq_codel for
-/// the limits' leaves.
+/// How containers are shaped: the rate policy, whether the kernel has fq_codel for
+/// the limits' leaves, and the flows containers get with unique egress flows.
 #[derive(Clone, Debug, Default)]
 pub struct Shaping {
     pub rates: RatePolicy,
     pub fq_codel: bool,
+    pub egress_flows: Option<EgressFlows>,
 }
 
 impl Manager {
@@ -194,13 +199,61 @@ impl Manager {
             None
         };
         self.shape(&network, egress.as_ref(), ingress.as_ref())?;
-        if (egress, ingress) != (info.egress_limit, info.ingress_limit) {
-            (info.egress_limit, info.ingress_limit) = (egress, ingress);
-            self.write_state(&info)?;
+        let flow = self.recover_egress_flow(&info);
+        let recorded = (egress, ingress, flow);
+        let kept = self.set_egress_flow(network.slot, flow).and_then(|()| {
+            if recorded != (info.egress_limit, info.ingress_limit, info.egress_flow) {
+                (info.egress_limit, info.ingress_limit, info.egress_flow) = recorded;
+                self.write_state(&info)?;
+            }
+            Ok(())
+        });
+        if let Err(error) = kept {
+            self.give_back_egress_flow(flow);
+            return Err(error);
         }
         self.containers
             .insert(info.id.clone(), Managed { info, network });
         Ok(())
+    }
+
+    /// The flow a recovered container keeps: its own if this agent has unique flows
+    /// and that flow is free, else a new one (the flags or the qdisc changed).
+    fn recover_egress_flow(&mut self, info: &ContainerInfo) -> Option<u32> {
+        let flows = self.shaping.egress_flows.as_mut()?;
+        match info.egress_flow {
+            Some(flow) if flows.take_exact(flow) => Some(flow),
+            _ => self.take_egress_flow(&info.id),
+        }
+    }
+
+    /// A free flow for container `id`; with none left it shares flows by hash, as
+    /// every container would without unique flows.
+    fn take_egress_flow(&mut self, id: &str) -> Option<u32> {
+        let flows = self.shaping.egress_flows.as_mut()?;
+        let flow = flows.take();
+        if flow.is_none() {
+            log::warn!(
+                "container {id}: all {} flows of the public interface's fq_codel are in use; it shares flows with others",
+                flows.qdisc.flows
+            );
+        }
+        flow
+    }
+
+    fn give_back_egress_flow(&mut self, flow: Option<u32>) {
+        if let (Some(flows), Some(flow)) = (self.shaping.egress_flows.as_mut(), flow) {
+            flows.give_back(flow);
+        }
+    }
+
+    /// Tells the datapath which flow the container's packets leave in.
+    fn set_egress_flow(&mut self, slot: u32, flow: Option<u32>) -> anyhow::Result<()> {
+        let classid = match (&self.shaping.egress_flows, flow) {
+            (Some(flows), Some(flow)) => flows.qdisc.classid(flow),
+            _ => 0,
+        };
+        self.datapath.set_egress_flow(slot, classid)
     }
 
     /// Shapes the container's two directions (`None`: not limited).
@@ -358,6 +411,7 @@ impl Manager {
         adopted: bool,
     ) -> anyhow::Result<ContainerInfo> {
         let network = container::create(&self.host, spec)?;
+        let egress_flow = self.take_egress_flow(&spec.id);
         let info = ContainerInfo {
             id: spec.id.clone(),
             netns: network.netns.clone(),
@@ -369,16 +423,19 @@ impl Manager {
             cpus,
             egress_limit: self.shaping.rates.egress.limit(cpus),
             ingress_limit: self.shaping.rates.ingress.limit(cpus),
+            egress_flow,
         };
         let added = self
             .datapath
             .add_container(&network)
+            .and_then(|()| self.set_egress_flow(network.slot, egress_flow))
             .and_then(|()| match (&info.egress_limit, &info.ingress_limit) {
                 (None, None) => Ok(()),
                 (egress, ingress) => self.shape(&network, egress.as_ref(), ingress.as_ref()),
             })
             .and_then(|()| self.write_state(&info));
         if let Err(error) = added {
+            self.give_back_egress_flow(egress_flow);
             let _ = self.datapath.remove_container(&network);
             let _ = container::destroy(&network);
             let _ = fs::remove_file(self.state_file(&spec.id));
@@ -405,6 +462,7 @@ impl Manager {
         self.ports
             .ephemeral
             .deallocate(managed.info.ephemeral_ports);
+        self.give_back_egress_flow(managed.info.egress_flow);
         match fs::remove_file(self.state_file(id)) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),

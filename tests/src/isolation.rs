@@ -76,7 +76,9 @@ impl IsolationLab {
         let datapath = self.lab.host.run(|| {
             bpffs::prepare_pin_root(&pin_root).expect("preparing the pin directory");
             let mut datapath = Datapath::load(&pin_root).expect("loading the datapath");
-            datapath.configure(host).expect("configuring the datapath");
+            datapath
+                .configure(host, 0)
+                .expect("configuring the datapath");
             datapath
                 .attach_public_iface(PUBLIC_IFACE)
                 .expect("attaching to the public interface");

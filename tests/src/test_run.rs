@@ -30,6 +30,7 @@ pub fn configure_as_lab_host(ebpf: &mut Ebpf) {
         has_ipv6: 1,
         public_ifindex: 2,
         host_lo_ifindex: 1,
+        egress_flows_qdisc: 0,
     };
     config
         .set(0, lab_host, 0)
