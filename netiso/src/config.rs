@@ -153,10 +153,12 @@ pub struct EgressFlags {
         value_name = "BYTES"
     )]
     pub burst: Option<Bytes>,
-    /// Give each container its own fq_codel flow on the public interface.
+    /// Give each container its own flow of an fq_codel qdisc on the public interface
+    /// (needs fq_codel in the kernel; without it the agent warns and runs on).
     #[arg(id = "egress-unique-flow-per-container", long = "egress-unique-flow-per-container", alias = "egress_unique_flow_per_container", action = bool_flag!(), num_args = 0..=1, default_missing_value = "true", default_value = "false", value_name = "BOOL")]
     pub unique_flow_per_container: bool,
-    /// Parent of that fq_codel qdisc: `root` or a handle `X:Y`.
+    /// Where that fq_codel goes: `root` (handle 1:), or below class `X:Y` (hex;
+    /// handle X+1:).
     #[arg(
         id = "egress-flow-classifier-parent",
         long = "egress-flow-classifier-parent",

@@ -77,8 +77,9 @@ impl FlowQdisc {
 
 /// Makes sure an fq_codel sits at `parent` of link `ifindex`, with at least
 /// `containers` flows for containers (when netiso creates it), and returns it. An
-/// fq_codel already there is kept, as are its flows; the kernel's default qdisc
-/// (handle 0) is replaced; any other qdisc is somebody's and is an error.
+/// fq_codel someone put there is kept, as are its flows; the kernel's default qdisc
+/// (handle 0, whatever its kind) is replaced; any other qdisc is somebody's and is an
+/// error.
 pub fn install(
     socket: &mut NetlinkSocket,
     ifindex: u32,
@@ -92,7 +93,10 @@ pub fn install(
     if let Some(qdisc) = &existing {
         let handle = u32::from(qdisc.header.handle);
         match kind(qdisc) {
-            Some("fq_codel") => {
+            // Handle 0 is the kernel's default qdisc (`default_qdisc=fq_codel`): its
+            // flows cannot be named by a priority without catching the host's own
+            // priorities 0-6, so it is replaced like any default.
+            Some("fq_codel") if handle != 0 => {
                 return Ok(FlowQdisc {
                     handle,
                     flows: flow_count(qdisc).unwrap_or(DEFAULT_FLOWS),

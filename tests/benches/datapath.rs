@@ -9,8 +9,9 @@ use aya::{
 };
 use netiso::datapath::EBPF_OBJECT;
 use netiso_common::{
-    CONTAINER_VETH_INGRESS_PROGRAM, PORT_OWNERS_MAP, PUBLIC_INGRESS_PROGRAM, PortOwner,
-    VETH_CONTAINERS_MAP,
+    CONTAINER_SHAPING_MAP, CONTAINER_VETH_INGRESS_PROGRAM, ContainerShaping, DATAPATH_CONFIG_MAP,
+    DatapathConfig, FIRST_CONTAINER_EGRESS_FLOW, PORT_OWNERS_MAP, PUBLIC_EGRESS_PROGRAM,
+    PUBLIC_INGRESS_PROGRAM, PortOwner, VETH_CONTAINERS_MAP,
 };
 use netiso_tests::{
     lab::{HOST_IPV4, REMOTE_IPV4},
@@ -25,13 +26,38 @@ const FIRST_PORT: u32 = 1024;
 /// BPF_PROG_TEST_RUN runs on the loopback device of the caller's namespace.
 const TEST_RUN_IFINDEX: u32 = 1;
 
-fn datapath(containers: u32) -> Ebpf {
+/// fq_codel handle `1:` for unique egress flows.
+const FLOWS_QDISC: u32 = 0x0001_0000;
+
+/// The datapath with `containers` containers; with `unique_flows`, each has its own
+/// egress flow.
+fn datapath(containers: u32, unique_flows: bool) -> Ebpf {
     let mut ebpf = Ebpf::load(EBPF_OBJECT).expect("loading the eBPF object");
     load_programs(
         &mut ebpf,
-        &[PUBLIC_INGRESS_PROGRAM, CONTAINER_VETH_INGRESS_PROGRAM],
+        &[
+            PUBLIC_INGRESS_PROGRAM,
+            PUBLIC_EGRESS_PROGRAM,
+            CONTAINER_VETH_INGRESS_PROGRAM,
+        ],
     );
     configure_as_lab_host(&mut ebpf);
+    if unique_flows {
+        let mut config: Array<_, DatapathConfig> =
+            Array::try_from(ebpf.map_mut(DATAPATH_CONFIG_MAP).unwrap()).unwrap();
+        let mut host = config.get(&0, 0).unwrap();
+        host.egress_flows_qdisc = FLOWS_QDISC;
+        config.set(0, host, 0).unwrap();
+        let mut shaping: Array<_, ContainerShaping> =
+            Array::try_from(ebpf.map_mut(CONTAINER_SHAPING_MAP).unwrap()).unwrap();
+        for slot in 0..containers {
+            let entry = ContainerShaping {
+                egress_flow_classid: FLOWS_QDISC | (FIRST_CONTAINER_EGRESS_FLOW + slot),
+                ..Default::default()
+            };
+            shaping.set(slot, entry, 0).unwrap();
+        }
+    }
     let mut owners: Array<_, PortOwner> =
         Array::try_from(ebpf.map_mut(PORT_OWNERS_MAP).unwrap()).unwrap();
     for slot in 0..containers {
@@ -72,11 +98,18 @@ fn nanos_per_packet(ebpf: &Ebpf, program: &str, frame: &[u8]) -> f64 {
 fn main() {
     println!("per-packet cost through BPF_PROG_TEST_RUN, average of {REPEAT} runs (ns)");
     println!(
-        "{:>10}  {:>22}  {:>22}  {:>24}",
-        "containers", "inbound, owned port", "inbound, host port", "outbound, owned port"
+        "{:>10}  {:>19}  {:>18}  {:>20}  {:>14}  {:>8}  {:>14}",
+        "containers",
+        "inbound, owned port",
+        "inbound, host port",
+        "outbound, owned port",
+        "+ unique flows",
+        "host out",
+        "+ unique flows"
     );
     for containers in [1, 64, 1024, 4096] {
-        let ebpf = datapath(containers);
+        let ebpf = datapath(containers, false);
+        let with_flows = datapath(containers, true);
         let last_port = (FIRST_PORT + containers * PORTS_PER_CONTAINER - 1) as u16;
         let owned = frame(
             ETH_P_IP,
@@ -105,11 +138,23 @@ fn main() {
                 &udp_segment(last_port, 53, 64),
             ),
         );
+        let host_out = frame(
+            ETH_P_IP,
+            &ipv4_packet(
+                HOST_IPV4,
+                REMOTE_IPV4,
+                IPPROTO_UDP,
+                &udp_segment(40000, 53, 64),
+            ),
+        );
         println!(
-            "{containers:>10}  {:>22.0}  {:>22.0}  {:>24.0}",
+            "{containers:>10}  {:>19.0}  {:>18.0}  {:>20.0}  {:>14.0}  {:>8.0}  {:>14.0}",
             nanos_per_packet(&ebpf, PUBLIC_INGRESS_PROGRAM, &owned),
             nanos_per_packet(&ebpf, PUBLIC_INGRESS_PROGRAM, &host),
             nanos_per_packet(&ebpf, CONTAINER_VETH_INGRESS_PROGRAM, &outbound),
+            nanos_per_packet(&with_flows, CONTAINER_VETH_INGRESS_PROGRAM, &outbound),
+            nanos_per_packet(&ebpf, PUBLIC_EGRESS_PROGRAM, &host_out),
+            nanos_per_packet(&with_flows, PUBLIC_EGRESS_PROGRAM, &host_out),
         );
     }
 }

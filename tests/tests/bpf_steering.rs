@@ -296,16 +296,20 @@ fn udp4_out(sport: u16, dst: Ipv4Addr, dport: u16) -> Vec<u8> {
     v4(HOST_IPV4, dst, IPPROTO_UDP, &udp_segment(sport, dport, 16))
 }
 
+fn tcp6_out(sport: u16, dport: u16) -> Vec<u8> {
+    v6(
+        HOST_IPV6,
+        REMOTE_IPV6,
+        IPPROTO_TCP,
+        &tcp_segment(sport, dport),
+    )
+}
+
 #[test]
 fn container_traffic_from_owned_ports_leaves_and_is_counted() {
     let ebpf = datapath();
     let from_ephemeral = udp4_out(30016, REMOTE_IPV4, 53);
-    let from_port = v6(
-        HOST_IPV6,
-        REMOTE_IPV6,
-        IPPROTO_TCP,
-        &tcp_segment(31499, 443),
-    );
+    let from_port = tcp6_out(31499, 443);
     let later_fragment = frame(
         ETH_P_IP,
         &ipv4_packet_full(HOST_IPV4, REMOTE_IPV4, IPPROTO_UDP, &[], 0x0005, &[0; 16]),
@@ -587,12 +591,7 @@ fn with_unique_flows_each_container_leaves_in_its_own_flow() {
     let mut ebpf = datapath();
     with_unique_flows(&mut ebpf);
     let from_c0 = udp4_out(30016, REMOTE_IPV4, 53);
-    let from_c0_v6 = v6(
-        HOST_IPV6,
-        REMOTE_IPV6,
-        IPPROTO_TCP,
-        &tcp_segment(31499, 443),
-    );
+    let from_c0_v6 = tcp6_out(31499, 443);
     let ping_from_c0 = v4(HOST_IPV4, REMOTE_IPV4, IPPROTO_ICMP, &echo(8, 0x4242));
     // Whatever priority the container's socket asked for.
     for priority in [0, 6] {
@@ -633,12 +632,7 @@ fn with_unique_flows_the_host_leaves_in_its_own_two_flows() {
     let mut ebpf = datapath();
     with_unique_flows(&mut ebpf);
     let host_udp = udp4_out(40000, REMOTE_IPV4, 53);
-    let host_tcp6 = v6(
-        HOST_IPV6,
-        REMOTE_IPV6,
-        IPPROTO_TCP,
-        &tcp_segment(40000, 443),
-    );
+    let host_tcp6 = tcp6_out(40000, 443);
     let host_ping = v4(HOST_IPV4, REMOTE_IPV4, IPPROTO_ICMP, &echo(8, 7));
     let host_ping6 = v6(HOST_IPV6, REMOTE_IPV6, IPPROTO_ICMPV6, &echo(128, 7));
     // Any priority but a container flow of this qdisc: the socket's own, another
