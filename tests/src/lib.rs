@@ -11,11 +11,16 @@ pub mod packets;
 pub mod test_run;
 pub mod wait;
 
-/// Whether the test runs in the VM of `cargo xtask vm-test`; if so it says why it is
-/// skipped there. For tests of what the second kernel does not change, which software
-/// emulation would only make slow.
+/// Whether the test runs in the VM of `cargo xtask vm-test` (software emulation, a
+/// few times slower than the host).
+pub fn in_vm() -> bool {
+    std::env::var_os("NETISO_IN_VM").is_some()
+}
+
+/// Whether the test runs in the VM; if so it says why it is skipped there. For tests
+/// of what the second kernel does not change, which emulation would only make slow.
 pub fn skipped_in_vm(why: &str) -> bool {
-    let in_vm = std::env::var_os("NETISO_IN_VM").is_some();
+    let in_vm = in_vm();
     if in_vm {
         eprintln!("skipped in the VM: {why}");
     }
