@@ -87,6 +87,12 @@ pub fn install(
     parent: FlowQdiscParent,
     containers: u32,
 ) -> anyhow::Result<FlowQdisc> {
+    let at_root = parent.0 == u32::from(TcHandle::ROOT);
+    let place = if at_root {
+        "root".to_owned()
+    } else {
+        format!("parent {}", tc_handle(parent.0))
+    };
     let existing = socket.qdiscs()?.into_iter().find(|q| {
         u32::try_from(q.header.index) == Ok(ifindex) && u32::from(q.header.parent) == parent.0
     });
@@ -103,14 +109,8 @@ pub fn install(
                 });
             }
             Some(other) if handle != 0 => bail!(
-                "{iface} already has a {other} qdisc {}:{} where unique egress flows need fq_codel; remove it (tc qdisc del dev {iface} {}) or pick another place with --egress_flow_classifier_parent",
-                handle >> 16,
-                handle & 0xffff,
-                if parent.0 == u32::from(TcHandle::ROOT) {
-                    "root".to_owned()
-                } else {
-                    format!("parent {:x}:{:x}", parent.0 >> 16, parent.0 & 0xffff)
-                }
+                "{iface} already has qdisc {other} {} at {place}, where unique egress flows need fq_codel; remove it (tc qdisc del dev {iface} {place}) or pick another place with --egress_flow_classifier_parent",
+                tc_handle(handle)
             ),
             _ => {}
         }
@@ -133,8 +133,24 @@ pub fn install(
             RouteNetlinkMessage::NewQueueDiscipline(message),
             NLM_F_CREATE | NLM_F_REPLACE,
         )
-        .with_context(|| format!("adding an fq_codel qdisc with {flows} flows to {iface}"))?;
+        .with_context(|| {
+            let hint = if at_root {
+                String::new()
+            } else {
+                format!(
+                    " (class {} must exist and handle {} be free; see tc class show dev {iface})",
+                    tc_handle(parent.0),
+                    tc_handle(handle)
+                )
+            };
+            format!("adding an fq_codel qdisc with {flows} flows at {place} of {iface}{hint}")
+        })?;
     Ok(FlowQdisc { handle, flows })
+}
+
+/// A handle as tc writes it: hexadecimal `major:minor`.
+fn tc_handle(handle: u32) -> String {
+    format!("{:x}:{:x}", handle >> 16, handle & 0xffff)
 }
 
 fn kind(qdisc: &TcMessage) -> Option<&str> {

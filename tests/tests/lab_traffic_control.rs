@@ -634,7 +634,7 @@ fn unique_egress_flows_keep_off_a_root_qdisc_somebody_else_put_there() {
         assert!(!ok);
         assert_eq!(
             stderr.trim(),
-            "netiso: error: eth0 already has a htb qdisc 5:0 where unique egress flows need fq_codel; remove it (tc qdisc del dev eth0 root) or pick another place with --egress_flow_classifier_parent"
+            "netiso: error: eth0 already has qdisc htb 5:0 at root, where unique egress flows need fq_codel; remove it (tc qdisc del dev eth0 root) or pick another place with --egress_flow_classifier_parent"
         );
     } else {
         // Without fq_codel nothing is installed, so nothing conflicts.
