@@ -9,14 +9,13 @@ use aya::{
 };
 use netiso::datapath::EBPF_OBJECT;
 use netiso_common::{
-    CONTAINER_SHAPING_MAP, CONTAINER_VETH_INGRESS_PROGRAM, ContainerShaping, DATAPATH_CONFIG_MAP,
-    DatapathConfig, FIRST_CONTAINER_EGRESS_FLOW, PORT_OWNERS_MAP, PUBLIC_EGRESS_PROGRAM,
-    PUBLIC_INGRESS_PROGRAM, PortOwner, VETH_CONTAINERS_MAP,
+    CONTAINER_VETH_INGRESS_PROGRAM, FIRST_CONTAINER_EGRESS_FLOW, PORT_OWNERS_MAP,
+    PUBLIC_EGRESS_PROGRAM, PUBLIC_INGRESS_PROGRAM, PortOwner, VETH_CONTAINERS_MAP,
 };
 use netiso_tests::{
     lab::{HOST_IPV4, REMOTE_IPV4},
     packets::{ETH_P_IP, IPPROTO_UDP, frame, ipv4_packet, udp_segment},
-    test_run::{configure_as_lab_host, load_programs},
+    test_run::{configure_as_lab_host, enable_unique_flows, load_programs},
 };
 
 const REPEAT: u32 = 200_000;
@@ -25,9 +24,6 @@ const PORTS_PER_CONTAINER: u32 = 15;
 const FIRST_PORT: u32 = 1024;
 /// BPF_PROG_TEST_RUN runs on the loopback device of the caller's namespace.
 const TEST_RUN_IFINDEX: u32 = 1;
-
-/// fq_codel handle `1:` for unique egress flows.
-const FLOWS_QDISC: u32 = 0x0001_0000;
 
 /// The datapath with `containers` containers; with `unique_flows`, each has its own
 /// egress flow.
@@ -43,20 +39,10 @@ fn datapath(containers: u32, unique_flows: bool) -> Ebpf {
     );
     configure_as_lab_host(&mut ebpf);
     if unique_flows {
-        let mut config: Array<_, DatapathConfig> =
-            Array::try_from(ebpf.map_mut(DATAPATH_CONFIG_MAP).unwrap()).unwrap();
-        let mut host = config.get(&0, 0).unwrap();
-        host.egress_flows_qdisc = FLOWS_QDISC;
-        config.set(0, host, 0).unwrap();
-        let mut shaping: Array<_, ContainerShaping> =
-            Array::try_from(ebpf.map_mut(CONTAINER_SHAPING_MAP).unwrap()).unwrap();
-        for slot in 0..containers {
-            let entry = ContainerShaping {
-                egress_flow_classid: FLOWS_QDISC | (FIRST_CONTAINER_EGRESS_FLOW + slot),
-                ..Default::default()
-            };
-            shaping.set(slot, entry, 0).unwrap();
-        }
+        enable_unique_flows(
+            &mut ebpf,
+            (0..containers).map(|slot| (slot, FIRST_CONTAINER_EGRESS_FLOW + slot)),
+        );
     }
     let mut owners: Array<_, PortOwner> =
         Array::try_from(ebpf.map_mut(PORT_OWNERS_MAP).unwrap()).unwrap();

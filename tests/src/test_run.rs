@@ -1,6 +1,6 @@
 //! Helpers for running the tc programs through BPF_PROG_TEST_RUN.
 use aya::{Ebpf, maps::Array, programs::SchedClassifier};
-use netiso_common::{DATAPATH_CONFIG_MAP, DatapathConfig};
+use netiso_common::{CONTAINER_SHAPING_MAP, ContainerShaping, DATAPATH_CONFIG_MAP, DatapathConfig};
 
 use crate::lab::{HOST_IPV4, HOST_IPV6};
 
@@ -35,4 +35,29 @@ pub fn configure_as_lab_host(ebpf: &mut Ebpf) {
     config
         .set(0, lab_host, 0)
         .expect("writing the configuration");
+}
+
+/// The fq_codel handle (`1:`) test runs use for unique egress flows.
+pub const FLOWS_QDISC: u32 = 0x0001_0000;
+
+/// Turns unique egress flows on (qdisc [`FLOWS_QDISC`]) and gives each `(slot, flow)`
+/// its container that flow.
+pub fn enable_unique_flows(ebpf: &mut Ebpf, flows: impl IntoIterator<Item = (u32, u32)>) {
+    let mut config: Array<_, DatapathConfig> =
+        Array::try_from(ebpf.map_mut(DATAPATH_CONFIG_MAP).expect("config map")).expect("an array");
+    let mut host = config.get(&0, 0).expect("reading the configuration");
+    host.egress_flows_qdisc = FLOWS_QDISC;
+    config.set(0, host, 0).expect("writing the configuration");
+    let mut shaping: Array<_, ContainerShaping> =
+        Array::try_from(ebpf.map_mut(CONTAINER_SHAPING_MAP).expect("shaping map"))
+            .expect("an array");
+    for (slot, flow) in flows {
+        let entry = ContainerShaping {
+            egress_flow_classid: FLOWS_QDISC | flow,
+            ..Default::default()
+        };
+        shaping
+            .set(slot, entry, 0)
+            .expect("writing a shaping entry");
+    }
 }

@@ -13,9 +13,8 @@ use aya::{
 use netiso::datapath::{EBPF_OBJECT, read_container_counters};
 use netiso_common::{
     CONTAINER_COUNTERS_MAP, CONTAINER_ETH0_IFINDEX_GLOBAL, CONTAINER_ETH0_INGRESS_PROGRAM,
-    CONTAINER_LO_INGRESS_PROGRAM, CONTAINER_SHAPING_MAP, CONTAINER_SLOT_GLOBAL,
-    CONTAINER_VETH_INGRESS_PROGRAM, ContainerCounters, ContainerShaping, DATAPATH_CONFIG_MAP,
-    DatapathConfig, ECHO_OWNERS_MAP, EchoKey, HOST_LO_INGRESS_PROGRAM, PORT_OWNERS_MAP,
+    CONTAINER_LO_INGRESS_PROGRAM, CONTAINER_SLOT_GLOBAL, CONTAINER_VETH_INGRESS_PROGRAM,
+    ContainerCounters, ECHO_OWNERS_MAP, EchoKey, HOST_LO_INGRESS_PROGRAM, PORT_OWNERS_MAP,
     PUBLIC_EGRESS_PROGRAM, PUBLIC_INGRESS_PROGRAM, PortOwner, VETH_CONTAINERS_MAP,
 };
 use netiso_tests::{
@@ -26,7 +25,7 @@ use netiso_tests::{
         ipv4_packet, ipv4_packet_full, ipv6_ext_header, ipv6_fragment_header, ipv6_packet,
         tcp_segment, udp_segment,
     },
-    test_run::{configure_as_lab_host, load_programs},
+    test_run::{FLOWS_QDISC, configure_as_lab_host, enable_unique_flows, load_programs},
 };
 
 const PIPE: u32 = 3; // not ours: next program or the stack
@@ -529,8 +528,6 @@ fn container_lo_keeps_its_own_ports_and_sends_the_rest_out() {
 
 // ---- unique egress flows: the fq_codel flow a packet leaves the host in ----
 
-/// The fq_codel handle of these tests (`1:`).
-const FLOWS_QDISC: u32 = 0x0001_0000;
 /// Offset of `priority` in `struct __sk_buff` (include/uapi/linux/bpf.h).
 const SKB_PRIORITY_OFFSET: usize = 32;
 /// At least `struct __sk_buff` (192 bytes on 6.1 and 6.18): the kernel refuses to
@@ -561,22 +558,9 @@ fn run_with_priority(ebpf: &Ebpf, program: &str, frame: &[u8], priority: u32) ->
     (verdict, out)
 }
 
-/// Turns unique flows on (qdisc `1:`) and gives container 0 flow 3, container 1 flow 4.
+/// Turns unique flows on and gives container 0 flow 3, container 1 flow 4.
 fn with_unique_flows(ebpf: &mut Ebpf) {
-    let mut config: Array<_, DatapathConfig> =
-        Array::try_from(ebpf.map_mut(DATAPATH_CONFIG_MAP).unwrap()).unwrap();
-    let mut lab_host = config.get(&0, 0).unwrap();
-    lab_host.egress_flows_qdisc = FLOWS_QDISC;
-    config.set(0, lab_host, 0).unwrap();
-    let mut shaping: Array<_, ContainerShaping> =
-        Array::try_from(ebpf.map_mut(CONTAINER_SHAPING_MAP).unwrap()).unwrap();
-    for (slot, flow) in [(0, 3), (1, 4)] {
-        let entry = ContainerShaping {
-            egress_flow_classid: FLOWS_QDISC | flow,
-            ..Default::default()
-        };
-        shaping.set(slot, entry, 0).unwrap();
-    }
+    enable_unique_flows(ebpf, [(0, 3), (1, 4)]);
 }
 
 /// Makes test runs come from container `slot`'s veth.
