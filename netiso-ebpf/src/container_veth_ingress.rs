@@ -15,8 +15,9 @@ use aya_ebpf::{
 use netiso_common::{DatapathConfig, EchoKey, PortOwner};
 
 use crate::{
+    deliver::deliver_to,
     egress_flow::assign_container_flow,
-    maps::{ECHO_OWNERS, VETH_CONTAINERS, config, count_container, deliver_to, port_owner},
+    maps::{ECHO_OWNERS, VETH_CONTAINERS, config, count_container, port_owner},
     packet::{Flow, Fragment, Icmp, Parsed, icmp, is_icmpv6_link_control, parse, ports},
 };
 

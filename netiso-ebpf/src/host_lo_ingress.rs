@@ -4,7 +4,8 @@
 use aya_ebpf::{bindings::TC_ACT_PIPE, macros::classifier, programs::TcContext};
 
 use crate::{
-    maps::{config, deliver_to, port_owner},
+    deliver::deliver_to,
+    maps::{config, port_owner},
     packet::{Fragment, Parsed, parse, ports},
 };
 

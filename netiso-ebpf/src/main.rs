@@ -5,6 +5,7 @@
 mod container_eth0_ingress;
 mod container_lo_ingress;
 mod container_veth_ingress;
+mod deliver;
 mod egress_flow;
 mod host_lo_ingress;
 mod maps;

@@ -7,7 +7,8 @@ use aya_ebpf::{bindings::TC_ACT_PIPE, macros::classifier, programs::TcContext};
 use netiso_common::{Direction, EchoKey};
 
 use crate::{
-    maps::{ECHO_OWNERS, config, count_public_iface, deliver_to, port_owner},
+    deliver::deliver_to,
+    maps::{ECHO_OWNERS, config, count_public_iface, port_owner},
     packet::{Flow, Fragment, Icmp, Parsed, Quoted, classify, icmp, parse, ports},
 };
 

@@ -6,20 +6,18 @@ use tokio::signal::unix::{SignalKind, signal};
 use std::{path::Path, sync::Arc};
 
 use crate::{
-    api, bpffs,
     config::{self, AgentArgs, PortConfig},
-    container::HostNetwork,
-    datapath::Datapath,
-    egress_flows::{self, EgressFlows, FlowQdiscParent},
-    http,
-    manager::{Manager, Shaping},
-    netlink,
-    netlink_sync::NetlinkSocket,
-    rate_limits::{self, RatePolicy},
-    stats::{Collector, StatisticsSource},
+    control::{Manager, ManagerHandle, Shaping},
+    datapath::{Datapath, bpffs},
+    doctor,
+    net::{NetlinkSocket, host::HostNetwork},
+    server::{StatisticsSource, control_api, monitor},
+    stats::Collector,
+    tc::{EgressFlows, FlowQdiscParent, RatePolicy, egress_flows, rate_policy},
 };
 
-/// Runs the agent until SIGINT or SIGTERM.
+/// Runs the agent until SIGINT or SIGTERM. Start-up is synchronous (checks, datapath,
+/// recovery); the async runtime only serves.
 pub fn run(args: AgentArgs, api_socket: &Path) -> anyhow::Result<()> {
     if !nix::unistd::geteuid().is_root() {
         bail!(
@@ -27,14 +25,13 @@ pub fn run(args: AgentArgs, api_socket: &Path) -> anyhow::Result<()> {
         );
     }
     let mut args = args;
-    // Checks on the flags alone come first; then the host's interfaces. Netlink
-    // queries run on their own small runtime, so before the agent's starts.
+    // Checks on the flags alone come first; then the host's interfaces.
     let ports = config::check(&args, config::host_ephemeral_range()?)?;
     let (eth0, lo) = interfaces(&args)?;
     args.eth0_name = Some(eth0.clone());
-    args.lo_name = Some(lo);
+    args.lo_name = Some(lo.clone());
     let host = HostNetwork::discover(&eth0)?;
-    let rates = RatePolicy::from_args(&args, ports.cpus, || rate_limits::link_speed(&eth0))?;
+    let rates = RatePolicy::from_args(&args, ports.cpus, || rate_policy::link_speed(&eth0))?;
     let checks = check_kernel()?;
     let has = |name: &str| checks.iter().any(|c| c.name == name && c.ok);
     if (rates.egress.is_limited() || rates.ingress.is_limited()) && !has("htb") {
@@ -42,29 +39,14 @@ pub fn run(args: AgentArgs, api_socket: &Path) -> anyhow::Result<()> {
             "the kernel lacks the htb qdisc, which the rate limit flags need; load sch_htb or drop the rate flags (see `netiso doctor`)"
         );
     }
-    let shaping = Shaping {
+    let mut shaping = Shaping {
         rates,
         fq_codel: has("fq_codel"),
         egress_flows: None,
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    runtime.block_on(run_async(args, host, ports, shaping, api_socket))
-}
-
-async fn run_async(
-    args: AgentArgs,
-    host: HostNetwork,
-    ports: PortConfig,
-    mut shaping: Shaping,
-    api_socket: &Path,
-) -> anyhow::Result<()> {
     // Everything that can fail on bad input is checked before anything is attached.
-    let listener = http::bind(args.listen).await?;
-    let api_listener = api::bind(api_socket)?;
+    let http_listener = monitor::bind(args.listen)?;
+    let api_listener = control_api::bind(api_socket)?;
     // Removed however we leave, so a refused or stopped agent leaves no socket.
     let _socket_file = SocketFile(api_socket.to_owned());
     shaping.egress_flows = unique_egress_flows(&args, &host, &ports, shaping.fq_codel)?;
@@ -74,8 +56,6 @@ async fn run_async(
         &host,
         shaping.egress_flows.as_ref().map_or(0, |f| f.qdisc.handle),
     )?;
-    let eth0 = args.eth0_name.clone().unwrap_or_default();
-    let lo = args.lo_name.clone().unwrap_or_default();
     let attach_mode = datapath.attach_public_iface(&eth0)?;
     host.prepare_loopback(&lo)?;
     datapath.attach_host_lo(&lo)?;
@@ -83,7 +63,7 @@ async fn run_async(
         "datapath attached to {eth0} and {lo} ({attach_mode:?}); maps pinned under {}",
         datapath.pin_root().display()
     );
-    let health = http::Health {
+    let health = monitor::Health {
         status: "ok",
         public_interface: eth0.clone(),
         attach_mode,
@@ -93,32 +73,49 @@ async fn run_async(
         args.statistics.clone(),
         datapath.pin_root(),
     )?);
-    let mut manager = Manager::new(datapath, host, ports, shaping, &args.state_dir)?;
-    // Netlink work needs a thread outside the async runtime; nothing else runs yet, so
-    // waiting for it here is fine, and the ready line comes after recovery.
-    let (recovered, removed) = std::thread::scope(|scope| {
-        scope
-            .spawn(|| manager.recover())
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-    })?;
+    let mut manager = Manager::new(datapath, host, ports.ledger(), shaping, &args.state_dir)?;
+    // The ready line comes after recovery.
+    let (recovered, removed) = manager.recover()?;
     log::info!("recovered {recovered} containers; removed {removed} orphaned or half-made ones");
-    let manager = api::spawn_manager(manager);
+    let manager = ManagerHandle::spawn(manager);
     let stats = StatisticsSource {
         manager: manager.clone(),
         collector,
     };
-    let server = tokio::spawn(http::serve(listener, health, stats.clone()));
-    let api_server = tokio::spawn(api::serve(api_listener, manager, stats));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(serve(
+        http_listener,
+        api_listener,
+        health,
+        manager,
+        stats,
+        &format!(
+            "netiso agent ready: public interface {eth0}, http://{}/health",
+            args.listen
+        ),
+    ))
+}
+
+/// Serves both servers until SIGINT or SIGTERM.
+async fn serve(
+    http_listener: std::net::TcpListener,
+    api_listener: std::os::unix::net::UnixListener,
+    health: monitor::Health,
+    manager: ManagerHandle,
+    stats: StatisticsSource,
+    ready_line: &str,
+) -> anyhow::Result<()> {
+    let server = tokio::spawn(monitor::serve(http_listener, health, stats.clone()));
+    let api_server = tokio::spawn(control_api::serve(api_listener, manager, stats));
     // Handlers first: a SIGTERM right after the ready line must stop us cleanly.
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     // Scripts and tests wait for this line.
-    println!(
-        "netiso agent ready: public interface {eth0}, http://{}/health",
-        args.listen
-    );
-
+    println!("{ready_line}");
     tokio::select! {
         _ = sigterm.recv() => log::info!("SIGTERM received, stopping"),
         _ = sigint.recv() => log::info!("SIGINT received, stopping"),
@@ -132,29 +129,33 @@ async fn run_async(
 
 /// The public and loopback interfaces: as given, or found as Mesos finds them.
 fn interfaces(args: &AgentArgs) -> anyhow::Result<(String, String)> {
-    let (eth0, lo) = (args.eth0_name.clone(), args.lo_name.clone());
-    netlink::with_handle(|handle| async move {
-        let eth0 = match eth0 {
-            Some(name) => name,
-            None => netlink::default_route_interface(&handle).await?.context(
+    let mut socket = NetlinkSocket::route().context("opening a netlink socket")?;
+    let eth0 = match &args.eth0_name {
+        Some(name) => name.clone(),
+        None => {
+            let index = socket.default_route_ifindex()?.context(
                 "Network Isolator failed to find a public interface: there is no default IPv4 route; pass --eth0_name",
-            )?,
-        };
-        let lo = match lo {
-            Some(name) => name,
-            None => netlink::loopback_interface(&handle)
-                .await?
-                .context("Network Isolator failed to find a loopback interface; pass --lo_name")?,
-        };
-        for (name, flag) in [(&eth0, "--eth0_name"), (&lo, "--lo_name")] {
-            if netlink::link_by_name(&handle, name).await?.is_none() {
-                bail!(
-                    "interface {name} does not exist in this network namespace; pass the right one with {flag} (see `ip link`)"
-                );
-            }
+            )?;
+            socket.link_by_index(index)?.name
         }
-        Ok((eth0, lo))
-    })
+    };
+    let lo = match &args.lo_name {
+        Some(name) => name.clone(),
+        None => {
+            socket
+                .loopback()?
+                .context("Network Isolator failed to find a loopback interface; pass --lo_name")?
+                .name
+        }
+    };
+    for (name, flag) in [(&eth0, "--eth0_name"), (&lo, "--lo_name")] {
+        if socket.link(name)?.is_none() {
+            bail!(
+                "interface {name} does not exist in this network namespace; pass the right one with {flag} (see `ip link`)"
+            );
+        }
+    }
+    Ok((eth0, lo))
 }
 
 /// Puts the fq_codel for unique egress flows on the public interface, when asked
@@ -207,8 +208,8 @@ impl Drop for SocketFile {
 
 /// Refuses to start on a kernel that lacks something netiso needs, naming it, and
 /// warns once about each optional feature that is missing. Returns the checks.
-fn check_kernel() -> anyhow::Result<Vec<crate::doctor::Check>> {
-    let checks = crate::doctor::checks();
+fn check_kernel() -> anyhow::Result<Vec<doctor::Check>> {
+    let checks = doctor::checks();
     for check in &checks {
         match (check.ok, check.required) {
             (true, _) => {}

@@ -6,7 +6,11 @@ use hyper::Method;
 
 use clap::{Parser, Subcommand};
 
-use crate::{api, config::AgentArgs, manager::CreateRequest, ports};
+use crate::{
+    config::AgentArgs,
+    control::{CreateRequest, UpdateRequest, client},
+    ports,
+};
 
 /// Per-container network isolation and monitoring for Linux hosts.
 ///
@@ -153,24 +157,24 @@ fn container(socket: &std::path::Path, command: ContainerCommand) -> anyhow::Res
                 labels,
                 cpus,
             };
-            api::call(
+            client::call(
                 socket,
                 Method::POST,
                 "/v1/containers",
                 Some(serde_json::to_value(request)?),
             )?
         }
-        ContainerCommand::List => api::call(socket, Method::GET, "/v1/containers", None)?,
-        ContainerCommand::Update { id, ports, cpus } => api::call(
+        ContainerCommand::List => client::call(socket, Method::GET, "/v1/containers", None)?,
+        ContainerCommand::Update { id, ports, cpus } => client::call(
             socket,
             Method::PUT,
             &format!("/v1/containers/{id}"),
-            Some(serde_json::to_value(api::UpdateRequest {
+            Some(serde_json::to_value(UpdateRequest {
                 ports: ports.as_deref().map(ports::parse_list).transpose()?,
                 cpus,
             })?),
         )?,
-        ContainerCommand::Destroy { id } => api::call(
+        ContainerCommand::Destroy { id } => client::call(
             socket,
             Method::DELETE,
             &format!("/v1/containers/{id}"),
@@ -186,7 +190,7 @@ fn stats(socket: &std::path::Path, id: Option<&str>) -> anyhow::Result<()> {
         Some(id) => format!("/v1/statistics/{id}"),
         None => "/v1/statistics".to_owned(),
     };
-    let answer = api::call(socket, Method::GET, &path, None)?;
+    let answer = client::call(socket, Method::GET, &path, None)?;
     println!("{}", serde_json::to_string_pretty(&answer)?);
     Ok(())
 }
@@ -196,7 +200,7 @@ fn stats(socket: &std::path::Path, id: Option<&str>) -> anyhow::Result<()> {
 fn exec(socket: &std::path::Path, id: &str, command: &[String]) -> anyhow::Result<()> {
     use std::os::unix::process::CommandExt as _;
 
-    let list = api::call(socket, Method::GET, "/v1/containers", None)?;
+    let list = client::call(socket, Method::GET, "/v1/containers", None)?;
     let netns = list
         .as_array()
         .and_then(|all| all.iter().find(|c| c["id"] == id))

@@ -2,10 +2,17 @@
 use std::{path::Path, thread};
 
 use anyhow::Context as _;
+use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
+use netlink_packet_route::{
+    RouteNetlinkMessage,
+    tc::{TcAttribute, TcHandle, TcMessage},
+};
 use nix::sched::{CloneFlags, unshare};
-use rtnetlink::packet_route::tc::{TcAttribute, TcHandle, TcMessage};
 
-use crate::{bpffs::BPFFS_MOUNT_POINT, datapath::AttachMode, netlink};
+use crate::{
+    datapath::{AttachMode, bpffs::BPFFS_MOUNT_POINT},
+    net::NetlinkSocket,
+};
 
 /// One probed fact.
 pub struct Check {
@@ -97,38 +104,28 @@ pub fn checks() -> Vec<Check> {
 fn probe_qdisc(kind: &'static str) -> anyhow::Result<()> {
     thread::spawn(move || {
         unshare(CloneFlags::CLONE_NEWNET).context("making a throwaway namespace")?;
-        netlink::with_handle(|handle| async move {
-            let lo = netlink::require_link(&handle, "lo").await?;
-            let mut message = TcMessage::with_index(lo.index as i32);
-            if kind == "clsact" {
-                message.header.parent = TcHandle::CLSACT;
-                message.header.handle = TcHandle::from(0xffff_0000);
-            } else {
-                message.header.parent = TcHandle::ROOT;
-                message.header.handle = TcHandle::from(0x0001_0000);
+        let mut socket = NetlinkSocket::route().context("opening a netlink socket")?;
+        let lo = socket.require_link("lo")?;
+        let mut message = TcMessage::with_index(lo.index as i32);
+        if kind == "clsact" {
+            message.header.parent = TcHandle::CLSACT;
+            message.header.handle = TcHandle::from(0xffff_0000);
+        } else {
+            message.header.parent = TcHandle::ROOT;
+            message.header.handle = TcHandle::from(0x0001_0000);
+        }
+        message.attributes.push(TcAttribute::Kind(kind.to_owned()));
+        match socket.request(
+            RouteNetlinkMessage::NewQueueDiscipline(message),
+            NLM_F_CREATE | NLM_F_EXCL,
+        ) {
+            // ENOENT is "unknown qdisc"; any other refusal (htb wants options, for
+            // one) comes from a kernel that knows the kind.
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                Err(e).with_context(|| format!("the kernel has no {kind} qdisc"))
             }
-            message.attributes.push(TcAttribute::Kind(kind.to_owned()));
-            let mut request = rtnetlink::packet_core::NetlinkMessage::from(
-                rtnetlink::packet_route::RouteNetlinkMessage::NewQueueDiscipline(message),
-            );
-            request.header.flags = rtnetlink::packet_core::NLM_F_REQUEST
-                | rtnetlink::packet_core::NLM_F_ACK
-                | rtnetlink::packet_core::NLM_F_CREATE
-                | rtnetlink::packet_core::NLM_F_EXCL;
-            let mut answers = handle.clone().request(request)?;
-            while let Some(answer) = futures::StreamExt::next(&mut answers).await {
-                // ENOENT is "unknown qdisc"; any other refusal (htb wants options,
-                // for one) comes from a kernel that knows the kind.
-                if let rtnetlink::packet_core::NetlinkPayload::Error(error) = answer.payload
-                    && let Some(code) = error.code
-                    && -code.get() == libc::ENOENT
-                {
-                    return Err(std::io::Error::from_raw_os_error(libc::ENOENT))
-                        .with_context(|| format!("the kernel has no {kind} qdisc"));
-                }
-            }
-            Ok(())
-        })
+            _ => Ok(()),
+        }
     })
     .join()
     .unwrap_or_else(|panic| std::panic::resume_unwind(panic))

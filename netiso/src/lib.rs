@@ -1,40 +1,29 @@
 //! netiso: per-container network isolation and monitoring with an eBPF datapath.
 //!
-//! Where things live:
-//! - [`cli`]: command line parsing and dispatch;
-//! - [`agent`]: the long-running agent (start-up checks, serve, shut down);
-//! - [`config`]: the agent's flags (Mesos spellings) and their validation;
-//! - [`bpffs`]: the BPF filesystem where maps are pinned;
-//! - [`doctor`]: what the kernel offers, probed;
-//! - [`datapath`]: loading, attaching and reading the eBPF programs and maps;
-//! - [`http`]: the read-only HTTP server (`/health`, statistics);
-//! - [`api`]: the control API over a Unix socket, and its client;
-//! - [`manager`]: creates and destroys containers, allocates their ports, keeps state;
-//! - [`container`]: a container's namespace and veth pair;
-//! - [`stats`]: per-container statistics (Mesos JSON, Prometheus);
-//! - [`netns`], [`netlink`]: network namespaces and rtnetlink operations;
-//! - [`netlink_sync`]: blocking netlink requests and dumps (statistics, qdiscs);
-//! - [`traffic_control`], [`rate_limits`]: htb/fq_codel shaping and the rates it gets;
-//! - [`egress_flows`]: the public interface's fq_codel and each container's flow in it;
-//! - [`ports`]: port ranges and the ephemeral range allocator;
-//! - [`resources`], [`units`]: Mesos's `--resources` syntax, byte sizes, durations.
-pub mod agent;
-pub mod api;
-pub mod bpffs;
+//! Where things live (docs/architecture.md has the picture):
+//! - [`cli`]: command line parsing and dispatch; `agent`: start-up and serving;
+//! - `config`: the agent's flags (Mesos spellings), `--resources`, byte sizes and
+//!   durations, and their start-up checks;
+//! - [`ports`]: port ranges, the ephemeral range allocator and the port ledger (who
+//!   owns which port);
+//! - `control`: the container manager (create, update, destroy, recovery, records),
+//!   its handle, the control API's requests and client;
+//! - [`datapath`]: loading, attaching and pinning the eBPF programs, their maps and
+//!   counters (the programs themselves are in `netiso-ebpf`);
+//! - [`net`]: netlink, namespaces, links, addresses, routes, sysctls, and a
+//!   container's namespace and veth pair;
+//! - `tc`: htb/fq_codel shaping, the rate policy, unique egress flows;
+//! - `stats`: per-container statistics (Mesos JSON, Prometheus);
+//! - `server`: the read-only HTTP server and the control API server;
+//! - `doctor`: what the kernel offers, probed.
+mod agent;
 pub mod cli;
-pub mod config;
-pub mod container;
+mod config;
+mod control;
 pub mod datapath;
-pub mod doctor;
-pub mod egress_flows;
-pub mod http;
-pub mod manager;
-pub mod netlink;
-pub mod netlink_sync;
-pub mod netns;
+mod doctor;
+pub mod net;
 pub mod ports;
-pub mod rate_limits;
-pub mod resources;
-pub mod stats;
-pub mod traffic_control;
-pub mod units;
+mod server;
+mod stats;
+mod tc;

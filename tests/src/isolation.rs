@@ -2,9 +2,12 @@
 //! library, as the agent will make them: the container plumbing and the eBPF programs
 //! are exercised directly, on a real kernel.
 use netiso::{
-    bpffs,
-    container::{self, ContainerNetwork, ContainerSpec, HostNetwork},
+    datapath::bpffs,
     datapath::{Datapath, read_pinned_container_counters},
+    net::{
+        container_network::{self as container, ContainerNetwork, ContainerSpec},
+        host::HostNetwork,
+    },
     ports::{PortRange, parse_list},
 };
 use netiso_common::ContainerCounters;

@@ -83,3 +83,11 @@ pub fn works(program: &str, args: &[&str]) -> bool {
         .output()
         .is_ok_and(|o| o.status.success())
 }
+
+/// The lab tests start the real `netiso` binary, which `cargo test` alone does not build.
+pub fn build_agent() -> anyhow::Result<()> {
+    run(
+        "building the netiso agent",
+        cargo().args(["build", "--package", "netiso", "--bins"]),
+    )
+}

@@ -4,7 +4,7 @@ use std::time::Instant;
 use clap::Args;
 
 use crate::{
-    cmd::{self, cargo, nightly_cargo, workspace_root},
+    cmd::{self, build_agent, cargo, nightly_cargo, workspace_root},
     setup, vm,
 };
 
@@ -64,12 +64,4 @@ pub fn run(args: TestArgs) -> anyhow::Result<()> {
         started.elapsed().as_secs_f64()
     );
     Ok(())
-}
-
-/// The lab tests start the real `netiso` binary, which `cargo test` alone does not build.
-pub fn build_agent() -> anyhow::Result<()> {
-    cmd::run(
-        "building the netiso agent",
-        cargo().args(["build", "--package", "netiso", "--bins"]),
-    )
 }

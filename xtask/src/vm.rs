@@ -12,8 +12,8 @@ use anyhow::{Context as _, bail};
 use clap::Args;
 
 use crate::{
-    cmd::{self, cargo, output, step, workspace_root},
-    setup, test,
+    cmd::{self, build_agent, cargo, output, step, workspace_root},
+    setup,
 };
 
 /// Debian's meta package whose dependency names the current generic 6.1 kernel.
@@ -32,7 +32,7 @@ pub struct VmTestArgs {
 pub fn run(args: VmTestArgs) -> anyhow::Result<()> {
     setup::ensure()?;
     let vmlinuz = kernel()?;
-    test::build_agent()?;
+    build_agent()?;
     let binaries = test_binaries()?;
     let out_dir = workspace_root().join("target/vm-test");
     let _ = fs::remove_dir_all(&out_dir);

@@ -30,15 +30,15 @@ use std::{
 };
 
 use anyhow::Context as _;
-use aya::maps::{Map, MapData, PerCpuArray};
-use netiso_common::{CONTAINER_COUNTERS_MAP, ContainerCounters};
+use aya::maps::{MapData, PerCpuArray};
+use netiso_common::ContainerCounters;
 use serde::Serialize;
 
 use crate::{
-    api::ManagerHandle,
     config::StatisticsFlags,
-    manager::ContainerInfo,
-    netlink_sync::{LinkSummary, NetlinkSocket},
+    control::ContainerInfo,
+    datapath,
+    net::{Link, NetlinkSocket},
     ports::PortRange,
 };
 
@@ -127,10 +127,7 @@ impl Collector {
     /// Opens the pinned counters map under `pin_root` and, if rate statistics are on,
     /// starts sampling.
     pub fn new(flags: StatisticsFlags, pin_root: &Path) -> anyhow::Result<Self> {
-        let pin = pin_root.join(CONTAINER_COUNTERS_MAP);
-        let map = MapData::from_pin(&pin)
-            .with_context(|| format!("opening pinned map {}", pin.display()))?;
-        let counters = PerCpuArray::try_from(Map::from_map_data(map)?)?;
+        let counters = datapath::open_container_counters(pin_root)?;
         let rates = match (flags.rates, flags.rate_window, flags.rate_interval) {
             (true, Some(window), Some(interval)) => {
                 Some(rates::RatesCollector::start(window.0, interval.0)?)
@@ -318,7 +315,7 @@ impl Collector {
                 .as_ref()
                 .and_then(|rates| rates.statistics(&info.host_veth));
             if let Some(slot) = info.slot() {
-                match crate::datapath::read_container_counters(&self.counters, slot) {
+                match datapath::read_container_counters(&self.counters, slot) {
                     Ok(counters) => statistics.netiso_datapath_statistics = counters,
                     Err(error) => log::warn!("container {}: datapath counters: {error:#}", info.id),
                 }
@@ -335,35 +332,9 @@ const MIN_CONTAINERS_PER_THREAD: usize = 32;
 
 /// What a scrape reads once in the host's namespace.
 struct HostView {
-    veths: HashMap<String, LinkSummary>,
+    veths: HashMap<String, Link>,
     qdiscs: Vec<netlink_packet_route::tc::TcMessage>,
     timestamp: f64,
-}
-
-/// Where the servers get statistics: the manager for the containers, the collector for
-/// their numbers.
-#[derive(Clone)]
-pub struct StatisticsSource {
-    pub manager: ManagerHandle,
-    pub collector: Arc<Collector>,
-}
-
-impl StatisticsSource {
-    /// Every container's statistics, or only `id`'s (`None` if there is no such
-    /// container).
-    pub async fn entries(&self, id: Option<&str>) -> anyhow::Result<Option<Vec<MonitorEntry>>> {
-        let mut containers = self.manager.list().await?;
-        if let Some(id) = id {
-            containers.retain(|c| c.id == id);
-            if containers.is_empty() {
-                return Ok(None);
-            }
-        }
-        self.collector
-            .collect(containers, id.is_none())
-            .await
-            .map(Some)
-    }
 }
 
 /// Mesos's executor fields come from the container's labels of the same names when

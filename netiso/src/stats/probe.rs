@@ -14,7 +14,7 @@ use netlink_packet_route::link::Stats64;
 use nix::sched::{CloneFlags, setns};
 
 use super::{SnmpStatistics, TrafficControlStatistics, qdisc, snmp, socket};
-use crate::{config::StatisticsFlags, netlink_sync::NetlinkSocket};
+use crate::{config::StatisticsFlags, net::NetlinkSocket};
 
 /// What is read inside a container.
 pub struct Inside {

@@ -13,10 +13,7 @@ use anyhow::Context as _;
 use netlink_packet_route::link::Stats64;
 use serde::Serialize;
 
-use crate::{
-    container::HOST_VETH_PREFIX,
-    netlink_sync::{self, LinkSummary, NetlinkSocket},
-};
+use crate::net::{Link, NetlinkSocket, container_network::HOST_VETH_PREFIX};
 
 /// Percentiles of one rate over the window (libprocess's `Statistics`).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
@@ -99,8 +96,7 @@ impl RatesCollector {
             links: Mutex::new(HashMap::new()),
         });
         let weak = Arc::downgrade(&collector);
-        let mut socket =
-            netlink_sync::NetlinkSocket::route().context("opening a netlink socket")?;
+        let mut socket = NetlinkSocket::route().context("opening a netlink socket")?;
         thread::Builder::new()
             .name("netiso-rates".into())
             .spawn(move || sample_until_dropped(&weak, &mut socket, interval))
@@ -168,7 +164,7 @@ impl RatesCollector {
 
 fn sample_until_dropped(
     collector: &Weak<RatesCollector>,
-    socket: &mut netlink_sync::NetlinkSocket,
+    socket: &mut NetlinkSocket,
     interval: Duration,
 ) {
     let mut next = Instant::now();
@@ -199,10 +195,7 @@ fn sample_until_dropped(
 
 /// The ifindex (in its namespace) and counters of a container's eth0, found from the
 /// host end of its veth; `None` if the veth has no peer in another namespace.
-fn container_eth0(
-    host: &mut NetlinkSocket,
-    veth: &LinkSummary,
-) -> anyhow::Result<Option<(u32, Stats64)>> {
+fn container_eth0(host: &mut NetlinkSocket, veth: &Link) -> anyhow::Result<Option<(u32, Stats64)>> {
     let Some((nsid, peer)) = veth.peer else {
         return Ok(None);
     };

@@ -8,7 +8,7 @@ use netlink_packet_sock_diag::{
     inet::{ExtensionFlags, InetRequest, SocketId, StateFlags, nlas::Nla},
 };
 
-use crate::netlink_sync::NetlinkSocket;
+use crate::net::NetlinkSocket;
 
 /// TCP sockets in use (listening ones included, as Mesos counts them) and in TIME_WAIT.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,9 +48,8 @@ pub struct RttPercentiles {
     pub p99: f64,
 }
 
-/// Byte offset of `tcpi_rtt` in the kernel's `struct tcp_info` (stable ABI: eight
-/// one-byte fields, then fifteen u32 before it).
-const TCPI_RTT_OFFSET: usize = 68;
+/// Byte offset of `tcpi_rtt` in the kernel's `struct tcp_info`.
+const TCPI_RTT_OFFSET: usize = std::mem::offset_of!(libc::tcp_info, tcpi_rtt);
 
 /// Dumps every TCP socket of the namespace of `socket` (a sock_diag socket) with its
 /// `tcp_info` and takes the percentiles of the non-zero RTTs, by nearest rank as Mesos

@@ -68,9 +68,9 @@ const CONTAINER_TCP_TABLE: &str = "1024";
 
 impl OwnTcpTable {
     fn set() -> Self {
-        let previous = crate::netlink::read_sysctl(TCP_CHILD_EHASH_ENTRIES).ok();
+        let previous = super::sysctl::read(TCP_CHILD_EHASH_ENTRIES).ok();
         if previous.is_some() {
-            let _ = crate::netlink::write_sysctl(TCP_CHILD_EHASH_ENTRIES, CONTAINER_TCP_TABLE);
+            let _ = super::sysctl::write(TCP_CHILD_EHASH_ENTRIES, CONTAINER_TCP_TABLE);
         }
         Self(previous)
     }
@@ -79,7 +79,7 @@ impl OwnTcpTable {
 impl Drop for OwnTcpTable {
     fn drop(&mut self) {
         if let Some(previous) = &self.0 {
-            let _ = crate::netlink::write_sysctl(TCP_CHILD_EHASH_ENTRIES, previous);
+            let _ = super::sysctl::write(TCP_CHILD_EHASH_ENTRIES, previous);
         }
     }
 }

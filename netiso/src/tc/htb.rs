@@ -14,7 +14,7 @@ use netlink_packet_route::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::netlink_sync::NetlinkSocket;
+use crate::net::NetlinkSocket;
 
 /// What a shaped direction gets, in bytes per second and bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -15,10 +15,8 @@ use hyper_util::rt::TokioIo;
 use serde::Serialize;
 use tokio::net::TcpListener;
 
-use crate::{
-    datapath::AttachMode,
-    stats::{StatisticsSource, prometheus},
-};
+use super::{StatisticsSource, response::json as json_response};
+use crate::{datapath::AttachMode, stats::prometheus};
 
 /// What `/health` reports.
 #[derive(Clone, Debug, Serialize)]
@@ -29,15 +27,25 @@ pub struct Health {
     pub bpffs_root: String,
 }
 
-/// Binds the listening socket; separate from [`serve`] so bind errors surface at start-up.
-pub async fn bind(listen: SocketAddr) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(listen).await.with_context(|| {
+/// Binds the listening socket; separate from [`serve`] so bind errors surface at
+/// start-up, before the async runtime exists.
+pub fn bind(listen: SocketAddr) -> anyhow::Result<std::net::TcpListener> {
+    let listener = std::net::TcpListener::bind(listen).with_context(|| {
         format!("listening on {listen}; is another agent running? choose another --listen")
-    })
+    })?;
+    listener
+        .set_nonblocking(true)
+        .context("making the HTTP socket non-blocking")?;
+    Ok(listener)
 }
 
 /// Serves HTTP on `listener` until the task is dropped.
-pub async fn serve(listener: TcpListener, health: Health, stats: StatisticsSource) {
+pub async fn serve(
+    listener: std::net::TcpListener,
+    health: Health,
+    stats: StatisticsSource,
+) -> anyhow::Result<()> {
+    let listener = TcpListener::from_std(listener).context("serving HTTP")?;
     let health = Arc::new(health);
     loop {
         let (stream, peer) = match listener.accept().await {
@@ -105,14 +113,4 @@ fn failed(error: &anyhow::Error) -> Response<Full<Bytes>> {
         StatusCode::INTERNAL_SERVER_ERROR,
         &serde_json::json!({"error": format!("{error:#}")}),
     )
-}
-
-pub(crate) fn json_response(status: StatusCode, body: &impl Serialize) -> Response<Full<Bytes>> {
-    let mut text = serde_json::to_vec(body).unwrap_or_default();
-    text.push(b'\n');
-    Response::builder()
-        .status(status)
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(Full::new(Bytes::from(text)))
-        .unwrap_or_default()
 }

@@ -12,7 +12,7 @@ use netlink_packet_route::{
     tc::{TcAttribute, TcHandle, TcMessage, TcOption, TcQdiscFqCodelOption},
 };
 
-use crate::netlink_sync::NetlinkSocket;
+use crate::net::NetlinkSocket;
 
 /// fq_codel's own default flow count, which Mesos kept.
 const DEFAULT_FLOWS: u32 = 1024;

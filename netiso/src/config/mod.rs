@@ -9,11 +9,12 @@ use std::{net::SocketAddr, path::PathBuf};
 use anyhow::{Context as _, bail};
 use clap::{ArgAction, Args};
 
-use crate::{
-    ports::{EphemeralAllocator, PortRange},
-    resources::Resources,
-    units::{Bytes, MesosDuration},
-};
+pub mod resources;
+pub mod units;
+
+use crate::ports::{EphemeralAllocator, PortLedger, PortRange};
+use resources::Resources;
+use units::{Bytes, MesosDuration};
 
 /// The only isolator netiso is.
 pub const PORT_MAPPING_ISOLATOR: &str = "network/port_mapping";
@@ -266,6 +267,13 @@ pub struct PortConfig {
     pub cpus: Option<f64>,
 }
 
+impl PortConfig {
+    /// The ledger that hands these ports out.
+    pub fn ledger(&self) -> PortLedger {
+        PortLedger::new(self.non_ephemeral.clone(), self.ephemeral.clone())
+    }
+}
+
 /// Checks `--isolation`.
 pub fn check_isolation(isolation: &str) -> anyhow::Result<()> {
     for isolator in isolation
@@ -368,7 +376,7 @@ pub fn check(args: &AgentArgs, host_ephemeral: PortRange) -> anyhow::Result<Port
         egress.maximum,
         ports.cpus,
     )?;
-    crate::egress_flows::FlowQdiscParent::parse(&egress.flow_classifier_parent)?;
+    crate::tc::FlowQdiscParent::parse(&egress.flow_classifier_parent)?;
     let ingress = &args.ingress;
     check_rates(
         "ingress",
@@ -398,7 +406,7 @@ pub fn check(args: &AgentArgs, host_ephemeral: PortRange) -> anyhow::Result<Port
 /// The host's own ephemeral range (`net.ipv4.ip_local_port_range` of the calling
 /// thread's network namespace).
 pub fn host_ephemeral_range() -> anyhow::Result<PortRange> {
-    let text = crate::netlink::read_sysctl("net.ipv4.ip_local_port_range")
+    let text = crate::net::sysctl::read("net.ipv4.ip_local_port_range")
         .context("Failed to read host ip_local_port_range")?;
     let mut bounds = text.split_whitespace().map(str::parse::<u16>);
     match (bounds.next(), bounds.next()) {

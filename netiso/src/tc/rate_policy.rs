@@ -8,11 +8,8 @@
 //! floor; a limit nobody asked for is the worse surprise.)
 use anyhow::{Context as _, bail};
 
-use crate::{
-    config::{AgentArgs, EgressFlags, IngressFlags},
-    traffic_control::HtbConfig,
-    units::Bytes,
-};
+use super::htb::HtbConfig;
+use crate::config::{AgentArgs, EgressFlags, IngressFlags, units::Bytes};
 
 /// Mesos's floor when a direction is limited and no minimum is given: 1 Mbit/s.
 pub const DEFAULT_MINIMUM_RATE: u64 = 125_000;
@@ -139,20 +136,26 @@ struct EthtoolCmd {
 const SIOCETHTOOL: libc::c_ulong = 0x8946;
 const ETHTOOL_GSET: u32 = 1;
 
+// SIOCETHTOOL passes a `struct ifreq` whose data pointer leads to the ethtool command.
+nix::ioctl_readwrite_bad!(ethtool_ioctl, SIOCETHTOOL, libc::ifreq);
+
 /// The speed of interface `iface` of the calling thread's namespace in bytes/s, as
 /// its driver reports it. (Not from sysfs: `/sys/class/net` shows the namespace sysfs
 /// was mounted in, which for an agent started in a namespace is another one.)
 pub fn link_speed(iface: &str) -> anyhow::Result<u64> {
+    use std::os::fd::AsRawFd as _;
+
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, socket};
     let unknown = |why: &str| {
         anyhow::anyhow!("cannot tell the speed of {iface} ({why}); pass --network_link_speed")
     };
-    // SAFETY: plain socket(2); the descriptor is owned right away.
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(unknown(&std::io::Error::last_os_error().to_string()));
-    }
-    // SAFETY: `fd` is a new descriptor nothing else owns.
-    let socket = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    let socket = socket(
+        AddressFamily::Inet,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(|e| unknown(&e.to_string()))?;
     let mut command = EthtoolCmd {
         cmd: ETHTOOL_GSET,
         ..Default::default()
@@ -168,16 +171,8 @@ pub fn link_speed(iface: &str) -> anyhow::Result<u64> {
     request.ifr_ifru.ifru_data = (&raw mut command).cast();
     // SAFETY: SIOCETHTOOL reads the name and writes at most an ethtool_cmd through
     // ifru_data, which points at one that outlives the call.
-    let result = unsafe {
-        libc::ioctl(
-            std::os::fd::AsRawFd::as_raw_fd(&socket),
-            SIOCETHTOOL as _,
-            &mut request,
-        )
-    };
-    if result < 0 {
-        return Err(unknown(&std::io::Error::last_os_error().to_string()));
-    }
+    unsafe { ethtool_ioctl(socket.as_raw_fd(), &mut request) }
+        .map_err(|e| unknown(&e.to_string()))?;
     let mbits = u32::from(command.speed) | (u32::from(command.speed_hi) << 16);
     if mbits == 0 || mbits == u32::MAX {
         bail!(

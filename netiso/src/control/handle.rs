@@ -1,0 +1,109 @@
+//! The manager runs on a thread of its own (in the host's network namespace: netlink
+//! and namespace work must not run on the async runtime's threads). Servers reach it
+//! through a [`ManagerHandle`], whose methods send a typed request and await the
+//! answer.
+use std::{sync::mpsc, thread};
+
+use tokio::sync::oneshot;
+
+use super::{
+    manager::Manager,
+    model::{ContainerInfo, CreateRequest, UpdateRequest},
+};
+
+/// Why a request to the manager got no result.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RequestError {
+    /// The manager refused or failed it; the message says why.
+    Refused(String),
+    /// The manager is gone: the agent is stopping.
+    ShuttingDown,
+}
+
+impl std::fmt::Display for RequestError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RequestError::Refused(message) => f.write_str(message),
+            RequestError::ShuttingDown => f.write_str("the agent is shutting down"),
+        }
+    }
+}
+
+impl std::error::Error for RequestError {}
+
+type Reply<T> = oneshot::Sender<Result<T, String>>;
+
+/// A request for the manager thread, with where to send the answer.
+enum Command {
+    List(Reply<Vec<ContainerInfo>>),
+    Create(CreateRequest, Reply<ContainerInfo>),
+    Update(String, UpdateRequest, Reply<ContainerInfo>),
+    Destroy(String, Reply<()>),
+}
+
+/// The manager thread's mailbox.
+#[derive(Clone)]
+pub struct ManagerHandle(mpsc::Sender<Command>);
+
+impl ManagerHandle {
+    /// Runs `manager` on a thread of its own and returns its handle.
+    pub fn spawn(mut manager: Manager) -> Self {
+        let (sender, receiver) = mpsc::channel();
+        thread::Builder::new()
+            .name("netiso-manager".into())
+            .spawn(move || {
+                let failed = |e: anyhow::Error| format!("{e:#}");
+                for command in receiver {
+                    match command {
+                        Command::List(reply) => {
+                            let _ = reply.send(Ok(manager.list()));
+                        }
+                        Command::Create(request, reply) => {
+                            let _ = reply.send(manager.create(request).map_err(failed));
+                        }
+                        Command::Update(id, update, reply) => {
+                            let _ = reply.send(manager.update(&id, update).map_err(failed));
+                        }
+                        Command::Destroy(id, reply) => {
+                            let _ = reply.send(manager.destroy(&id).map_err(failed));
+                        }
+                    }
+                }
+            })
+            .expect("starting the manager thread");
+        Self(sender)
+    }
+
+    async fn ask<T>(&self, command: impl FnOnce(Reply<T>) -> Command) -> Result<T, RequestError> {
+        let (reply, answer) = oneshot::channel();
+        self.0
+            .send(command(reply))
+            .map_err(|_| RequestError::ShuttingDown)?;
+        answer
+            .await
+            .map_err(|_| RequestError::ShuttingDown)?
+            .map_err(RequestError::Refused)
+    }
+
+    /// The containers, as the manager knows them now.
+    pub async fn list(&self) -> Result<Vec<ContainerInfo>, RequestError> {
+        self.ask(Command::List).await
+    }
+
+    pub async fn create(&self, request: CreateRequest) -> Result<ContainerInfo, RequestError> {
+        self.ask(|reply| Command::Create(request, reply)).await
+    }
+
+    pub async fn update(
+        &self,
+        id: String,
+        update: UpdateRequest,
+    ) -> Result<ContainerInfo, RequestError> {
+        self.ask(|reply| Command::Update(id, update, reply)).await
+    }
+
+    /// Destroys container `id`; an unknown id is not an error.
+    pub async fn destroy(&self, id: String) -> Result<(), RequestError> {
+        self.ask(|reply| Command::Destroy(id, reply)).await
+    }
+}

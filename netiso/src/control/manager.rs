@@ -1,0 +1,390 @@
+//! The container manager: owns the datapath, the port ledger and the records, and
+//! creates, updates and destroys containers. It runs on a thread of its own in the
+//! host's network namespace (see [`super::handle`]).
+use std::{collections::BTreeMap, path::PathBuf};
+
+use anyhow::{Context as _, bail};
+
+use super::{
+    model::{ContainerInfo, CreateRequest, UpdateRequest},
+    records::Records,
+};
+use crate::{
+    datapath::Datapath,
+    net::{
+        NetlinkSocket,
+        container_network::{self, ContainerNetwork, ContainerSpec},
+        host::HostNetwork,
+        netns,
+    },
+    ports::PortLedger,
+    tc::{EgressFlows, HtbConfig, RatePolicy, htb},
+};
+
+pub(super) struct Managed {
+    pub(super) info: ContainerInfo,
+    pub(super) network: ContainerNetwork,
+}
+
+/// Owns everything that changes when containers come and go.
+pub struct Manager {
+    pub(super) datapath: Datapath,
+    pub(super) host: HostNetwork,
+    pub(super) ledger: PortLedger,
+    pub(super) shaping: Shaping,
+    pub(super) containers: BTreeMap<String, Managed>,
+    pub(super) records: Records,
+}
+
+/// How containers are shaped: the rate policy, whether the kernel has fq_codel for
+/// the limits' leaves, and the flows containers get with unique egress flows.
+#[derive(Clone, Debug, Default)]
+pub struct Shaping {
+    pub rates: RatePolicy,
+    pub fq_codel: bool,
+    pub egress_flows: Option<EgressFlows>,
+}
+
+/// A direction's limit: `None` is unshaped.
+type Limits = (Option<HtbConfig>, Option<HtbConfig>);
+
+impl Shaping {
+    /// The (egress, ingress) limits of a new container with `cpus`.
+    pub(super) fn new_limits(&self, cpus: Option<f64>) -> Limits {
+        (
+            self.rates.egress.limit(cpus),
+            self.rates.ingress.limit(cpus),
+        )
+    }
+
+    /// The limits of an existing container with `cpus`: egress follows the agent's
+    /// flags; ingress reaches a container created without an ingress limit only if
+    /// existing containers are to be isolated (Mesos's Upgrade semantics).
+    pub(super) fn existing_limits(&self, cpus: Option<f64>, had_ingress_limit: bool) -> Limits {
+        let ingress = if had_ingress_limit || self.rates.ingress_isolate_existing_containers {
+            self.rates.ingress.limit(cpus)
+        } else {
+            None
+        };
+        (self.rates.egress.limit(cpus), ingress)
+    }
+}
+
+/// The namespace a create request adopts, if any: a path, or a process's.
+fn adopted_netns(request: &CreateRequest) -> anyhow::Result<Option<PathBuf>> {
+    Ok(match (&request.netns, request.pid) {
+        (Some(_), Some(_)) => bail!("pass --netns or --pid, not both"),
+        (Some(path), None) => Some(path.clone()),
+        (None, Some(pid)) => Some(PathBuf::from(format!("/proc/{pid}/ns/net"))),
+        (None, None) => None,
+    })
+}
+
+/// The lowest datapath slot none of `used` has.
+fn free_slot(used: impl Iterator<Item = u32> + Clone) -> Option<u32> {
+    (0..netiso_common::MAX_CONTAINERS).find(|slot| used.clone().all(|u| u != *slot))
+}
+
+fn check_cpus(cpus: f64) -> anyhow::Result<()> {
+    if !(cpus.is_finite() && cpus >= 0.0) {
+        bail!("--cpus must be a number of CPUs, 0 or more; got {cpus}");
+    }
+    Ok(())
+}
+
+impl Manager {
+    pub fn new(
+        datapath: Datapath,
+        host: HostNetwork,
+        ledger: PortLedger,
+        shaping: Shaping,
+        state_dir: &std::path::Path,
+    ) -> anyhow::Result<Self> {
+        Ok(Self {
+            datapath,
+            host,
+            ledger,
+            shaping,
+            containers: BTreeMap::new(),
+            records: Records::open(state_dir)?,
+        })
+    }
+
+    pub fn list(&self) -> Vec<ContainerInfo> {
+        self.containers.values().map(|m| m.info.clone()).collect()
+    }
+
+    /// Creates a container; on any failure nothing of it is left behind.
+    pub fn create(&mut self, request: CreateRequest) -> anyhow::Result<ContainerInfo> {
+        container_network::check_id(&request.id)?;
+        if self.containers.contains_key(&request.id) {
+            bail!(
+                "container {} already exists; destroy it first or choose another id",
+                request.id
+            );
+        }
+        let netns = adopted_netns(&request)?;
+        self.ledger.check(&request.id, &request.ports)?;
+        let slot = free_slot(self.containers.values().map(|m| m.network.slot))
+            .context("too many containers: every datapath slot is in use")?;
+        let ephemeral = self.ledger.reserve(&request.id, &request.ports)?;
+        let spec = ContainerSpec {
+            id: request.id.clone(),
+            netns: netns.clone(),
+            slot,
+            ephemeral,
+            ports: request.ports.clone(),
+        };
+        let built = self.build(&spec, request.labels, request.cpus, netns.is_some());
+        if built.is_err() {
+            self.ledger.release(&request.id);
+        }
+        built
+    }
+
+    fn build(
+        &mut self,
+        spec: &ContainerSpec,
+        labels: BTreeMap<String, String>,
+        cpus: Option<f64>,
+        adopted: bool,
+    ) -> anyhow::Result<ContainerInfo> {
+        let network = container_network::create(&self.host, spec)?;
+        let egress_flow = self.take_egress_flow(&spec.id);
+        let (egress_limit, ingress_limit) = self.shaping.new_limits(cpus);
+        let info = ContainerInfo {
+            id: spec.id.clone(),
+            netns: network.netns.clone(),
+            ephemeral_ports: spec.ephemeral,
+            ports: spec.ports.clone(),
+            host_veth: network.host_veth.clone(),
+            adopted,
+            labels,
+            cpus,
+            egress_limit,
+            ingress_limit,
+            egress_flow,
+        };
+        let added = self
+            .datapath
+            .add_container(&network)
+            .and_then(|()| self.set_egress_flow(network.slot, egress_flow))
+            .and_then(|()| match (&info.egress_limit, &info.ingress_limit) {
+                (None, None) => Ok(()),
+                (egress, ingress) => self.shape(&network, egress.as_ref(), ingress.as_ref()),
+            })
+            .and_then(|()| self.records.write(&info));
+        if let Err(error) = added {
+            self.give_back_egress_flow(egress_flow);
+            let _ = self.datapath.remove_container(&network);
+            let _ = container_network::destroy(&network);
+            let _ = self.records.remove(&spec.id);
+            return Err(error);
+        }
+        self.containers.insert(
+            spec.id.clone(),
+            Managed {
+                info: info.clone(),
+                network,
+            },
+        );
+        Ok(info)
+    }
+
+    /// Destroys a container and everything it had. Destroying an unknown container is
+    /// not an error (it may be gone already).
+    pub fn destroy(&mut self, id: &str) -> anyhow::Result<()> {
+        let Some(managed) = self.containers.remove(id) else {
+            return Ok(());
+        };
+        self.datapath.remove_container(&managed.network)?;
+        container_network::destroy(&managed.network)?;
+        self.ledger.release(id);
+        self.give_back_egress_flow(managed.info.egress_flow);
+        self.records.remove(id)
+    }
+
+    /// Gives a container a new set of non-ephemeral ports and/or a new number of CPUs
+    /// (which rates per CPU follow), live. Connections on ports it keeps are not
+    /// disturbed.
+    pub fn update(&mut self, id: &str, update: UpdateRequest) -> anyhow::Result<ContainerInfo> {
+        if !self.containers.contains_key(id) {
+            bail!("no container {id}; see `netiso container list`");
+        }
+        if let Some(ports) = update.ports {
+            self.ledger.check(id, &ports)?;
+            let managed = self.containers.get_mut(id).expect("checked above");
+            self.datapath.update_ports(&managed.network, &ports)?;
+            self.ledger.replace(id, &ports)?;
+            managed.network.ports = ports.clone();
+            managed.info.ports = ports;
+        }
+        if let Some(cpus) = update.cpus {
+            check_cpus(cpus)?;
+            let managed = &self.containers[id];
+            let (network, old) = (managed.network.clone(), managed.info.clone());
+            let (egress, ingress) = self
+                .shaping
+                .existing_limits(Some(cpus), old.ingress_limit.is_some());
+            if (egress, ingress) != (old.egress_limit, old.ingress_limit) {
+                self.shape(&network, egress.as_ref(), ingress.as_ref())?;
+            }
+            let info = &mut self.containers.get_mut(id).expect("checked above").info;
+            (info.cpus, info.egress_limit, info.ingress_limit) = (Some(cpus), egress, ingress);
+        }
+        let info = self.containers[id].info.clone();
+        self.records.write(&info)?;
+        Ok(info)
+    }
+
+    /// A free flow for container `id`; with none left it shares flows by hash, as
+    /// every container would without unique flows.
+    pub(super) fn take_egress_flow(&mut self, id: &str) -> Option<u32> {
+        let flows = self.shaping.egress_flows.as_mut()?;
+        let flow = flows.take();
+        if flow.is_none() {
+            log::warn!(
+                "container {id}: all {} flows of the public interface's fq_codel are in use; it shares flows with others",
+                flows.qdisc.flows
+            );
+        }
+        flow
+    }
+
+    pub(super) fn give_back_egress_flow(&mut self, flow: Option<u32>) {
+        if let (Some(flows), Some(flow)) = (self.shaping.egress_flows.as_mut(), flow) {
+            flows.give_back(flow);
+        }
+    }
+
+    /// Tells the datapath which flow the container's packets leave in.
+    pub(super) fn set_egress_flow(&mut self, slot: u32, flow: Option<u32>) -> anyhow::Result<()> {
+        let classid = match (&self.shaping.egress_flows, flow) {
+            (Some(flows), Some(flow)) => flows.qdisc.classid(flow),
+            _ => 0,
+        };
+        self.datapath.set_egress_flow(slot, classid)
+    }
+
+    /// Shapes the container's two directions (`None`: not limited).
+    pub(super) fn shape(
+        &mut self,
+        network: &ContainerNetwork,
+        egress: Option<&HtbConfig>,
+        ingress: Option<&HtbConfig>,
+    ) -> anyhow::Result<()> {
+        let fq_codel = self.shaping.fq_codel;
+        let eth0 = network.container_eth0_index;
+        netns::run_in(&network.netns, || {
+            let mut socket = NetlinkSocket::route()?;
+            htb::limit_gso(&mut socket, eth0, htb::gso_max_segs(egress.map(|e| e.rate)))?;
+            htb::apply(&mut socket, eth0, egress, fq_codel)
+        })?
+        .context("shaping the container's egress")?;
+        let mut socket = NetlinkSocket::route()?;
+        // Packets are sent through the qdiscs only once they exist, and no longer
+        // before they go.
+        if ingress.is_none() {
+            self.datapath.set_ingress_shaped(network.slot, false)?;
+        }
+        htb::apply(&mut socket, network.host_veth_index, ingress, fq_codel)
+            .context("shaping the container's ingress")?;
+        if ingress.is_some() {
+            self.datapath.set_ingress_shaped(network.slot, true)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tc::rate_policy::DirectionPolicy;
+
+    #[test]
+    fn a_request_adopts_a_path_or_a_process_namespace_not_both() {
+        let mut request = CreateRequest::default();
+        assert_eq!(adopted_netns(&request).unwrap(), None);
+        request.pid = Some(42);
+        assert_eq!(
+            adopted_netns(&request).unwrap(),
+            Some(PathBuf::from("/proc/42/ns/net"))
+        );
+        request.netns = Some("/run/netns/x".into());
+        assert_eq!(
+            adopted_netns(&request).unwrap_err().to_string(),
+            "pass --netns or --pid, not both"
+        );
+        request.pid = None;
+        assert_eq!(
+            adopted_netns(&request).unwrap(),
+            Some(PathBuf::from("/run/netns/x"))
+        );
+    }
+
+    #[test]
+    fn slots_are_the_lowest_free_ones() {
+        assert_eq!(free_slot([].into_iter()), Some(0));
+        assert_eq!(free_slot([0, 1, 3].into_iter()), Some(2));
+        let all: Vec<u32> = (0..netiso_common::MAX_CONTAINERS).collect();
+        assert_eq!(free_slot(all.iter().copied()), None);
+    }
+
+    #[test]
+    fn cpus_must_be_a_number_of_cpus() {
+        assert!(check_cpus(0.0).is_ok());
+        assert!(check_cpus(2.5).is_ok());
+        for bad in [-1.0, f64::NAN, f64::INFINITY] {
+            assert!(
+                check_cpus(bad)
+                    .unwrap_err()
+                    .to_string()
+                    .starts_with("--cpus must be a number of CPUs")
+            );
+        }
+    }
+
+    fn shaping(isolate_existing: bool) -> Shaping {
+        let per_cpu = |rate| DirectionPolicy {
+            per_cpu: Some(rate),
+            minimum: Some(0),
+            ..Default::default()
+        };
+        Shaping {
+            rates: RatePolicy {
+                egress: per_cpu(1000),
+                ingress: per_cpu(2000),
+                ingress_isolate_existing_containers: isolate_existing,
+            },
+            ..Default::default()
+        }
+    }
+
+    fn rates(limits: Limits) -> (Option<u64>, Option<u64>) {
+        (limits.0.map(|l| l.rate), limits.1.map(|l| l.rate))
+    }
+
+    #[test]
+    fn new_containers_get_both_limits_and_existing_ones_follow_mesos_upgrade_rules() {
+        let keep = shaping(false);
+        assert_eq!(rates(keep.new_limits(Some(2.0))), (Some(2000), Some(4000)));
+        // A container without an ingress limit keeps none unless existing containers
+        // are to be isolated; one with a limit follows the new rate.
+        assert_eq!(
+            rates(keep.existing_limits(Some(3.0), false)),
+            (Some(3000), None)
+        );
+        assert_eq!(
+            rates(keep.existing_limits(Some(3.0), true)),
+            (Some(3000), Some(6000))
+        );
+        assert_eq!(
+            rates(shaping(true).existing_limits(Some(1.0), false)),
+            (Some(1000), Some(2000))
+        );
+        assert_eq!(
+            rates(Shaping::default().new_limits(Some(8.0))),
+            (None, None)
+        );
+    }
+}

@@ -1,0 +1,156 @@
+//! Taking over after a restart: containers recorded in the state directory whose
+//! namespace and veth still exist are adopted (the datapath never stopped serving
+//! them); what no record explains is removed.
+use std::{collections::BTreeSet, fs};
+
+use anyhow::{Context as _, bail};
+
+use super::{
+    manager::{Managed, Manager},
+    model::ContainerInfo,
+};
+use crate::net::{NetlinkSocket, container_network, netns};
+
+impl Manager {
+    /// Takes over the containers recorded in the state directory whose namespace and
+    /// veth still exist, and removes what no record explains: half-made containers,
+    /// orphaned namespaces, veths, map entries and pinned links. Returns (recovered,
+    /// removed) counts.
+    pub fn recover(&mut self) -> anyhow::Result<(usize, usize)> {
+        let mut removed = 0;
+        for info in self.records.read_all()? {
+            if let Err(error) = self.recover_one(&info) {
+                log::warn!(
+                    "container {} cannot be recovered ({error:#}); removing what is left of it",
+                    info.id
+                );
+                self.ledger.release(&info.id);
+                self.remove_leftovers(&info);
+                let _ = self.records.remove(&info.id);
+                removed += 1;
+            }
+        }
+        removed += self.remove_orphans()?;
+        let keep: Vec<u32> = self.containers.values().map(|m| m.network.slot).collect();
+        self.datapath.forget_containers_except(&keep)?;
+        Ok((self.containers.len(), removed))
+    }
+
+    fn recover_one(&mut self, info: &ContainerInfo) -> anyhow::Result<()> {
+        let slot = info
+            .slot()
+            .with_context(|| format!("veth name {} has no slot", info.host_veth))?;
+        if !info.netns.exists() {
+            bail!("its namespace {} is gone", info.netns.display());
+        }
+        let mut network =
+            container_network::recover(&self.host, &info.id, slot, &info.netns, &info.host_veth)?;
+        network.ephemeral_ports = info.ephemeral_ports;
+        network.ports.clone_from(&info.ports);
+        if let Some(warning) = self
+            .ledger
+            .restore(&info.id, info.ephemeral_ports, &info.ports)?
+        {
+            log::warn!("container {}: {warning}", info.id);
+        }
+        self.datapath.add_container(&network)?;
+        // This agent's flags may differ from the last one's (Mesos's Upgrade test).
+        let mut info = info.clone();
+        let (egress, ingress) = self
+            .shaping
+            .existing_limits(info.cpus, info.ingress_limit.is_some());
+        self.shape(&network, egress.as_ref(), ingress.as_ref())?;
+        let flow = self.recover_egress_flow(&info);
+        let recorded = (egress, ingress, flow);
+        let kept = self.set_egress_flow(network.slot, flow).and_then(|()| {
+            if recorded != (info.egress_limit, info.ingress_limit, info.egress_flow) {
+                (info.egress_limit, info.ingress_limit, info.egress_flow) = recorded;
+                self.records.write(&info)?;
+            }
+            Ok(())
+        });
+        if let Err(error) = kept {
+            self.give_back_egress_flow(flow);
+            return Err(error);
+        }
+        self.containers
+            .insert(info.id.clone(), Managed { info, network });
+        Ok(())
+    }
+
+    /// The flow a recovered container keeps: its own if this agent has unique flows
+    /// and that flow is free, else a new one (the flags or the qdisc changed).
+    fn recover_egress_flow(&mut self, info: &ContainerInfo) -> Option<u32> {
+        let flows = self.shaping.egress_flows.as_mut()?;
+        match info.egress_flow {
+            Some(flow) if flows.take_exact(flow) => Some(flow),
+            _ => self.take_egress_flow(&info.id),
+        }
+    }
+
+    /// Removes the veth and namespace name of a container that cannot be recovered.
+    fn remove_leftovers(&self, info: &ContainerInfo) {
+        if let Ok(mut socket) = NetlinkSocket::route() {
+            let _ = socket.delete_link_named(&info.host_veth);
+        }
+        let _ = container_network::destroy_namespace(&info.id);
+    }
+
+    /// Host-side veths `netiso<slot>` that belong to no recovered container, and the
+    /// namespaces named `netiso-<id>` at their other end. (Only those: namespaces are
+    /// matched through the veth's peer, so another agent's containers, such as in a
+    /// neighbouring test lab, are never touched.)
+    fn remove_orphans(&self) -> anyhow::Result<usize> {
+        let known: BTreeSet<&str> = self
+            .containers
+            .values()
+            .map(|m| m.info.host_veth.as_str())
+            .collect();
+        let mut socket = NetlinkSocket::route().context("opening a netlink socket")?;
+        let orphans: Vec<_> = socket
+            .links()?
+            .into_iter()
+            .filter(|link| {
+                container_network::is_host_veth_name(&link.name)
+                    && !known.contains(link.name.as_str())
+            })
+            .collect();
+        let peer_ids: BTreeSet<i32> = orphans
+            .iter()
+            .filter_map(|link| link.peer.map(|(nsid, _)| nsid))
+            .collect();
+        let mut namespaces = Vec::new();
+        for entry in fs::read_dir(netns::NETNS_RUN_DIR)
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let known_netns = self
+                .containers
+                .values()
+                .any(|m| m.info.netns == entry.path());
+            if !name.starts_with(container_network::NETNS_PREFIX) || known_netns {
+                continue;
+            }
+            let Ok(file) = fs::File::open(entry.path()) else {
+                continue;
+            };
+            if socket
+                .nsid_of(&file)?
+                .is_some_and(|id| peer_ids.contains(&id))
+            {
+                namespaces.push(name);
+            }
+        }
+        for veth in &orphans {
+            socket.delete_link(veth.index)?;
+            log::info!("removed orphaned veth {}", veth.name);
+        }
+        for name in &namespaces {
+            log::info!("removing orphaned namespace {name}");
+            netns::delete_named(name)?;
+        }
+        Ok(orphans.len() + namespaces.len())
+    }
+}

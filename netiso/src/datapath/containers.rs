@@ -1,0 +1,257 @@
+//! A container in the datapath: its ports in the port map (which steers inbound
+//! packets to it), its veth in the veth map, its programs on its veth, eth0 and lo,
+//! its shaping entry and its counters. Which ports it may have is the port ledger's
+//! decision (`crate::ports::PortLedger`), taken before anything here is called.
+use std::{io, path::PathBuf};
+
+use anyhow::Context as _;
+use aya::{maps::PerCpuValues, programs::TcAttachType};
+use netiso_common::{
+    CONTAINER_ETH0_IFINDEX_GLOBAL, CONTAINER_ETH0_INGRESS_PROGRAM, CONTAINER_LO_INGRESS_PROGRAM,
+    CONTAINER_SLOT_GLOBAL, CONTAINER_VETH_INGRESS_PROGRAM, ContainerCounters, ContainerShaping,
+    MAX_CONTAINERS, PortOwner,
+};
+
+use super::{AttachMode, Datapath, LINKS_DIR, attach, object, read_container_counters};
+use crate::{
+    net::{container_network::ContainerNetwork, netns},
+    ports::PortRange,
+};
+
+impl Datapath {
+    /// The pins of a container's three attachments.
+    fn container_link_pins(&self, slot: u32) -> [PathBuf; 3] {
+        ["veth", "eth0", "lo"].map(|at| self.link_pin(&format!("container-{slot}-{at}")))
+    }
+
+    /// Gives the container its ports in the datapath and attaches its programs (or,
+    /// for a container a previous agent set up, takes them over without a gap and
+    /// keeps its counters). Runs in the host's network namespace.
+    pub fn add_container(&mut self, container: &ContainerNetwork) -> anyhow::Result<()> {
+        let slot = container.slot;
+        // A container a previous agent already gave to the datapath keeps its
+        // counters (they must never go backwards); a new one starts from zero.
+        let adopting = self
+            .maps
+            .veth_containers
+            .get(&container.host_veth_index, 0)
+            .ok()
+            == Some(slot);
+        if !adopting {
+            self.reset_container_counters(slot)?;
+        }
+        let entry = PortOwner::new(slot, container.host_veth_index);
+        for port in container
+            .ports
+            .iter()
+            .chain(std::iter::once(&container.ephemeral_ports))
+            .flat_map(PortRange::ports)
+        {
+            self.maps.port_owners.set(u32::from(port), entry, 0)?;
+        }
+        self.maps
+            .veth_containers
+            .insert(container.host_veth_index, slot, 0)?;
+        let [veth_pin, ..] = self.container_link_pins(slot);
+        attach::attach_persistent(
+            &mut self.ebpf,
+            CONTAINER_VETH_INGRESS_PROGRAM,
+            self.attach_mode,
+            &container.host_veth,
+            TcAttachType::Ingress,
+            &veth_pin,
+        )
+        .with_context(|| format!("attaching the container program to {}", container.host_veth))?;
+        self.attach_inside(container)
+    }
+
+    /// Attaches the programs inside the container's namespace, from a copy of the
+    /// object of its own: the lo program must know the container's slot and eth0. The
+    /// copy can be dropped at once: its attachments are pinned (tcx) or left in the
+    /// kernel (netlink), and hold its programs.
+    fn attach_inside(&self, container: &ContainerNetwork) -> anyhow::Result<()> {
+        let eth0_index = container.container_eth0_index;
+        let [_, eth0_pin, lo_pin] = self.container_link_pins(container.slot);
+        let mut inside = object::load(
+            &self.pin_root,
+            &[
+                (CONTAINER_SLOT_GLOBAL, container.slot),
+                (CONTAINER_ETH0_IFINDEX_GLOBAL, eth0_index),
+            ],
+        )?;
+        let mode = self.attach_mode;
+        netns::run_in(&container.netns, || -> anyhow::Result<()> {
+            let eth0 = nix::net::if_::if_indextoname(eth0_index)
+                .context("finding the container's eth0")?
+                .into_string()
+                .map_err(|_| anyhow::anyhow!("the container's eth0 name is not UTF-8"))?;
+            for (program, iface, pin) in [
+                (CONTAINER_ETH0_INGRESS_PROGRAM, eth0.as_str(), &eth0_pin),
+                (CONTAINER_LO_INGRESS_PROGRAM, "lo", &lo_pin),
+            ] {
+                attach::attach_persistent(
+                    &mut inside,
+                    program,
+                    mode,
+                    iface,
+                    TcAttachType::Ingress,
+                    pin,
+                )
+                .with_context(|| format!("attaching {program} to the container's {iface}"))?;
+            }
+            Ok(())
+        })?
+    }
+
+    /// Changes a container's non-ephemeral ports live: new ports are steered to it
+    /// first, then ports it no longer has go back to the host. Ports it keeps (and its
+    /// ephemeral range) are not touched, so their connections never notice.
+    pub fn update_ports(
+        &mut self,
+        container: &ContainerNetwork,
+        ports: &[PortRange],
+    ) -> anyhow::Result<()> {
+        let keep = |port: u16| {
+            container.ephemeral_ports.contains(port) || ports.iter().any(|r| r.contains(port))
+        };
+        let entry = PortOwner::new(container.slot, container.host_veth_index);
+        for port in ports.iter().flat_map(PortRange::ports) {
+            self.maps.port_owners.set(u32::from(port), entry, 0)?;
+        }
+        for port in container.ports.iter().flat_map(PortRange::ports) {
+            if !keep(port) {
+                self.maps
+                    .port_owners
+                    .set(u32::from(port), PortOwner::default(), 0)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Forgets every container whose slot is not in `keep`: their ports, veth entries
+    /// and pinned links (what a crash between creating and recording a container, or a
+    /// lost state directory, leaves). Returns how many port entries were cleared.
+    pub fn forget_containers_except(&mut self, keep: &[u32]) -> anyhow::Result<usize> {
+        let mut cleared = 0;
+        for port in 0..=u16::MAX {
+            let owner = self.maps.port_owners.get(&u32::from(port), 0)?;
+            if owner.slot().is_some_and(|slot| !keep.contains(&slot)) {
+                self.maps
+                    .port_owners
+                    .set(u32::from(port), PortOwner::default(), 0)?;
+                cleared += 1;
+            }
+        }
+        let stale: Vec<u32> = self
+            .maps
+            .veth_containers
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(_, slot)| !keep.contains(slot))
+            .map(|(ifindex, _)| ifindex)
+            .collect();
+        for ifindex in stale {
+            let _ = self.maps.veth_containers.remove(&ifindex);
+        }
+        for slot in (0..MAX_CONTAINERS).filter(|slot| !keep.contains(slot)) {
+            self.set_ingress_shaped(slot, false)?;
+        }
+        let links = self.pin_root.join(LINKS_DIR);
+        for entry in std::fs::read_dir(&links)?.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let slot = name
+                .strip_prefix("container-")
+                .and_then(|rest| rest.split('-').next())
+                .and_then(|slot| slot.parse::<u32>().ok());
+            if slot.is_some_and(|slot| !keep.contains(&slot)) {
+                std::fs::remove_file(entry.path())?;
+            }
+        }
+        Ok(cleared)
+    }
+
+    /// Takes the container's ports back and forgets its veth. Idempotent.
+    pub fn remove_container(&mut self, container: &ContainerNetwork) -> anyhow::Result<()> {
+        let slot = container.slot;
+        // Netlink filters inside the container's namespace are removed there: an
+        // adopted namespace outlives the container, and its lo must work without us.
+        if self.attach_mode == AttachMode::Netlink && container.netns.exists() {
+            let eth0_index = container.container_eth0_index;
+            netns::run_in(&container.netns, || {
+                let eth0 = nix::net::if_::if_indextoname(eth0_index)
+                    .ok()
+                    .and_then(|name| name.into_string().ok());
+                attach::detach_netlink_ingress("lo", CONTAINER_LO_INGRESS_PROGRAM);
+                if let Some(eth0) = eth0 {
+                    attach::detach_netlink_ingress(&eth0, CONTAINER_ETH0_INGRESS_PROGRAM);
+                }
+            })?;
+        }
+        // Unpinning a tcx link detaches it (nothing else holds it).
+        for pin in self.container_link_pins(slot) {
+            match std::fs::remove_file(&pin) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e).with_context(|| format!("removing {}", pin.display())),
+            }
+        }
+        for port in container
+            .ports
+            .iter()
+            .chain(std::iter::once(&container.ephemeral_ports))
+            .flat_map(PortRange::ports)
+        {
+            if self.maps.port_owners.get(&u32::from(port), 0)?.slot() == Some(slot) {
+                self.maps
+                    .port_owners
+                    .set(u32::from(port), PortOwner::default(), 0)?;
+            }
+        }
+        match self.maps.veth_containers.remove(&container.host_veth_index) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+            Err(error) => return Err(error).context("removing the container's veth entry"),
+        }
+        self.update_shaping(slot, |entry| *entry = ContainerShaping::default())
+    }
+
+    /// Whether container `slot`'s inbound packets go through the qdiscs of the host
+    /// end of its veth (its ingress limit) or straight into it.
+    pub fn set_ingress_shaped(&mut self, slot: u32, shaped: bool) -> anyhow::Result<()> {
+        self.update_shaping(slot, |entry| entry.ingress_shaped = u32::from(shaped))
+    }
+
+    /// The fq_codel class id (`major:flow`) container `slot`'s packets leave the
+    /// public interface with; 0 for none (fq_codel then hashes them).
+    pub fn set_egress_flow(&mut self, slot: u32, classid: u32) -> anyhow::Result<()> {
+        self.update_shaping(slot, |entry| entry.egress_flow_classid = classid)
+    }
+
+    fn update_shaping(
+        &mut self,
+        slot: u32,
+        change: impl FnOnce(&mut ContainerShaping),
+    ) -> anyhow::Result<()> {
+        let old = self.maps.container_shaping.get(&slot, 0)?;
+        let mut new = old;
+        change(&mut new);
+        if new != old {
+            self.maps
+                .container_shaping
+                .set(slot, new, 0)
+                .context("setting the container's shaping")?;
+        }
+        Ok(())
+    }
+
+    /// The counters of container `slot`, summed over CPUs.
+    pub fn container_counters(&self, slot: u32) -> anyhow::Result<ContainerCounters> {
+        read_container_counters(&self.maps.container_counters, slot)
+    }
+
+    fn reset_container_counters(&mut self, slot: u32) -> anyhow::Result<()> {
+        let cpus = aya::util::nr_cpus().map_err(|(_, e)| e)?;
+        let zeros = PerCpuValues::try_from(vec![ContainerCounters::default(); cpus])?;
+        self.maps.container_counters.set(slot, zeros, 0)?;
+        Ok(())
+    }
+}

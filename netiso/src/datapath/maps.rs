@@ -1,0 +1,44 @@
+//! The datapath's maps, each taken once out of the loaded object into a typed handle
+//! (as bpf2go's generated objects do), so no use looks a map up by its name.
+use anyhow::Context as _;
+use aya::{
+    Ebpf,
+    maps::{Array, HashMap, Map, MapData, PerCpuArray},
+};
+use netiso_common::{
+    CONTAINER_COUNTERS_MAP, CONTAINER_SHAPING_MAP, ContainerCounters, ContainerShaping,
+    DATAPATH_CONFIG_MAP, DatapathConfig, PORT_OWNERS_MAP, PUBLIC_IFACE_COUNTERS_MAP, PortOwner,
+    TrafficCounters, VETH_CONTAINERS_MAP,
+};
+
+/// The maps userspace reads or writes. (`ECHO_OWNERS` is the datapath's own.)
+pub struct DatapathMaps {
+    /// Port → the container that owns it (slot and host veth): inbound steering.
+    pub port_owners: Array<MapData, PortOwner>,
+    /// Host veth ifindex → slot: whose packets a veth carries.
+    pub veth_containers: HashMap<MapData, u32, u32>,
+    pub container_counters: PerCpuArray<MapData, ContainerCounters>,
+    pub container_shaping: Array<MapData, ContainerShaping>,
+    pub config: Array<MapData, DatapathConfig>,
+    pub public_iface_counters: PerCpuArray<MapData, TrafficCounters>,
+}
+
+impl DatapathMaps {
+    /// Takes the maps out of `ebpf`. Its programs keep referring to them by
+    /// descriptor, which these handles keep open.
+    pub fn take(ebpf: &mut Ebpf) -> anyhow::Result<Self> {
+        Ok(Self {
+            port_owners: Array::try_from(take(ebpf, PORT_OWNERS_MAP)?)?,
+            veth_containers: HashMap::try_from(take(ebpf, VETH_CONTAINERS_MAP)?)?,
+            container_counters: PerCpuArray::try_from(take(ebpf, CONTAINER_COUNTERS_MAP)?)?,
+            container_shaping: Array::try_from(take(ebpf, CONTAINER_SHAPING_MAP)?)?,
+            config: Array::try_from(take(ebpf, DATAPATH_CONFIG_MAP)?)?,
+            public_iface_counters: PerCpuArray::try_from(take(ebpf, PUBLIC_IFACE_COUNTERS_MAP)?)?,
+        })
+    }
+}
+
+fn take(ebpf: &mut Ebpf, name: &str) -> anyhow::Result<Map> {
+    ebpf.take_map(name)
+        .with_context(|| format!("map {name} missing from the eBPF object"))
+}

@@ -1,0 +1,129 @@
+//! The eBPF datapath from userspace: loading the object ([`object`]), its maps as
+//! typed handles ([`maps`]), attaching its programs so they outlive the agent
+//! ([`attach`]), giving containers their ports and programs ([`containers`]) and
+//! reading its counters ([`counters`]). Where packets are steered is the eBPF crate's
+//! business: `netiso-ebpf/src/*.rs`, one file per attach point.
+mod attach;
+pub mod bpffs;
+mod containers;
+mod counters;
+mod maps;
+mod object;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use aya::{Ebpf, programs::TcAttachType};
+use netiso_common::{
+    DatapathConfig, HOST_LO_INGRESS_PROGRAM, PUBLIC_EGRESS_PROGRAM, PUBLIC_INGRESS_PROGRAM,
+};
+
+pub use attach::AttachMode;
+pub use counters::{
+    PublicIfaceCounters, open_container_counters, read_container_counters,
+    read_pinned_container_counters,
+};
+pub use maps::DatapathMaps;
+pub use object::EBPF_OBJECT;
+
+use crate::net::host::HostNetwork;
+
+/// Subdirectory of the pin root holding the pinned tcx links.
+const LINKS_DIR: &str = "links";
+
+/// The loaded datapath. Its attachments and maps outlive it (and the agent): dropping
+/// it, or killing the agent, leaves packets flowing.
+pub struct Datapath {
+    /// The programs; the maps are in `maps`.
+    ebpf: Ebpf,
+    maps: DatapathMaps,
+    pin_root: PathBuf,
+    attach_mode: AttachMode,
+}
+
+impl Datapath {
+    /// Loads the eBPF object, reusing the maps already pinned under `pin_root` (so
+    /// counters survive agent restarts) and pinning new ones there.
+    pub fn load(pin_root: &Path) -> anyhow::Result<Self> {
+        object::check_pins(pin_root)?;
+        let mut ebpf = object::load(pin_root, &[])?;
+        let maps = DatapathMaps::take(&mut ebpf)?;
+        let links = pin_root.join(LINKS_DIR);
+        std::fs::create_dir_all(&links).with_context(|| format!("creating {}", links.display()))?;
+        Ok(Self {
+            ebpf,
+            maps,
+            pin_root: pin_root.to_owned(),
+            attach_mode: AttachMode::for_running_kernel(),
+        })
+    }
+
+    /// Where this datapath's maps are pinned.
+    pub fn pin_root(&self) -> &Path {
+        &self.pin_root
+    }
+
+    /// Attaches the programs to both directions of the public interface, or takes
+    /// over the attachments a previous agent left (atomically: no packet is missed).
+    /// Runs in the host's network namespace (the calling thread's).
+    pub fn attach_public_iface(&mut self, iface: &str) -> anyhow::Result<AttachMode> {
+        for (name, attach_type, pin) in [
+            (
+                PUBLIC_INGRESS_PROGRAM,
+                TcAttachType::Ingress,
+                "public-ingress",
+            ),
+            (PUBLIC_EGRESS_PROGRAM, TcAttachType::Egress, "public-egress"),
+        ] {
+            let link_pin = self.link_pin(pin);
+            attach::attach_persistent(&mut self.ebpf, name, self.attach_mode, iface, attach_type, &link_pin)
+                .with_context(|| {
+                    format!("attaching {name} to {iface}; check that the interface exists (`ip link show {iface}`)")
+                })?;
+        }
+        Ok(self.attach_mode)
+    }
+
+    /// Attaches the program that steers host traffic for containers' ports to the
+    /// host's loopback (or takes it over). Runs in the host's network namespace.
+    pub fn attach_host_lo(&mut self, lo: &str) -> anyhow::Result<()> {
+        let link_pin = self.link_pin("host-lo-ingress");
+        attach::attach_persistent(
+            &mut self.ebpf,
+            HOST_LO_INGRESS_PROGRAM,
+            self.attach_mode,
+            lo,
+            TcAttachType::Ingress,
+            &link_pin,
+        )
+        .with_context(|| format!("attaching {HOST_LO_INGRESS_PROGRAM} to {lo}"))
+    }
+
+    /// Where the tcx link of attachment `name` is pinned.
+    fn link_pin(&self, name: &str) -> PathBuf {
+        self.pin_root.join(LINKS_DIR).join(name)
+    }
+
+    /// Writes the host's addresses and interfaces for the programs, and the handle of
+    /// the public interface's fq_codel whose flows they assign (0: none).
+    pub fn configure(&mut self, host: &HostNetwork, egress_flows_qdisc: u32) -> anyhow::Result<()> {
+        let config = DatapathConfig {
+            host_ipv4: host.ipv4.map(|a| a.octets()).unwrap_or_default(),
+            host_ipv6: host.ipv6.map(|a| a.octets()).unwrap_or_default(),
+            has_ipv4: u32::from(host.ipv4.is_some()),
+            has_ipv6: u32::from(host.ipv6.is_some()),
+            public_ifindex: host.public.index,
+            host_lo_ifindex: host.lo_index,
+            egress_flows_qdisc,
+        };
+        self.maps
+            .config
+            .set(0, config, 0)
+            .context("writing the datapath configuration")
+    }
+
+    /// Reads the public interface's counters, summed over CPUs.
+    pub fn public_iface_counters(&self) -> anyhow::Result<PublicIfaceCounters> {
+        PublicIfaceCounters::read(&self.maps.public_iface_counters)
+    }
+}

@@ -1,0 +1,124 @@
+//! The eBPF object: its bytes, loading it with every map pinned, and refusing pinned
+//! maps of another layout.
+use std::{io, path::Path};
+
+use anyhow::{Context as _, bail};
+use aya::{Btf, Ebpf, EbpfLoader, maps::MapData};
+use netiso_common::{
+    CONTAINER_COUNTERS_MAP, CONTAINER_SHAPING_MAP, ContainerCounters, ContainerShaping,
+    DATAPATH_CONFIG_MAP, DatapathConfig, ECHO_OWNERS_MAP, EchoKey, MAX_CONTAINERS,
+    MAX_ECHO_CONVERSATIONS, PORT_OWNERS_MAP, PUBLIC_IFACE_COUNTER_SLOTS, PUBLIC_IFACE_COUNTERS_MAP,
+    PortOwner, TrafficCounters, VETH_CONTAINERS_MAP,
+};
+
+/// The eBPF object built from `netiso-ebpf` by `build.rs`.
+pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netiso"));
+
+/// Every pinned map with its layout: (name, key size, value size, entries).
+pub(super) const PINNED_MAPS: [(&str, usize, usize, u32); 7] = [
+    (
+        PUBLIC_IFACE_COUNTERS_MAP,
+        size_of::<u32>(),
+        size_of::<TrafficCounters>(),
+        PUBLIC_IFACE_COUNTER_SLOTS,
+    ),
+    (
+        PORT_OWNERS_MAP,
+        size_of::<u32>(),
+        size_of::<PortOwner>(),
+        65536,
+    ),
+    (
+        VETH_CONTAINERS_MAP,
+        size_of::<u32>(),
+        size_of::<u32>(),
+        MAX_CONTAINERS,
+    ),
+    (
+        CONTAINER_COUNTERS_MAP,
+        size_of::<u32>(),
+        size_of::<ContainerCounters>(),
+        MAX_CONTAINERS,
+    ),
+    (
+        DATAPATH_CONFIG_MAP,
+        size_of::<u32>(),
+        size_of::<DatapathConfig>(),
+        1,
+    ),
+    (
+        ECHO_OWNERS_MAP,
+        size_of::<EchoKey>(),
+        size_of::<PortOwner>(),
+        MAX_ECHO_CONVERSATIONS,
+    ),
+    (
+        CONTAINER_SHAPING_MAP,
+        size_of::<u32>(),
+        size_of::<ContainerShaping>(),
+        MAX_CONTAINERS,
+    ),
+];
+
+/// Fails unless this binary carries the eBPF object, and checks every map pinned
+/// under `pin_root` has this build's layout.
+pub(super) fn check_pins(pin_root: &Path) -> anyhow::Result<()> {
+    if EBPF_OBJECT.is_empty() {
+        bail!(
+            "this netiso binary was built with AYA_BUILD_SKIP=1 and has no eBPF programs; rebuild it without that variable"
+        );
+    }
+    for (name, key_size, value_size, entries) in PINNED_MAPS {
+        check_pinned_map_layout(&pin_root.join(name), key_size, value_size, entries)?;
+    }
+    Ok(())
+}
+
+/// Loads the object with every map taken from (or pinned to) `pin_root` and the given
+/// load-time constants.
+pub(super) fn load(pin_root: &Path, globals: &[(&'static str, u32)]) -> anyhow::Result<Ebpf> {
+    let btf = Btf::from_sys_fs().ok();
+    let mut loader = EbpfLoader::new();
+    loader.btf(btf.as_ref());
+    for (name, ..) in PINNED_MAPS {
+        loader.map_pin_path(name, pin_root.join(name));
+    }
+    for (name, value) in globals {
+        loader.override_global(name, value, true);
+    }
+    loader.load(EBPF_OBJECT).context(
+        "loading the eBPF object into the kernel (needs root and a kernel with BPF and BTF)",
+    )
+}
+
+/// Refuses to reuse a pinned map whose layout differs from this build's (aya reuses
+/// pinned maps without checking, which would corrupt counters silently).
+fn check_pinned_map_layout(
+    pin: &Path,
+    key_size: usize,
+    value_size: usize,
+    max_entries: u32,
+) -> anyhow::Result<()> {
+    let map = match MapData::from_pin(pin) {
+        Ok(map) => map,
+        Err(aya::maps::MapError::SyscallError(e))
+            if e.io_error.kind() == io::ErrorKind::NotFound =>
+        {
+            return Ok(());
+        }
+        Err(error) => {
+            return Err(error).with_context(|| format!("opening pinned map {}", pin.display()));
+        }
+    };
+    let info = map.info()?;
+    let found = (info.key_size(), info.value_size(), info.max_entries());
+    let wanted = (key_size as u32, value_size as u32, max_entries);
+    if found != wanted {
+        bail!(
+            "pinned map {} has layout (key, value, entries) {found:?} but this netiso needs {wanted:?}; it was made by another netiso version: remove it with `rm {}` and start again",
+            pin.display(),
+            pin.display()
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,246 @@
+//! What a container's network is made of, and how it is built and torn down: a
+//! network namespace per container (made, or adopted from a runtime) and a veth pair
+//! into it. This is plumbing only; the container's lifecycle (ports, datapath entries,
+//! shaping, records) is `crate::control::manager`'s. The container end is named like the public interface and carries the host's MAC, IPv4
+//! and IPv6 addresses and MTU; its only route is a default route through a link-local
+//! gateway whose neighbour entry is permanent, so a container never sends ARP or NDP.
+use std::{
+    fs::File,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    path::PathBuf,
+};
+
+use anyhow::{Context as _, bail};
+use serde::Serialize;
+
+use super::{
+    NetlinkSocket, VethEnd,
+    host::{HostNetwork, allow_loopback_delivery},
+    netns, sysctl,
+};
+use crate::ports::PortRange;
+
+/// Gateway a container routes through; answered by the host-side veth's MAC.
+pub const CONTAINER_GATEWAY_V4: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);
+pub const CONTAINER_GATEWAY_V6: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1);
+
+/// Prefix of the host-side veth names (`netiso<slot>`), as Mesos used `mesos<pid>`.
+pub const HOST_VETH_PREFIX: &str = "netiso";
+/// Prefix of the namespaces the agent creates (`/run/netns/netiso-<id>`).
+pub const NETNS_PREFIX: &str = "netiso-";
+
+/// What a container is given.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ContainerSpec {
+    pub id: String,
+    /// An existing network namespace to adopt (a runtime's, such as
+    /// `/proc/PID/ns/net`); `None` makes a new one.
+    pub netns: Option<PathBuf>,
+    /// Index into the datapath's per-container maps.
+    pub slot: u32,
+    pub ephemeral: PortRange,
+    pub ports: Vec<PortRange>,
+}
+
+/// A container's network as built.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ContainerNetwork {
+    pub id: String,
+    #[serde(skip)]
+    pub slot: u32,
+    pub netns: PathBuf,
+    pub host_veth: String,
+    #[serde(skip)]
+    pub host_veth_index: u32,
+    #[serde(skip)]
+    pub host_veth_mac: [u8; 6],
+    /// ifindex of eth0 inside the container's namespace.
+    #[serde(skip)]
+    pub container_eth0_index: u32,
+    pub ephemeral_ports: PortRange,
+    pub ports: Vec<PortRange>,
+}
+
+/// Whether `name` is a host-side veth name netiso gives (`netiso<slot>`).
+pub fn is_host_veth_name(name: &str) -> bool {
+    name.strip_prefix(HOST_VETH_PREFIX)
+        .is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))
+}
+
+/// A stable, locally administered MAC for the host-side veth of `slot` ("ni" prefix).
+pub fn host_veth_mac(slot: u32) -> [u8; 6] {
+    let [_, _, hi, lo] = slot.to_be_bytes();
+    [0x02, 0x6e, 0x69, 0x00, hi, lo]
+}
+
+pub fn check_id(id: &str) -> anyhow::Result<()> {
+    let valid = !id.is_empty()
+        && id.len() <= 64
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if !valid {
+        bail!("container id '{id}' is invalid: use 1 to 64 letters, digits, '-', '_' or '.'");
+    }
+    Ok(())
+}
+
+/// Builds the container's namespace and veth pair. Runs in the host's namespace (the
+/// calling thread's). On failure nothing is left behind.
+pub fn create(host: &HostNetwork, spec: &ContainerSpec) -> anyhow::Result<ContainerNetwork> {
+    check_id(&spec.id)?;
+    let netns_name = format!("{NETNS_PREFIX}{}", spec.id);
+    let netns_path = match &spec.netns {
+        Some(existing) => netns::name_existing(existing, &netns_name)?,
+        None => netns::create_named(&netns_name)?,
+    };
+    let built = build(host, spec, netns_path.clone());
+    if built.is_err() {
+        // The veth pair goes with the namespace that holds its peer.
+        let _ = destroy_namespace(&spec.id);
+    }
+    built
+}
+
+fn build(
+    host: &HostNetwork,
+    spec: &ContainerSpec,
+    netns_path: PathBuf,
+) -> anyhow::Result<ContainerNetwork> {
+    let host_veth = format!("{HOST_VETH_PREFIX}{}", spec.slot);
+    let host_veth_mac = host_veth_mac(spec.slot);
+    let netns_file =
+        File::open(&netns_path).with_context(|| format!("opening {}", netns_path.display()))?;
+    let mut socket = NetlinkSocket::route().context("opening a netlink socket")?;
+    socket.create_veth(
+        &VethEnd {
+            name: &host_veth,
+            mac: host_veth_mac,
+            mtu: host.public.mtu,
+        },
+        &VethEnd {
+            name: &host.public.name,
+            mac: host.public.mac,
+            mtu: host.public.mtu,
+        },
+        &netns_file,
+    )?;
+    let host_veth_index = socket.require_link(&host_veth)?.index;
+    // The host end is a bare attachment point for the datapath: without IPv6 it sends
+    // no router solicitations or listener reports into the container, so the
+    // container's link counters hold only its own traffic.
+    if std::path::Path::new("/proc/sys/net/ipv6").exists() {
+        sysctl::write(&format!("net.ipv6.conf.{host_veth}.disable_ipv6"), "1")?;
+    }
+    socket.set_up(host_veth_index)?;
+    let container_eth0_index =
+        netns::run_in(&netns_path, || configure_inside(host, spec, host_veth_mac))??;
+    Ok(ContainerNetwork {
+        id: spec.id.clone(),
+        slot: spec.slot,
+        netns: netns_path,
+        host_veth,
+        host_veth_index,
+        host_veth_mac,
+        container_eth0_index,
+        ephemeral_ports: spec.ephemeral,
+        ports: spec.ports.clone(),
+    })
+}
+
+/// Configures the container's side, from inside its namespace.
+/// Returns the ifindex of the container's eth0.
+fn configure_inside(
+    host: &HostNetwork,
+    spec: &ContainerSpec,
+    gateway_mac: [u8; 6],
+) -> anyhow::Result<u32> {
+    let eth0 = host.public.name.as_str();
+    // Packets from the host and from other containers reach eth0 with the shared host
+    // address as their source: accept them (IPv4 would take them for spoofed).
+    sysctl::write(&format!("net.ipv4.conf.{eth0}.accept_local"), "1")?;
+    sysctl::write(&format!("net.ipv4.conf.{eth0}.rp_filter"), "0")?;
+    sysctl::write("net.ipv4.conf.all.rp_filter", "0")?;
+    allow_loopback_delivery("lo")?;
+    // No link-local address of its own: it would equal the host's (same MAC), and the
+    // container needs none, since its gateway's neighbour entry is permanent.
+    sysctl::write(&format!("net.ipv6.conf.{eth0}.addr_gen_mode"), "1")?;
+    sysctl::write(
+        "net.ipv4.ip_local_port_range",
+        &format!("{} {}", spec.ephemeral.begin, spec.ephemeral.end),
+    )?;
+    let mut socket = NetlinkSocket::route().context("opening a netlink socket")?;
+    let lo = socket.require_link("lo")?;
+    socket.set_up(lo.index)?;
+    let link = socket.require_link(eth0)?;
+    socket.set_up(link.index)?;
+    for (address, prefix_len, gateway) in [
+        (
+            host.ipv4.map(IpAddr::V4),
+            32,
+            IpAddr::V4(CONTAINER_GATEWAY_V4),
+        ),
+        (
+            host.ipv6.map(IpAddr::V6),
+            128,
+            IpAddr::V6(CONTAINER_GATEWAY_V6),
+        ),
+    ] {
+        if let Some(address) = address {
+            socket.add_address(link.index, address, prefix_len)?;
+            socket.add_permanent_neighbour(link.index, gateway, gateway_mac)?;
+            socket.add_default_route(link.index, gateway)?;
+        }
+    }
+    Ok(link.index)
+}
+
+/// Removes the container's veth pair and namespace. Idempotent. Runs in the host's
+/// namespace.
+pub fn destroy(container: &ContainerNetwork) -> anyhow::Result<()> {
+    NetlinkSocket::route()
+        .context("opening a netlink socket")?
+        .delete_link_named(&container.host_veth)?;
+    destroy_namespace(&container.id)
+}
+
+/// Removes the name of container `id`'s namespace. A namespace the agent made goes
+/// away with its veth pair; an adopted one lives on with its processes, and the veth
+/// pair must be deleted first (see [`destroy`]).
+pub fn destroy_namespace(id: &str) -> anyhow::Result<()> {
+    netns::delete_named(&format!("{NETNS_PREFIX}{id}"))
+}
+
+/// Rebuilds the description of a container the agent made before it restarted, from
+/// the kernel: its veth and its eth0 must still be there.
+pub fn recover(
+    host: &HostNetwork,
+    id: &str,
+    slot: u32,
+    netns: &std::path::Path,
+    host_veth: &str,
+) -> anyhow::Result<ContainerNetwork> {
+    let veth = NetlinkSocket::route()
+        .context("opening a netlink socket")?
+        .link(host_veth)?
+        .with_context(|| format!("its veth {host_veth} is gone"))?;
+    let eth0 = host.public.name.clone();
+    let eth0_index = netns::run_in(netns, || -> anyhow::Result<u32> {
+        NetlinkSocket::route()
+            .context("opening a netlink socket")?
+            .link(&eth0)?
+            .map(|l| l.index)
+            .with_context(|| format!("its {eth0} is gone"))
+    })??;
+    Ok(ContainerNetwork {
+        id: id.to_owned(),
+        slot,
+        netns: netns.to_owned(),
+        host_veth: host_veth.to_owned(),
+        host_veth_index: veth.index,
+        host_veth_mac: veth.mac,
+        container_eth0_index: eth0_index,
+        ephemeral_ports: PortRange { begin: 0, end: 0 },
+        ports: Vec::new(),
+    })
+}

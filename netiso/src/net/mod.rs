@@ -1,0 +1,14 @@
+//! The host's network plumbing, all in Rust over netlink: namespaces, links, veth
+//! pairs, addresses, routes, neighbours and sysctls. [`container_network`] builds a
+//! container's namespace and veth pair from these pieces; [`host`] reads the host's
+//! side at start-up.
+pub mod container_network;
+pub mod host;
+pub mod links;
+pub mod netlink;
+pub mod netns;
+pub mod routes;
+pub mod sysctl;
+
+pub use links::{Link, VethEnd};
+pub use netlink::NetlinkSocket;

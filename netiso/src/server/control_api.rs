@@ -1,0 +1,176 @@
+//! The control API's server: HTTP/JSON over a Unix socket (mode 0600). Its client is
+//! `crate::control::client`.
+//!
+//! | method | path | body | answer |
+//! | --- | --- | --- | --- |
+//! | GET | /v1/containers | | `[ContainerInfo]` |
+//! | POST | /v1/containers | `CreateRequest` | 201, `ContainerInfo` |
+//! | PUT | /v1/containers/ID | `{"ports"?: [{"begin","end"}], "cpus"?: N}` | 200, `ContainerInfo` |
+//! | DELETE | /v1/containers/ID | | 200, `{"destroyed": ID}` (also when unknown) |
+//! | GET | /v1/statistics | | the `/monitor/statistics` array |
+//! | GET | /v1/statistics/ID | | the same, for one container (404 if unknown) |
+//!
+//! Errors answer `{"error": "…"}` with a 4xx or 5xx status.
+use std::{convert::Infallible, fs, os::unix::fs::PermissionsExt as _, path::Path};
+
+use anyhow::{Context as _, bail};
+use http_body_util::{BodyExt as _, Full};
+use hyper::{
+    Method, Request, Response, StatusCode,
+    body::{Bytes, Incoming},
+    server::conn::http1,
+    service::service_fn,
+};
+use hyper_util::rt::TokioIo;
+use tokio::net::UnixListener;
+
+use super::{
+    StatisticsSource,
+    response::{error, json},
+};
+use crate::control::{CreateRequest, ManagerHandle, RequestError, UpdateRequest};
+
+/// Binds the control socket: mode 0600, its directory created, a stale socket (no
+/// agent behind it) replaced, a live one refused.
+pub fn bind(path: &Path) -> anyhow::Result<std::os::unix::net::UnixListener> {
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            bail!(
+                "another agent is listening on {}; stop it or choose another --api-socket",
+                path.display()
+            );
+        }
+        fs::remove_file(path).with_context(|| format!("removing stale {}", path.display()))?;
+    }
+    let listener = std::os::unix::net::UnixListener::bind(path)
+        .with_context(|| format!("listening on {}", path.display()))?;
+    listener
+        .set_nonblocking(true)
+        .context("making the control socket non-blocking")?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("setting the mode of {}", path.display()))?;
+    Ok(listener)
+}
+
+/// Serves the control API on `listener` until the task is dropped.
+pub async fn serve(
+    listener: std::os::unix::net::UnixListener,
+    manager: ManagerHandle,
+    stats: StatisticsSource,
+) -> anyhow::Result<()> {
+    let listener = UnixListener::from_std(listener).context("serving the control socket")?;
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let (manager, stats) = (manager.clone(), stats.clone());
+        tokio::spawn(async move {
+            let service = service_fn(move |request| {
+                let (manager, stats) = (manager.clone(), stats.clone());
+                async move { Ok::<_, Infallible>(route(request, &manager, &stats).await) }
+            });
+            let _ = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+async fn route(
+    request: Request<Incoming>,
+    manager: &ManagerHandle,
+    stats: &StatisticsSource,
+) -> Response<Full<Bytes>> {
+    let path = request.uri().path().to_owned();
+    let method = request.method().clone();
+    match (method, path.as_str()) {
+        (Method::GET, "/v1/containers") => answer(manager.list().await, StatusCode::OK, None),
+        (Method::GET, "/v1/statistics") => statistics(stats, None).await,
+        (Method::GET, path) if path.starts_with("/v1/statistics/") => {
+            statistics(stats, Some(path.trim_start_matches("/v1/statistics/"))).await
+        }
+        (Method::POST, "/v1/containers") => match read_json::<CreateRequest>(request).await {
+            Ok(create) => answer(
+                manager.create(create).await,
+                StatusCode::CREATED,
+                Some(StatusCode::BAD_REQUEST),
+            ),
+            Err(refusal) => refusal,
+        },
+        (Method::PUT, path) if path.starts_with("/v1/containers/") => {
+            let id = path.trim_start_matches("/v1/containers/").to_owned();
+            match read_json::<UpdateRequest>(request).await {
+                Ok(update) => answer(
+                    manager.update(id, update).await,
+                    StatusCode::OK,
+                    Some(StatusCode::BAD_REQUEST),
+                ),
+                Err(refusal) => refusal,
+            }
+        }
+        (Method::DELETE, path) if path.starts_with("/v1/containers/") => {
+            let id = path.trim_start_matches("/v1/containers/").to_owned();
+            let destroyed = manager
+                .destroy(id.clone())
+                .await
+                .map(|()| serde_json::json!({ "destroyed": id }));
+            answer(
+                destroyed,
+                StatusCode::OK,
+                Some(StatusCode::INTERNAL_SERVER_ERROR),
+            )
+        }
+        (_, path) => error(StatusCode::NOT_FOUND, format!("no such endpoint: {path}")),
+    }
+}
+
+/// The manager's answer: `ok` with the result, `refused` with its message, or 503
+/// while the agent stops.
+fn answer<T: serde::Serialize>(
+    result: Result<T, RequestError>,
+    ok: StatusCode,
+    refused: Option<StatusCode>,
+) -> Response<Full<Bytes>> {
+    match result {
+        Ok(value) => json(ok, &value),
+        Err(RequestError::Refused(message)) => error(
+            refused.unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            message,
+        ),
+        Err(RequestError::ShuttingDown) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            RequestError::ShuttingDown.to_string(),
+        ),
+    }
+}
+
+async fn statistics(stats: &StatisticsSource, id: Option<&str>) -> Response<Full<Bytes>> {
+    match stats.entries(id).await {
+        Ok(Some(entries)) => json(StatusCode::OK, &entries),
+        Ok(None) => error(
+            StatusCode::NOT_FOUND,
+            format!(
+                "no container {}; see `netiso container list`",
+                id.unwrap_or_default()
+            ),
+        ),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")),
+    }
+}
+
+/// Reads and parses a JSON request body, or answers why not.
+async fn read_json<T: serde::de::DeserializeOwned>(
+    request: Request<Incoming>,
+) -> Result<T, Response<Full<Bytes>>> {
+    let body = request
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("reading the request: {e}")))?
+        .to_bytes();
+    serde_json::from_slice(&body)
+        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("bad request body: {e}")))
+}
