@@ -13,7 +13,7 @@ use crate::{
     net::{NetlinkSocket, host::HostNetwork},
     server::{StatisticsSource, control_api, monitor},
     stats::Collector,
-    tc::{EgressFlows, FlowQdiscParent, RatePolicy, egress_flows, rate_policy},
+    tc::{EgressFlows, FlowQdiscParent, egress_flows, rate_policy},
 };
 
 /// Runs the agent until SIGINT or SIGTERM. Start-up is synchronous (checks, datapath,
@@ -31,7 +31,7 @@ pub fn run(args: AgentArgs, api_socket: &Path) -> anyhow::Result<()> {
     args.eth0_name = Some(eth0.clone());
     args.lo_name = Some(lo.clone());
     let host = HostNetwork::discover(&eth0)?;
-    let rates = RatePolicy::from_args(&args, ports.cpus, || rate_policy::link_speed(&eth0))?;
+    let rates = config::rate_policy(&args, ports.cpus, || rate_policy::link_speed(&eth0))?;
     let checks = check_kernel()?;
     let has = |name: &str| checks.iter().any(|c| c.name == name && c.ok);
     if (rates.egress.is_limited() || rates.ingress.is_limited()) && !has("htb") {

@@ -50,6 +50,15 @@ pub fn run_netiso(ns: &Netns, args: &[&str]) -> (bool, String, String) {
 
 /// The port layout of Mesos's tests: containers' ports in 31000-32000, ephemeral
 /// ranges cut from 30001-30999 (the lab host keeps Linux's default 32768-60999).
+/// Where a lab's agent serves HTTP: the agent's default `--listen`, inside the lab's
+/// host namespace.
+pub const AGENT_HTTP: &str = "127.0.0.1:5051";
+
+/// [`AGENT_HTTP`] as an address.
+pub fn agent_http() -> std::net::SocketAddr {
+    AGENT_HTTP.parse().expect("AGENT_HTTP is an address")
+}
+
 pub const LAB_RESOURCES: &str = "ports:[31000-32000];ephemeral_ports:[30001-30999]";
 
 /// A running agent, stopped (SIGKILL) when dropped.

@@ -136,6 +136,12 @@ impl Lab {
 
     /// The control socket and state directory of this lab's agent, as flags:
     /// private to the lab, removed with it.
+    /// A container id of this lab: the lab's prefix lets a later lab remove what a
+    /// killed test left behind.
+    pub fn container_id(&self, name: &str) -> String {
+        format!("lab-{}-{name}", self.id)
+    }
+
     pub fn agent_paths(&self) -> Vec<String> {
         vec![
             "--api-socket".into(),

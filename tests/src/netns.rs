@@ -163,12 +163,11 @@ pub fn run_checked(command: &mut Command) -> Output {
     let output = command
         .output()
         .unwrap_or_else(|e| panic!("running {command:?}: {e}"));
-    if !output.status.success() {
-        panic!(
-            "{command:?} failed ({}): {}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr).trim()
-        );
-    }
+    assert!(
+        output.status.success(),
+        "{command:?} failed ({}): {}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr).trim()
+    );
     output
 }

@@ -12,9 +12,10 @@ pub fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> 
         if condition() {
             return;
         }
-        if Instant::now() >= deadline {
-            panic!("timed out after {timeout:?} waiting for {what}");
-        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         thread::sleep(pause);
         pause = (pause * 2).min(Duration::from_millis(50));
     }

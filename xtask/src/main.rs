@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod cmd;
+mod layout;
 mod run;
 mod setup;
 mod test;

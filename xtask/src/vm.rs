@@ -2,7 +2,9 @@
 //! under virtme-ng. 6.1 has no tcx, so this exercises the netlink attach path, and it
 //! has fq_codel, which the host kernel lacks.
 use std::{
-    env, fs,
+    env,
+    fmt::Write as _,
+    fs,
     path::{Path, PathBuf},
     process::Command,
     time::{Duration, Instant},
@@ -33,14 +35,23 @@ pub fn run(args: VmTestArgs) -> anyhow::Result<()> {
     setup::ensure()?;
     let vmlinuz = kernel()?;
     build_agent()?;
-    let binaries = test_binaries()?;
     let out_dir = workspace_root().join("target/vm-test");
     let _ = fs::remove_dir_all(&out_dir);
     fs::create_dir_all(&out_dir).context("creating target/vm-test")?;
+    // The guest runs copies, so the host may rebuild while the VM runs.
+    let binaries = copy_into(
+        &out_dir,
+        &[
+            vec![workspace_root().join("target/debug/netiso")],
+            test_binaries()?,
+        ]
+        .concat(),
+    )?;
+    let (netiso, binaries) = binaries.split_first().context("no binaries")?;
     let script = out_dir.join("guest.sh");
     fs::write(
         &script,
-        guest_script(&binaries, &out_dir, args.filter.as_deref()),
+        guest_script(netiso, binaries, &out_dir, args.filter.as_deref()),
     )
     .context("writing the guest script")?;
 
@@ -102,12 +113,13 @@ pub fn run(args: VmTestArgs) -> anyhow::Result<()> {
 /// Downloads and unpacks Debian's generic kernel into a cache (never installed on the
 /// host) and returns its vmlinuz.
 fn kernel() -> anyhow::Result<PathBuf> {
-    let cache = env::var_os("NETISO_VM_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
+    let cache = env::var_os("NETISO_VM_CACHE").map_or_else(
+        || {
             PathBuf::from(env::var_os("HOME").unwrap_or_else(|| "/root".into()))
                 .join(".cache/netiso/vm")
-        });
+        },
+        PathBuf::from,
+    );
     let depends = output(Command::new("apt-cache").args(["depends", KERNEL_META_PACKAGE]))?;
     let package = String::from_utf8_lossy(&depends.stdout)
         .lines()
@@ -185,8 +197,27 @@ fn test_binaries() -> anyhow::Result<Vec<PathBuf>> {
     Ok(binaries)
 }
 
-fn guest_script(binaries: &[PathBuf], out_dir: &Path, filter: Option<&str>) -> String {
-    let netiso = workspace_root().join("target/debug/netiso");
+/// Copies `files` into `<out_dir>/bin` and returns the copies' paths, in order.
+fn copy_into(out_dir: &Path, files: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
+    let bin = out_dir.join("bin");
+    fs::create_dir_all(&bin).with_context(|| format!("creating {}", bin.display()))?;
+    files
+        .iter()
+        .map(|file| {
+            let copy = bin.join(file.file_name().context("a binary without a name")?);
+            fs::copy(file, &copy)
+                .with_context(|| format!("copying {} for the VM", file.display()))?;
+            Ok(copy)
+        })
+        .collect()
+}
+
+fn guest_script(
+    netiso: &Path,
+    binaries: &[PathBuf],
+    out_dir: &Path,
+    filter: Option<&str>,
+) -> String {
     let log = out_dir.join("tests.log");
     // The guest's PATH may find another Python than the one setup installed into.
     let python = Command::new("python3")
@@ -207,17 +238,19 @@ fn guest_script(binaries: &[PathBuf], out_dir: &Path, filter: Option<&str>) -> S
         log = log.display()
     );
     for binary in binaries {
-        script.push_str(&format!(
-            "{bin} --test-threads=1 {filter} >> {log} 2>&1 || status=1\n",
+        let _ = writeln!(
+            script,
+            "{bin} --test-threads=1 {filter} >> {log} 2>&1 || status=1",
             bin = binary.display(),
             filter = filter.unwrap_or_default(),
             log = log.display()
-        ));
+        );
     }
-    script.push_str(&format!(
-        "echo $status > {}\n",
+    let _ = writeln!(
+        script,
+        "echo $status > {}",
         out_dir.join("status").display()
-    ));
+    );
     script
 }
 

@@ -9,8 +9,11 @@ use std::{net::SocketAddr, path::PathBuf};
 use anyhow::{Context as _, bail};
 use clap::{ArgAction, Args};
 
+mod rates;
 pub mod resources;
 pub mod units;
+
+pub use rates::rate_policy;
 
 use crate::ports::{EphemeralAllocator, PortLedger, PortRange};
 use resources::Resources;

@@ -28,18 +28,18 @@ impl Resources {
             match name {
                 "ports" => {
                     resources.ports = parse_ranges(value)
-                        .with_context(|| format!("Invalid ports resource '{value}'"))?
+                        .with_context(|| format!("Invalid ports resource '{value}'"))?;
                 }
                 "ephemeral_ports" => {
                     resources.ephemeral_ports =
                         Some(parse_ranges(value).with_context(|| {
                             format!("Invalid ephemeral ports resource '{value}'")
-                        })?)
+                        })?);
                 }
                 "cpus" => {
                     resources.cpus = Some(value.trim().parse().with_context(|| {
                         format!("Failed to parse --resources: cpus '{value}' is not a number")
-                    })?)
+                    })?);
                 }
                 _ => {}
             }

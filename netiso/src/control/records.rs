@@ -93,7 +93,7 @@ mod tests {
             ports: vec![PortRange::new(31000, 31009).unwrap()],
             host_veth: "netiso3".into(),
             adopted: false,
-            labels: Default::default(),
+            labels: std::collections::BTreeMap::new(),
             cpus: None,
             egress_limit: None,
             ingress_limit: None,

@@ -25,7 +25,7 @@ impl Manager {
                     info.id
                 );
                 self.ledger.release(&info.id);
-                self.remove_leftovers(&info);
+                remove_leftovers(&info);
                 let _ = self.records.remove(&info.id);
                 removed += 1;
             }
@@ -88,14 +88,6 @@ impl Manager {
         }
     }
 
-    /// Removes the veth and namespace name of a container that cannot be recovered.
-    fn remove_leftovers(&self, info: &ContainerInfo) {
-        if let Ok(mut socket) = NetlinkSocket::route() {
-            let _ = socket.delete_link_named(&info.host_veth);
-        }
-        let _ = container_network::destroy_namespace(&info.id);
-    }
-
     /// Host-side veths `netiso<slot>` that belong to no recovered container, and the
     /// namespaces named `netiso-<id>` at their other end. (Only those: namespaces are
     /// matched through the veth's peer, so another agent's containers, such as in a
@@ -153,4 +145,12 @@ impl Manager {
         }
         Ok(orphans.len() + namespaces.len())
     }
+}
+
+/// Removes the veth and namespace name of a container that cannot be recovered.
+fn remove_leftovers(info: &ContainerInfo) {
+    if let Ok(mut socket) = NetlinkSocket::route() {
+        let _ = socket.delete_link_named(&info.host_veth);
+    }
+    let _ = container_network::destroy_namespace(&info.id);
 }

@@ -36,9 +36,7 @@ impl AttachMode {
     /// The mode aya picks on the running kernel for ingress/egress attachments.
     pub fn for_running_kernel() -> Self {
         // Same rule as aya's `SchedClassifier::attach`.
-        let tcx_capable = KernelVersion::current()
-            .map(|v| v >= KernelVersion::new(6, 6, 0))
-            .unwrap_or(false);
+        let tcx_capable = KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0));
         if tcx_capable {
             AttachMode::Tcx
         } else {

@@ -127,8 +127,7 @@ fn bind(source: &Path, target: &Path) -> io::Result<()> {
 pub fn name_existing(source: &Path, name: &str) -> anyhow::Result<PathBuf> {
     let kind = fs::read_link(source).ok();
     let is_netns = nix::sys::statfs::statfs(source)
-        .map(|s| s.filesystem_type() == nix::sys::statfs::NSFS_MAGIC)
-        .unwrap_or(false);
+        .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::NSFS_MAGIC);
     if !is_netns && !kind.is_some_and(|k| k.to_string_lossy().starts_with("net:")) {
         bail!(
             "{} is not a network namespace; pass a namespace file such as /run/netns/NAME or /proc/PID/ns/net",

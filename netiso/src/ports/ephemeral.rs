@@ -1,5 +1,7 @@
 //! Containers' ephemeral ranges, cut from the agent's `ephemeral_ports` pool as Mesos
 //! cuts them.
+use std::collections::BTreeSet;
+
 use anyhow::{Context as _, bail};
 
 use super::PortRange;
@@ -12,7 +14,7 @@ pub struct EphemeralAllocator {
     pool: Vec<PortRange>,
     per_container: u32,
     /// Begin ports of the ranges handed out.
-    used: std::collections::BTreeSet<u16>,
+    used: BTreeSet<u16>,
 }
 
 impl EphemeralAllocator {
@@ -38,7 +40,7 @@ impl EphemeralAllocator {
         Ok(Self {
             pool,
             per_container,
-            used: Default::default(),
+            used: BTreeSet::new(),
         })
     }
 

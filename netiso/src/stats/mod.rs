@@ -250,7 +250,9 @@ impl Collector {
     }
 
     fn probes(&self) -> std::sync::MutexGuard<'_, HashMap<String, Probe>> {
-        self.probes.lock().unwrap_or_else(|p| p.into_inner())
+        self.probes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Runs on a thread that may `setns` (to open a new container's probe); it always

@@ -77,7 +77,7 @@ fn families(entries: &[MonitorEntry]) -> Vec<Family> {
             help,
             kind,
             samples,
-        })
+        });
     };
     // One sample per container of `value(entry)`, where it has one.
     let each = |value: &dyn Fn(&MonitorEntry) -> Option<Value>| -> Vec<(Labels, Value)> {

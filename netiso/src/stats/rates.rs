@@ -106,7 +106,10 @@ impl RatesCollector {
 
     /// The rate percentiles of the container whose host veth is `veth`.
     pub fn statistics(&self, veth: &str) -> Option<RateStatistics> {
-        let links = self.links.lock().unwrap_or_else(|p| p.into_inner());
+        let links = self
+            .links
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let history = links.get(veth)?;
         let column = |i: usize| {
             let values: Vec<f64> = history.rates.iter().map(|r| r[i]).collect();
@@ -127,7 +130,10 @@ impl RatesCollector {
     }
 
     fn record(&self, now: Instant, sample: Vec<(String, u32, Counters)>) {
-        let mut links = self.links.lock().unwrap_or_else(|p| p.into_inner());
+        let mut links = self
+            .links
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         links.retain(|name, _| sample.iter().any(|(n, _, _)| n == name));
         for (name, ifindex, counters) in sample {
             let history = links.entry(name).or_insert_with(|| LinkHistory {

@@ -6,10 +6,9 @@
 //! A zero rate (`--egress_rate_limit_per_container=0B`, or a per-CPU rate of 0B) means
 //! no limit, as Mesos's flag help says. (Mesos's code instead turned 0 into its 1 Mbit/s
 //! floor; a limit nobody asked for is the worse surprise.)
-use anyhow::{Context as _, bail};
+use anyhow::bail;
 
 use super::htb::HtbConfig;
-use crate::config::{AgentArgs, EgressFlags, IngressFlags, units::Bytes};
 
 /// Mesos's floor when a direction is limited and no minimum is given: 1 Mbit/s.
 pub const DEFAULT_MINIMUM_RATE: u64 = 125_000;
@@ -31,7 +30,7 @@ impl DirectionPolicy {
     /// this direction is not limited.
     pub fn limit(&self, cpus: Option<f64>) -> Option<HtbConfig> {
         let rate = match (self.fixed, self.per_cpu) {
-            (Some(0), _) | (None, Some(0)) | (None, None) => return None,
+            (Some(0), _) | (None, Some(0) | None) => return None,
             (Some(rate), _) => rate,
             (None, Some(per_cpu)) => {
                 per_cpu.saturating_mul(cpus.unwrap_or(0.0).max(0.0).floor() as u64)
@@ -59,55 +58,6 @@ pub struct RatePolicy {
     pub egress: DirectionPolicy,
     pub ingress: DirectionPolicy,
     pub ingress_isolate_existing_containers: bool,
-}
-
-impl RatePolicy {
-    /// From the agent's flags; `cpus` is its `cpus` resource and `link_speed` the
-    /// public interface's speed in bytes/s (read only when `auto` needs it).
-    pub fn from_args(
-        args: &AgentArgs,
-        cpus: Option<f64>,
-        link_speed: impl Fn() -> anyhow::Result<u64>,
-    ) -> anyhow::Result<Self> {
-        let egress: &EgressFlags = &args.egress;
-        let ingress: &IngressFlags = &args.ingress;
-        let bytes = |b: Option<Bytes>| b.map(|b| b.0);
-        let per_cpu = |direction: &str, flag: Option<&str>| -> anyhow::Result<Option<u64>> {
-            match flag {
-                None => Ok(None),
-                Some("auto") => {
-                    let speed = match args.network_link_speed {
-                        Some(speed) => speed.0,
-                        None => link_speed()?,
-                    };
-                    let cpus = cpus
-                        .filter(|c| *c >= 1.0)
-                        .with_context(|| format!("{direction}_rate_per_cpu=auto needs cpus:N (N at least 1) in --resources"))?;
-                    Ok(Some(speed / cpus.floor() as u64))
-                }
-                Some(value) => Ok(Some(value.parse::<Bytes>()?.0)),
-            }
-        };
-        Ok(Self {
-            egress: DirectionPolicy {
-                fixed: bytes(egress.rate_limit_per_container),
-                per_cpu: per_cpu("egress", egress.rate_per_cpu.as_deref())?,
-                minimum: bytes(egress.minimum),
-                maximum: bytes(egress.maximum),
-                ceil: bytes(egress.ceil),
-                burst: bytes(egress.burst),
-            },
-            ingress: DirectionPolicy {
-                fixed: bytes(ingress.rate_limit_per_container),
-                per_cpu: per_cpu("ingress", ingress.rate_per_cpu.as_deref())?,
-                minimum: bytes(ingress.minimum),
-                maximum: bytes(ingress.maximum),
-                ceil: bytes(ingress.ceil),
-                burst: bytes(ingress.burst),
-            },
-            ingress_isolate_existing_containers: ingress.isolate_existing_containers,
-        })
-    }
 }
 
 /// `struct ethtool_cmd` (uapi ethtool.h), for `ETHTOOL_GSET`.

@@ -1,7 +1,7 @@
 //! Edge packets through a real interface: raw frames from `remote` to the host's
 //! public interface. Packets with IPv4 options or IPv6 extension headers reach the
 //! owner of their port; fragments, VLAN-tagged and truncated frames go to the host and
-//! never to a container. (Each decision is also checked in bpf_steering.rs; frames
+//! never to a container. (Each decision is also checked in tests/bpf/inbound.rs; frames
 //! shorter than an IP header can only be sent this way.)
 use std::{
     net::{SocketAddr, UdpSocket},

@@ -12,28 +12,16 @@ use std::{
 };
 
 use netiso_tests::{
-    agent::{Agent, LAB_RESOURCES, cli, http_get, run_netiso},
-    lab::{HOST_IPV4, Lab, REMOTE_IPV4, mac_of, send_udp, start_iperf3_server},
+    agent::{Agent, agent_http, cli, http_get},
+    lab::{HOST_IPV4, Lab, REMOTE_IPV4, start_iperf3_server},
     netns::Netns,
-    wait::wait_until,
 };
 use serde_json::Value;
 
-const LISTEN: &str = "127.0.0.1:5051";
-const TRANSFER: usize = 20 * 1024;
+pub(super) const TRANSFER: usize = 20 * 1024;
 
-fn id(lab: &Lab, name: &str) -> String {
-    format!("lab-{}-{name}", lab.id)
-}
-
-fn start_agent(lab: &Lab, extra: &[&str]) -> Agent {
-    let mut args = vec!["--listen", LISTEN];
-    args.extend_from_slice(extra);
-    Agent::start(lab, &args)
-}
-
-fn create(lab: &Lab, name: &str, extra: &[&str]) -> (Netns, Value) {
-    let id = id(lab, name);
+pub(super) fn create(lab: &Lab, name: &str, extra: &[&str]) -> (Netns, Value) {
+    let id = lab.container_id(name);
     let mut args = vec!["container", "create", &id, "--ports", "31000-31009"];
     args.extend_from_slice(extra);
     let (ok, info, stderr) = cli(lab, &args);
@@ -41,8 +29,8 @@ fn create(lab: &Lab, name: &str, extra: &[&str]) -> (Netns, Value) {
     (Netns::existing(&format!("netiso-{id}")), info)
 }
 
-fn update_cpus(lab: &Lab, name: &str, cpus: &str) -> Value {
-    let id = id(lab, name);
+pub(super) fn update_cpus(lab: &Lab, name: &str, cpus: &str) -> Value {
+    let id = lab.container_id(name);
     let (ok, info, stderr) = cli(lab, &["container", "update", &id, "--cpus", cpus]);
     assert!(ok, "updating {id}: {stderr}");
     info
@@ -50,7 +38,7 @@ fn update_cpus(lab: &Lab, name: &str, cpus: &str) -> Value {
 
 /// `rate` and `ceil` of htb class 1:1 on `dev`, in bytes/s, as the kernel reports them
 /// through `tc` (which prints exact values: it only shortens to a unit that divides).
-fn htb_class(ns: &Netns, dev: &str) -> Option<(u64, u64)> {
+pub(super) fn htb_class(ns: &Netns, dev: &str) -> Option<(u64, u64)> {
     let output = ns.exec(&["tc", "class", "show", "dev", dev]);
     let text = String::from_utf8_lossy(&output.stdout);
     let line = text.lines().find(|l| l.starts_with("class htb 1:1 "))?;
@@ -62,7 +50,7 @@ fn htb_class(ns: &Netns, dev: &str) -> Option<(u64, u64)> {
     Some((value("rate")?, value("ceil")?))
 }
 
-fn bits_to_bytes(text: &str) -> u64 {
+pub(super) fn bits_to_bytes(text: &str) -> u64 {
     let digits: String = text.chars().take_while(char::is_ascii_digit).collect();
     let number: u64 = digits.parse().unwrap_or_else(|_| panic!("rate {text}"));
     let scale = match &text[digits.len()..] {
@@ -76,13 +64,13 @@ fn bits_to_bytes(text: &str) -> u64 {
     number * scale / 8
 }
 
-fn rate(ns: &Netns, dev: &str) -> Option<u64> {
+pub(super) fn rate(ns: &Netns, dev: &str) -> Option<u64> {
     htb_class(ns, dev).map(|(rate, _)| rate)
 }
 
 /// The kinds of the qdiscs on `dev`, but for clsact (where the datapath's programs
 /// hang on kernels without tcx).
-fn qdisc_kinds(ns: &Netns, dev: &str) -> Vec<String> {
+pub(super) fn qdisc_kinds(ns: &Netns, dev: &str) -> Vec<String> {
     let output = ns.exec(&["tc", "-j", "qdisc", "show", "dev", dev]);
     let all: Value = serde_json::from_slice(&output.stdout).expect("tc -j qdisc JSON");
     all.as_array()
@@ -94,7 +82,7 @@ fn qdisc_kinds(ns: &Netns, dev: &str) -> Vec<String> {
 }
 
 /// Whether the kernel has fq_codel (the host kernel here has not; the VM's has).
-fn kernel_has_fq_codel(lab: &Lab) -> bool {
+pub(super) fn kernel_has_fq_codel(lab: &Lab) -> bool {
     let added = lab
         .remote
         .command("tc")
@@ -112,9 +100,9 @@ fn kernel_has_fq_codel(lab: &Lab) -> bool {
     added
 }
 
-fn statistics(lab: &Lab, name: &str) -> Value {
-    let id = id(lab, name);
-    let all = http_get(&lab.host, LISTEN.parse().unwrap(), "/monitor/statistics").json();
+pub(super) fn statistics(lab: &Lab, name: &str) -> Value {
+    let id = lab.container_id(name);
+    let all = http_get(&lab.host, agent_http(), "/monitor/statistics").json();
     all.as_array()
         .unwrap()
         .iter()
@@ -125,7 +113,7 @@ fn statistics(lab: &Lab, name: &str) -> Value {
 
 /// Sends `TRANSFER` bytes over TCP from `from` to a listener on `to` in `to_ns`, and
 /// returns how long until the receiver had them all.
-fn timed_transfer(from: &Netns, to_ns: &Netns, to: SocketAddr) -> Duration {
+pub(super) fn timed_transfer(from: &Netns, to_ns: &Netns, to: SocketAddr) -> Duration {
     let listener = to_ns.run(|| TcpListener::bind(to).expect("listening"));
     let receiver = thread::spawn(move || {
         let (mut stream, _) = listener.accept().expect("accept");
@@ -147,7 +135,7 @@ fn timed_transfer(from: &Netns, to_ns: &Netns, to: SocketAddr) -> Duration {
 fn small_egress_limit_takes_twenty_kib_more_than_ten_seconds() {
     // Mesos's ROOT_NC_SmallEgressLimit.
     let lab = Lab::new();
-    let _agent = start_agent(
+    let _agent = Agent::start(
         &lab,
         &[
             "--egress_rate_limit_per_container=2000B",
@@ -197,7 +185,7 @@ fn small_ingress_limit_takes_twenty_kib_more_than_nine_seconds() {
     // Mesos's ROOT_NC_SmallIngressLimit: shaped on the host end of the veth, which
     // the datapath then sends inbound packets through.
     let lab = Lab::new();
-    let _agent = start_agent(
+    let _agent = Agent::start(
         &lab,
         &[
             "--ingress_rate_limit_per_container=2000B",
@@ -241,7 +229,7 @@ fn small_ingress_limit_takes_twenty_kib_more_than_nine_seconds() {
 fn rates_per_cpu_follow_the_container_cpus_within_their_clamps() {
     // Mesos's ROOT_ScaleEgressWithCPU and ROOT_ScaleIngressWithCPU.
     let lab = Lab::new();
-    let _agent = start_agent(
+    let _agent = Agent::start(
         &lab,
         &[
             "--resources=ports:[31000-32000];ephemeral_ports:[30001-30999];cpus:8",
@@ -276,7 +264,7 @@ fn rates_per_cpu_from_a_100_gbit_link_do_not_overflow() {
     }
     // Mesos's ROOT_ScaleEgressWithCPULarge: 5 859 375 000 B/s overflowed 32-bit paths.
     let lab = Lab::new();
-    let _agent = start_agent(
+    let _agent = Agent::start(
         &lab,
         &[
             "--resources=ports:[31000-32000];ephemeral_ports:[30001-30999];cpus:64",
@@ -306,7 +294,7 @@ fn auto_rates_share_the_link_speed_over_the_agent_cpus() {
     // Mesos's ROOT_ScaleEgressWithCPUAutoConfig and ROOT_ScaleIngressWithCPUAutoConfig:
     // 10000 B/s over 10 CPUs is 1000 per CPU.
     let lab = Lab::new();
-    let agent = start_agent(
+    let agent = Agent::start(
         &lab,
         &[
             "--resources=ports:[31000-32000];ephemeral_ports:[30001-30999];cpus:10",
@@ -330,7 +318,7 @@ fn auto_rates_share_the_link_speed_over_the_agent_cpus() {
     agent.stop();
     // Without --network_link_speed, the public interface's speed: a veth says
     // 10 Gbit/s, 1.25 GB/s, so 125 MB/s per CPU.
-    let _agent = start_agent(
+    let _agent = Agent::start(
         &lab,
         &[
             "--resources=ports:[31000-32000];ephemeral_ports:[30001-30999];cpus:10",
@@ -347,7 +335,7 @@ fn a_zero_rate_means_no_limit() {
         return;
     }
     let lab = Lab::new();
-    let _agent = start_agent(
+    let _agent = Agent::start(
         &lab,
         &[
             "--egress_rate_limit_per_container=0B",
@@ -367,7 +355,7 @@ fn a_zero_rate_means_no_limit() {
 fn limits_follow_the_agent_flags_across_restarts_like_mesos_upgrade() {
     // Mesos's ROOT_Upgrade, with agent restarts in place of isolator re-creation.
     let lab = Lab::new();
-    let agent = start_agent(&lab, &["--ingress_isolate_existing_containers=false"]);
+    let agent = Agent::start(&lab, &["--ingress_isolate_existing_containers=false"]);
     let (web, _) = create(&lab, "web", &["--cpus", "1"]);
     let both = |web: &Netns| (rate(web, "eth0"), rate(&lab.host, "netiso0"));
     assert_eq!(both(&web), (None, None));
@@ -381,7 +369,7 @@ fn limits_follow_the_agent_flags_across_restarts_like_mesos_upgrade() {
     let with = |isolate: &str| {
         let mut args = limits.to_vec();
         args.push(isolate);
-        start_agent(&lab, &args)
+        Agent::start(&lab, &args)
     };
     let agent = with("--ingress_isolate_existing_containers=false");
     assert_eq!(both(&web), (Some(1000), None), "ingress stays off");
@@ -389,7 +377,7 @@ fn limits_follow_the_agent_flags_across_restarts_like_mesos_upgrade() {
     let agent = with("--ingress_isolate_existing_containers=true");
     assert_eq!(both(&web), (Some(1000), Some(1000)));
     agent.stop();
-    let _agent = start_agent(&lab, &[]);
+    let _agent = Agent::start(&lab, &[]);
     assert_eq!(both(&web), (None, None), "limits removed");
     let (ok, list, _) = cli(&lab, &["container", "list"]);
     assert!(ok);
@@ -403,7 +391,7 @@ fn an_iperf3_stream_under_a_10_mbit_limit_lands_within_5_percent() {
     }
     let lab = Lab::new();
     // 10 Mbit/s = 1 250 000 B/s.
-    let _agent = start_agent(
+    let _agent = Agent::start(
         &lab,
         &[
             "--egress_rate_limit_per_container=1250000B",
@@ -434,212 +422,4 @@ fn an_iperf3_stream_under_a_10_mbit_limit_lands_within_5_percent() {
         error <= 0.05,
         "iperf3 received {received:.0} bit/s, expected {expected:.0} ±5%"
     );
-}
-
-// ---- unique egress flows ----
-
-fn create_with_ports(lab: &Lab, name: &str, ports: &str) -> (Netns, Value) {
-    let id = id(lab, name);
-    let (ok, info, stderr) = cli(lab, &["container", "create", &id, "--ports", ports]);
-    assert!(ok, "creating {id}: {stderr}");
-    (Netns::existing(&format!("netiso-{id}")), info)
-}
-
-/// Each container's `egress_flow`, by name, as `container list` shows them.
-fn egress_flows(lab: &Lab) -> Vec<(String, Option<u64>)> {
-    let (ok, list, stderr) = cli(lab, &["container", "list"]);
-    assert!(ok, "{stderr}");
-    let prefix = id(lab, "");
-    list.as_array()
-        .unwrap()
-        .iter()
-        .map(|c| {
-            let name = c["id"].as_str().unwrap().trim_start_matches(&prefix);
-            (name.to_owned(), c["egress_flow"].as_u64())
-        })
-        .collect()
-}
-
-/// Packets queued in each class of `dev` that holds any (`tc -s class show`; an
-/// fq_codel lists its flows with packets as classes `major:flow`).
-fn queued_per_class(ns: &Netns, dev: &str) -> std::collections::BTreeMap<String, u64> {
-    let output = ns.exec(&["tc", "-s", "class", "show", "dev", dev]);
-    let text = String::from_utf8_lossy(&output.stdout);
-    let mut queued = std::collections::BTreeMap::new();
-    let mut class = None;
-    for line in text.lines() {
-        let words: Vec<&str> = line.split_whitespace().collect();
-        match words.first() {
-            Some(&"class") => class = words.get(2).map(|w| w.to_string()),
-            Some(&"backlog") => {
-                let packets: u64 = words[2].trim_end_matches('p').parse().expect("Np");
-                if let Some(class) = class.take()
-                    && packets > 0
-                {
-                    queued.insert(class, packets);
-                }
-            }
-            _ => {}
-        }
-    }
-    queued
-}
-
-#[test]
-fn unique_egress_flows_give_each_container_its_own_fq_codel_flow() {
-    let lab = Lab::new();
-    if !kernel_has_fq_codel(&lab) {
-        // The host kernel here: the agent runs on without flows, and says why.
-        let qdiscs_before = qdisc_kinds(&lab.host, "eth0");
-        let agent = start_agent(&lab, &["--egress_unique_flow_per_container"]);
-        let (web, info) = create_with_ports(&lab, "web", "31000-31009");
-        assert!(
-            agent.log().contains(
-                "--egress_unique_flow_per_container is not applied: the kernel lacks the fq_codel qdisc"
-            ),
-            "{}",
-            agent.log()
-        );
-        assert!(info.get("egress_flow").is_none(), "{info}");
-        assert_eq!(
-            qdisc_kinds(&lab.host, "eth0"),
-            qdiscs_before,
-            "nothing installed"
-        );
-        let took = timed_transfer(&web, &lab.remote, (REMOTE_IPV4, 9000).into());
-        assert!(took < Duration::from_secs(5), "traffic flows: {took:?}");
-        return;
-    }
-    // An idle fq_codel passes packets on without queueing them, so no flow would ever
-    // show. Behind a 1 B/s htb class they stay in their flows, for `tc` to see; that
-    // also puts the fq_codel below a class (--egress_flow_classifier_parent), where
-    // netiso gives it the handle 2:. The neighbour is static so no ARP waits there.
-    let remote_mac = mac_of(&lab.remote, "eth0")
-        .map(|b| format!("{b:02x}"))
-        .join(":");
-    for command in [
-        "qdisc add dev eth0 root handle 1: htb default 1",
-        "class add dev eth0 parent 1: classid 1:1 htb rate 8bit burst 1b cburst 1b quantum 1514",
-    ] {
-        let output = lab.host.exec(
-            &std::iter::once("tc")
-                .chain(command.split(' '))
-                .collect::<Vec<_>>(),
-        );
-        assert!(output.status.success(), "tc {command}");
-    }
-    lab.host.ip(&[
-        "neigh",
-        "replace",
-        "198.18.0.2",
-        "lladdr",
-        &remote_mac,
-        "nud",
-        "permanent",
-        "dev",
-        "eth0",
-    ]);
-    let flags = [
-        "--egress_unique_flow_per_container",
-        "--egress_flow_classifier_parent=1:1",
-    ];
-    let agent = start_agent(&lab, &flags);
-    let output = lab.host.exec(&["tc", "-j", "qdisc", "show", "dev", "eth0"]);
-    let qdiscs: Value = serde_json::from_slice(&output.stdout).expect("tc -j qdisc JSON");
-    let fq_codel = qdiscs
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|q| q["kind"] == "fq_codel")
-        .unwrap_or_else(|| panic!("no fq_codel: {qdiscs}"));
-    assert_eq!(fq_codel["handle"], "2:", "{fq_codel}");
-    assert_eq!(fq_codel["parent"], "1:1", "{fq_codel}");
-    assert_eq!(fq_codel["options"]["flows"], 1024, "{fq_codel}");
-    // One flow per container from 3 on, the lowest free first.
-    let (web, _) = create_with_ports(&lab, "web", "31000-31009");
-    let (db, _) = create_with_ports(&lab, "db", "31010-31019");
-    assert_eq!(
-        egress_flows(&lab),
-        [("db".to_owned(), Some(4)), ("web".to_owned(), Some(3))]
-    );
-    // The class's bucket lets one packet through; after that, everything stays.
-    let remote: SocketAddr = (REMOTE_IPV4, 9999).into();
-    send_udp(&lab.host, remote, 1, 100);
-    wait_until("the htb bucket is spent", Duration::from_secs(10), || {
-        let output = lab
-            .host
-            .exec(&["tc", "-s", "class", "show", "dev", "eth0", "classid", "1:1"]);
-        !String::from_utf8_lossy(&output.stdout).contains("Sent 0 bytes")
-    });
-    let before = queued_per_class(&lab.host, "eth0");
-    send_udp(&web, remote, 7, 100);
-    send_udp(&db, remote, 5, 100);
-    send_udp(&lab.host, remote, 3, 100);
-    let queued = queued_per_class(&lab.host, "eth0");
-    let flow = |n: u32| {
-        let class = format!("2:{n}");
-        queued.get(&class).copied().unwrap_or(0) - before.get(&class).copied().unwrap_or(0)
-    };
-    assert_eq!(flow(3), 7, "web's datagrams in its flow 2:3: {queued:?}");
-    assert_eq!(flow(4), 5, "db's in 2:4: {queued:?}");
-    assert_eq!(flow(1), 3, "the host's in 2:1: {queued:?}");
-    let elsewhere: Vec<_> = queued
-        .keys()
-        .filter(|c| c.starts_with("2:") && !["2:1", "2:2", "2:3", "2:4"].contains(&c.as_str()))
-        .collect();
-    assert!(elsewhere.is_empty(), "packets in hashed flows: {queued:?}");
-    // A destroyed container's flow is free again; flows survive an agent restart.
-    let (ok, _, stderr) = cli(&lab, &["container", "destroy", &id(&lab, "web")]);
-    assert!(ok, "{stderr}");
-    let (_cache, info) = create_with_ports(&lab, "cache", "31020-31029");
-    assert_eq!(info["egress_flow"], 3, "{info}");
-    assert!(agent.stop());
-    let _agent = start_agent(&lab, &flags);
-    assert_eq!(
-        egress_flows(&lab),
-        [("cache".to_owned(), Some(3)), ("db".to_owned(), Some(4))]
-    );
-    let (_, info) = create_with_ports(&lab, "queue", "31030-31039");
-    assert_eq!(info["egress_flow"], 5, "{info}");
-    send_udp(&db, remote, 2, 100);
-    let queued = queued_per_class(&lab.host, "eth0");
-    assert_eq!(queued.get("2:4"), Some(&7), "db keeps flow 2:4: {queued:?}");
-}
-
-#[test]
-fn unique_egress_flows_keep_off_a_root_qdisc_somebody_else_put_there() {
-    let lab = Lab::new();
-    lab.host.exec(&[
-        "tc", "qdisc", "add", "dev", "eth0", "root", "handle", "5:", "htb",
-    ]);
-    let fq_codel = kernel_has_fq_codel(&lab);
-    let pin_root = lab.pin_root().display().to_string();
-    let mut args = vec![
-        "agent",
-        "--eth0-name",
-        "eth0",
-        "--bpffs-root",
-        &pin_root,
-        "--resources",
-        LAB_RESOURCES,
-        "--ephemeral_ports_per_container=16",
-        "--listen",
-        LISTEN,
-        "--egress_unique_flow_per_container",
-    ];
-    let paths = lab.agent_paths();
-    args.extend(paths.iter().map(String::as_str));
-    if fq_codel {
-        let (ok, _, stderr) = run_netiso(&lab.host, &args);
-        assert!(!ok);
-        assert_eq!(
-            stderr.trim(),
-            "netiso: error: eth0 already has qdisc htb 5:0 at root, where unique egress flows need fq_codel; remove it (tc qdisc del dev eth0 root) or pick another place with --egress_flow_classifier_parent"
-        );
-    } else {
-        // Without fq_codel nothing is installed, so nothing conflicts.
-        let agent = Agent::start_with_args(&lab.host, &args);
-        assert!(agent.log().contains("is not applied"), "{}", agent.log());
-    }
-    assert_eq!(qdisc_kinds(&lab.host, "eth0"), ["htb"], "left alone");
 }

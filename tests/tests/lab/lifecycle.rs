@@ -12,11 +12,6 @@ use netiso_tests::{
     netns::{ChildGuard, Netns},
 };
 
-fn id(lab: &Lab, name: &str) -> String {
-    // The lab's prefix lets a later lab remove the namespace if this test is killed.
-    format!("lab-{}-{name}", lab.id)
-}
-
 fn netns_exists(id: &str) -> bool {
     Path::new(&format!("/run/netns/netiso-{id}")).exists()
 }
@@ -35,7 +30,7 @@ fn reachable_from_remote(lab: &Lab, container: &Netns, port: u16) -> bool {
 fn create_list_and_destroy_through_the_cli() {
     let lab = Lab::new();
     let _agent = Agent::start(&lab, &[]);
-    let web = id(&lab, "web");
+    let web = lab.container_id("web");
     let (ok, created, stderr) = cli(
         &lab,
         &[
@@ -104,7 +99,7 @@ fn create_list_and_destroy_through_the_cli() {
 fn bad_requests_fail_with_one_line_and_leave_nothing() {
     let lab = Lab::new();
     let _agent = Agent::start(&lab, &[]);
-    let first = id(&lab, "first");
+    let first = lab.container_id("first");
     assert!(
         cli(
             &lab,
@@ -112,7 +107,7 @@ fn bad_requests_fail_with_one_line_and_leave_nothing() {
         )
         .0
     );
-    let other = id(&lab, "other");
+    let other = lab.container_id("other");
     for (args, message) in [
         (
             vec!["--ports", "40000-40010"],
@@ -150,7 +145,7 @@ fn bad_requests_fail_with_one_line_and_leave_nothing() {
         "netiso: error: container id 'bad/id' is invalid: use 1 to 64 letters, digits, '-', '_' or '.'"
     );
     // The failed requests took no ephemeral range: the next container gets the second.
-    let second = id(&lab, "second");
+    let second = lab.container_id("second");
     let (ok, created, _) = cli(&lab, &["container", "create", &second]);
     assert!(ok);
     assert_eq!(created["ephemeral_ports"]["begin"], 30032);
@@ -165,9 +160,9 @@ fn exhausted_ephemeral_ports_refuse_a_container_cleanly() {
         &["--resources=ports:[31000-32000];ephemeral_ports:[30016-30047]"],
     );
     for name in ["a", "b"] {
-        assert!(cli(&lab, &["container", "create", &id(&lab, name)]).0);
+        assert!(cli(&lab, &["container", "create", &lab.container_id(name)]).0);
     }
-    let third = id(&lab, "c");
+    let third = lab.container_id("c");
     let (ok, _, stderr) = cli(&lab, &["container", "create", &third]);
     assert!(!ok);
     assert_eq!(
@@ -176,7 +171,7 @@ fn exhausted_ephemeral_ports_refuse_a_container_cleanly() {
     );
     assert!(!netns_exists(&third));
     // Destroying one makes room again.
-    assert!(cli(&lab, &["container", "destroy", &id(&lab, "a")]).0);
+    assert!(cli(&lab, &["container", "destroy", &lab.container_id("a")]).0);
     let (ok, created, _) = cli(&lab, &["container", "create", &third]);
     assert!(ok);
     assert_eq!(created["ephemeral_ports"]["begin"], 30016);
@@ -188,7 +183,7 @@ fn existing_namespaces_are_adopted_and_outlive_their_container() {
     let _agent = Agent::start(&lab, &[]);
     // A runtime's named namespace.
     let runtime_ns = Netns::create(&format!("netiso-lab-{}-runtime", lab.id));
-    let named = id(&lab, "named");
+    let named = lab.container_id("named");
     let (ok, created, stderr) = cli(
         &lab,
         &[
@@ -226,7 +221,7 @@ fn existing_namespaces_are_adopted_and_outlive_their_container() {
         std::time::Duration::from_secs(10),
         || std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "sleep"),
     );
-    let by_pid = id(&lab, "bypid");
+    let by_pid = lab.container_id("bypid");
     let (ok, created, stderr) = cli(
         &lab,
         &[
@@ -261,7 +256,7 @@ fn counters(lab: &Lab, slot: u32) -> netiso_common::ContainerCounters {
 fn a_killed_agent_is_recovered_and_connections_never_notice() {
     let lab = Lab::new();
     let agent = Agent::start(&lab, &[]);
-    let web = id(&lab, "web");
+    let web = lab.container_id("web");
     assert!(
         cli(
             &lab,
@@ -318,7 +313,7 @@ fn a_killed_agent_is_recovered_and_connections_never_notice() {
 fn orphans_are_removed_when_the_state_is_lost() {
     let lab = Lab::new();
     let agent = Agent::start(&lab, &[]);
-    let (a, b) = (id(&lab, "a"), id(&lab, "b"));
+    let (a, b) = (lab.container_id("a"), lab.container_id("b"));
     assert!(cli(&lab, &["container", "create", &a, "--ports", "31000-31009"]).0);
     assert!(cli(&lab, &["container", "create", &b, "--ports", "31010-31019"]).0);
     assert!(agent.stop());
@@ -353,7 +348,9 @@ fn parallel_creates_get_disjoint_ranges() {
     // 50 CLI processes at once, each with 10 ports of its own; 10 in the VM, where
     // each create takes seconds under emulation (the races are the same).
     let count = if netiso_tests::in_vm() { 10 } else { 50 };
-    let names: Vec<String> = (0..count).map(|i| id(&lab, &format!("p{i}"))).collect();
+    let names: Vec<String> = (0..count)
+        .map(|i| lab.container_id(&format!("p{i}")))
+        .collect();
     let children: Vec<_> = names
         .iter()
         .enumerate()
@@ -414,7 +411,7 @@ fn two_hundred_creates_and_destroys_leave_nothing_behind() {
     let links_before = lab.host.exec(&["ip", "-o", "link", "show"]).stdout.len();
     let fds_before = open_fds(agent.pid());
     for i in 0..200 {
-        let name = id(&lab, &format!("n{i}"));
+        let name = lab.container_id(&format!("n{i}"));
         let (ok, _, stderr) = cli(
             &lab,
             &["container", "create", &name, "--ports", "31000-31009"],
@@ -481,7 +478,7 @@ fn two_hundred_creates_and_destroys_leave_nothing_behind() {
 fn update_changes_ports_live_without_disturbing_kept_connections() {
     let lab = Lab::new();
     let _agent = Agent::start(&lab, &[]);
-    let web = id(&lab, "web");
+    let web = lab.container_id("web");
     assert!(
         cli(
             &lab,
@@ -542,7 +539,7 @@ fn update_changes_ports_live_without_disturbing_kept_connections() {
         &[
             "container",
             "create",
-            &id(&lab, "other"),
+            &lab.container_id("other"),
             "--ports",
             "31105",
         ],
@@ -564,7 +561,7 @@ fn update_changes_ports_live_without_disturbing_kept_connections() {
 fn exec_runs_commands_inside_the_container() {
     let lab = Lab::new();
     let _agent = Agent::start(&lab, &[]);
-    let web = id(&lab, "web");
+    let web = lab.container_id("web");
     assert!(cli(&lab, &["container", "create", &web]).0);
     let socket = lab.api_socket().display().to_string();
     let (ok, stdout, stderr) = run_netiso(

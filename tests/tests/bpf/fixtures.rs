@@ -1,0 +1,146 @@
+//! What every steering test starts from: the programs loaded with private maps set
+//! up as in the lab, and crafted frames.
+pub(crate) use std::net::{Ipv4Addr, Ipv6Addr};
+
+pub(crate) use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Array, HashMap, PerCpuArray},
+    programs::{SchedClassifier, TestRun as _, TestRunOptions},
+};
+pub(crate) use netiso::datapath::{EBPF_OBJECT, read_container_counters};
+pub(crate) use netiso_common::{
+    CONTAINER_COUNTERS_MAP, CONTAINER_ETH0_IFINDEX_GLOBAL, CONTAINER_ETH0_INGRESS_PROGRAM,
+    CONTAINER_LO_INGRESS_PROGRAM, CONTAINER_SLOT_GLOBAL, CONTAINER_VETH_INGRESS_PROGRAM,
+    ContainerCounters, ECHO_OWNERS_MAP, EchoKey, HOST_LO_INGRESS_PROGRAM, PORT_OWNERS_MAP,
+    PUBLIC_EGRESS_PROGRAM, PUBLIC_INGRESS_PROGRAM, PortOwner, VETH_CONTAINERS_MAP,
+};
+pub(crate) use netiso_tests::{
+    lab::{HOST_IPV4, HOST_IPV6, REMOTE_IPV4, REMOTE_IPV6},
+    packets::{
+        ETH_P_8021Q, ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, IPPROTO_GRE, IPPROTO_HOPOPTS, IPPROTO_ICMP,
+        IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, arp_request, echo, frame, icmp_error,
+        ipv4_packet, ipv4_packet_full, ipv6_ext_header, ipv6_fragment_header, ipv6_packet,
+        tcp_segment, udp_segment,
+    },
+    test_run::{FLOWS_QDISC, configure_as_lab_host, enable_unique_flows, load_programs},
+};
+
+pub(crate) const PIPE: u32 = 3; // not ours: next program or the stack
+pub(crate) const SHOT: u32 = 2; // dropped
+pub(crate) const REDIRECT: u32 = 7; // steered (redirect, redirect_peer or redirect_neigh)
+
+/// Container 0's host-side veth ifindex in the port table.
+pub(crate) const C0_VETH: u32 = 101;
+pub(crate) const C1_VETH: u32 = 102;
+/// BPF_PROG_TEST_RUN runs on the loopback device of the caller's namespace.
+pub(crate) const TEST_RUN_IFINDEX: u32 = 1;
+/// Container 0's lo program is loaded with this eth0 ifindex.
+pub(crate) const C0_ETH0: u32 = 7;
+
+pub(crate) const LOCALHOST4: Ipv4Addr = Ipv4Addr::LOCALHOST;
+pub(crate) const LOCALHOST6: Ipv6Addr = Ipv6Addr::LOCALHOST;
+pub(crate) const OTHER_IPV4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 99);
+
+/// Loads every program with private maps set up as in the lab: container 0 owns
+/// 31000-31499 and 30016-30031, container 1 owns 31500-32000; test runs see
+/// container 0's veth.
+pub(crate) fn datapath() -> Ebpf {
+    let mut ebpf = EbpfLoader::new()
+        .override_global(CONTAINER_SLOT_GLOBAL, &0u32, true)
+        .override_global(CONTAINER_ETH0_IFINDEX_GLOBAL, &C0_ETH0, true)
+        .load(EBPF_OBJECT)
+        .expect("loading the eBPF object");
+    load_programs(
+        &mut ebpf,
+        &[
+            PUBLIC_INGRESS_PROGRAM,
+            CONTAINER_VETH_INGRESS_PROGRAM,
+            PUBLIC_EGRESS_PROGRAM,
+            HOST_LO_INGRESS_PROGRAM,
+            CONTAINER_ETH0_INGRESS_PROGRAM,
+            CONTAINER_LO_INGRESS_PROGRAM,
+        ],
+    );
+    configure_as_lab_host(&mut ebpf);
+    let mut owners: Array<_, PortOwner> =
+        Array::try_from(ebpf.map_mut(PORT_OWNERS_MAP).unwrap()).unwrap();
+    for (ports, owner) in [
+        (31000..=31499, PortOwner::new(0, C0_VETH)),
+        (30016..=30031, PortOwner::new(0, C0_VETH)),
+        (31500..=32000, PortOwner::new(1, C1_VETH)),
+    ] {
+        for port in ports {
+            owners.set(port, owner, 0).unwrap();
+        }
+    }
+    let mut veths: HashMap<_, u32, u32> =
+        HashMap::try_from(ebpf.map_mut(VETH_CONTAINERS_MAP).unwrap()).unwrap();
+    veths.insert(TEST_RUN_IFINDEX, 0, 0).unwrap();
+    ebpf
+}
+
+pub(crate) fn run(ebpf: &Ebpf, program: &str, frame: &[u8]) -> u32 {
+    let program: &SchedClassifier = ebpf.program(program).unwrap().try_into().unwrap();
+    program
+        .test_run(TestRunOptions {
+            data_in: Some(frame),
+            ..Default::default()
+        })
+        .expect("BPF_PROG_TEST_RUN")
+        .return_value
+}
+
+pub(crate) fn counters(ebpf: &Ebpf, slot: u32) -> ContainerCounters {
+    read_container_counters(
+        &PerCpuArray::try_from(ebpf.map(CONTAINER_COUNTERS_MAP).unwrap()).unwrap(),
+        slot,
+    )
+    .unwrap()
+}
+
+pub(crate) fn rx(frames: &[&[u8]]) -> ContainerCounters {
+    ContainerCounters {
+        rx_packets: frames.len() as u64,
+        rx_bytes: frames.iter().map(|f| f.len() as u64).sum(),
+        ..Default::default()
+    }
+}
+
+pub(crate) fn v4(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, l4: &[u8]) -> Vec<u8> {
+    frame(ETH_P_IP, &ipv4_packet(src, dst, protocol, l4))
+}
+
+pub(crate) fn v6(src: Ipv6Addr, dst: Ipv6Addr, next: u8, payload: &[u8]) -> Vec<u8> {
+    frame(ETH_P_IPV6, &ipv6_packet(src, dst, next, payload))
+}
+
+pub(crate) fn udp4_in(dport: u16) -> Vec<u8> {
+    v4(
+        REMOTE_IPV4,
+        HOST_IPV4,
+        IPPROTO_UDP,
+        &udp_segment(40000, dport, 16),
+    )
+}
+
+pub(crate) fn udp6_in(dport: u16) -> Vec<u8> {
+    v6(
+        REMOTE_IPV6,
+        HOST_IPV6,
+        IPPROTO_UDP,
+        &udp_segment(40000, dport, 16),
+    )
+}
+
+pub(crate) fn udp4_out(sport: u16, dst: Ipv4Addr, dport: u16) -> Vec<u8> {
+    v4(HOST_IPV4, dst, IPPROTO_UDP, &udp_segment(sport, dport, 16))
+}
+
+pub(crate) fn tcp6_out(sport: u16, dport: u16) -> Vec<u8> {
+    v6(
+        HOST_IPV6,
+        REMOTE_IPV6,
+        IPPROTO_TCP,
+        &tcp_segment(sport, dport),
+    )
+}

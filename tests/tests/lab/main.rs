@@ -1,0 +1,13 @@
+//! Lab tests: real namespaces, real packets, the real agent binary. Every test builds
+//! its own lab (`netiso_tests::lab`) and removes it, also when it fails.
+mod doctor;
+mod edge_packets;
+mod egress_flows;
+mod lifecycle;
+mod loopback;
+mod port_isolation;
+mod public_counters;
+mod rate_limits;
+mod reachability;
+mod statistics;
+mod statistics_format;
