@@ -157,10 +157,14 @@ pub struct DatapathConfig {
     /// Handle (`major:0`) of the fq_codel on the public interface whose flows the
     /// datapath assigns (unique egress flows); 0 when that is off.
     pub egress_flows_qdisc: u32,
+    /// The public interface's MAC, which containers' eth0 share: what every frame a
+    /// container sends to the network must come from.
+    pub host_mac: [u8; 6],
+    pub _pad: [u8; 2],
 }
 
 #[cfg(feature = "user")]
-// SAFETY: byte arrays and u32s, 40 bytes in total with no padding.
+// SAFETY: byte arrays and u32s, 48 bytes in total with no padding.
 unsafe impl aya::Pod for DatapathConfig {}
 
 /// Per-container counters, from the container's point of view. Per-CPU in the map;
@@ -180,8 +184,22 @@ pub struct ContainerCounters {
     /// Sent with a header too short or malformed to read its ports.
     pub tx_dropped_malformed: u64,
     /// Sent as something a container may not send (ARP, IPv6 neighbour discovery and
-    /// listener reports, fragments, other protocols).
+    /// listener reports, other protocols).
     pub tx_dropped_other: u64,
+    /// Sent with a source address or MAC that is not the container's (the host's).
+    pub tx_dropped_spoofed: u64,
+    /// A later fragment of no datagram the container started.
+    pub tx_dropped_fragment: u64,
+    /// ICMP a container may not send: anything but echo requests and errors about its
+    /// own traffic (redirects, "packet too big" and the like).
+    pub tx_dropped_icmp: u64,
+    /// Sent to a multicast, broadcast or link-local address: not for the public
+    /// network, which the container shares with the host.
+    pub tx_dropped_multicast: u64,
+    /// Inbound from the network with a source no remote host can have (the host's
+    /// own addresses, loopback, multicast, broadcast, IPv4-mapped): dropped before it
+    /// reached the container that owns the port.
+    pub rx_dropped_spoofed_source: u64,
 }
 
 #[cfg(feature = "user")]
@@ -200,6 +218,12 @@ impl ContainerCounters {
                 + other.tx_dropped_port_not_owned,
             tx_dropped_malformed: self.tx_dropped_malformed + other.tx_dropped_malformed,
             tx_dropped_other: self.tx_dropped_other + other.tx_dropped_other,
+            tx_dropped_spoofed: self.tx_dropped_spoofed + other.tx_dropped_spoofed,
+            tx_dropped_fragment: self.tx_dropped_fragment + other.tx_dropped_fragment,
+            tx_dropped_icmp: self.tx_dropped_icmp + other.tx_dropped_icmp,
+            tx_dropped_multicast: self.tx_dropped_multicast + other.tx_dropped_multicast,
+            rx_dropped_spoofed_source: self.rx_dropped_spoofed_source
+                + other.rx_dropped_spoofed_source,
         }
     }
 }
@@ -252,6 +276,50 @@ unsafe impl aya::Pod for EchoKey {}
 /// Most echo conversations remembered at once; the least recently used is forgotten.
 pub const MAX_ECHO_CONVERSATIONS: u32 = 16384;
 
+/// A fragmented datagram a container sends: its fragments share the destination, the
+/// protocol and the identification (the source is always the host's address).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FragmentKey {
+    /// The destination address; an IPv4 address fills the first 4 bytes.
+    pub dst: [u8; 16],
+    /// IPv4's 16-bit or IPv6's 32-bit identification.
+    pub id: u32,
+    pub protocol: u8,
+    /// 1 for IPv6, 0 for IPv4.
+    pub ipv6: u8,
+    pub _pad: [u8; 2],
+}
+
+#[cfg(feature = "user")]
+// SAFETY: byte array, u32 and u8s: 24 bytes, no implicit padding.
+unsafe impl aya::Pod for FragmentKey {}
+
+/// Where the fragments of a datagram go, decided on its first fragment (the only one
+/// with ports), and who may send them.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FragmentRoute {
+    /// Sending container's slot + 1.
+    pub sender: u32,
+    /// [`FRAGMENTS_TO_NETWORK`], [`FRAGMENTS_TO_HOST`] or [`FRAGMENTS_TO_CONTAINER`].
+    pub destination: u32,
+    /// With [`FRAGMENTS_TO_CONTAINER`], the container the first fragment went to.
+    pub owner: PortOwner,
+}
+
+pub const FRAGMENTS_TO_NETWORK: u32 = 0;
+pub const FRAGMENTS_TO_HOST: u32 = 1;
+pub const FRAGMENTS_TO_CONTAINER: u32 = 2;
+
+#[cfg(feature = "user")]
+// SAFETY: u32 fields only.
+unsafe impl aya::Pod for FragmentRoute {}
+
+/// Most fragmented datagrams followed at once; the least recently used is forgotten
+/// (its later fragments are then dropped, as a reassembly timeout would).
+pub const MAX_FRAGMENTED_DATAGRAMS: u32 = 4096;
+
 /// Map names, as pinned under the agent's bpffs root.
 pub const PORT_OWNERS_MAP: &str = "PORT_OWNERS";
 pub const VETH_CONTAINERS_MAP: &str = "VETH_CONTAINERS";
@@ -259,6 +327,7 @@ pub const CONTAINER_COUNTERS_MAP: &str = "CONTAINER_COUNTERS";
 pub const DATAPATH_CONFIG_MAP: &str = "DATAPATH_CONFIG";
 pub const ECHO_OWNERS_MAP: &str = "ECHO_OWNERS";
 pub const CONTAINER_SHAPING_MAP: &str = "CONTAINER_SHAPING";
+pub const FRAGMENT_ROUTES_MAP: &str = "FRAGMENT_ROUTES";
 
 /// Program on the host-side veth's ingress: packets leaving a container.
 pub const CONTAINER_VETH_INGRESS_PROGRAM: &str = "container_veth_ingress";

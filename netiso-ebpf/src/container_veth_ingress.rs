@@ -1,32 +1,41 @@
 //! Ingress of a container's host-side veth: packets the container sends.
 //!
-//! TCP and UDP must come from a port the container owns; the rest is dropped and
-//! counted by reason. Accepted packets for the host's address or a loopback address
-//! go to the container owning the destination port, or else into the host's loopback
-//! (host services). Everything else leaves through the public interface, with the
-//! host's FIB and neighbour table choosing the next hop, in the container's own flow
-//! of the public interface's fq_codel when egress flows are unique.
+//! Each packet is checked first (`container_checks.rs`: the container's own source
+//! address and MAC, a port it owns, no multicast or link-local destination, only the
+//! ICMP an end host sends); refused packets are dropped and counted by reason. An
+//! accepted packet for the host's address or a loopback address goes to the container
+//! owning the destination port, or else into the host's loopback (host services).
+//! Everything else leaves through the public interface, with the host's FIB and
+//! neighbour table choosing the next hop, in the container's own flow of the public
+//! interface's fq_codel when egress flows are unique.
+//!
+//! Later fragments carry no ports, so they follow their datagram's first fragment:
+//! where it went, and only if the same container sent it (`FRAGMENT_ROUTES`).
 use aya_ebpf::{
     bindings::{BPF_F_INGRESS, TC_ACT_PIPE, TC_ACT_SHOT},
     helpers::{bpf_redirect, bpf_redirect_neigh},
     macros::classifier,
     programs::TcContext,
 };
-use netiso_common::{DatapathConfig, EchoKey, PortOwner};
+use netiso_common::{
+    DatapathConfig, EchoKey, FRAGMENTS_TO_CONTAINER, FRAGMENTS_TO_HOST, FRAGMENTS_TO_NETWORK,
+    FragmentKey, FragmentRoute, PortOwner,
+};
 
 use crate::{
+    container_checks::{DropReason, check_icmp, check_source, check_source_port},
     deliver::deliver_to,
     egress_flow::assign_container_flow,
-    maps::{ECHO_OWNERS, VETH_CONTAINERS, config, count_container, port_owner},
+    maps::{ECHO_OWNERS, FRAGMENT_ROUTES, VETH_CONTAINERS, config, count_container, port_owner},
     packet::{Flow, Fragment, Icmp, Parsed, icmp, is_icmpv6_link_control, parse, ports},
 };
 
-/// Why a container's packet was dropped; each reason has its own counter.
+/// Where an accepted packet goes.
 #[derive(Clone, Copy)]
-enum DropReason {
-    PortNotOwned,
-    Malformed,
-    Other,
+enum Route {
+    Network,
+    Host,
+    Container(PortOwner),
 }
 
 #[classifier]
@@ -42,13 +51,17 @@ pub fn container_veth_ingress(ctx: TcContext) -> i32 {
     let Some(config) = config() else {
         return TC_ACT_SHOT;
     };
-    let flow = match check(&ctx, slot) {
-        Ok(flow) => flow,
+    let (flow, route) = match decide(&ctx, slot, config) {
+        Ok(decision) => decision,
         Err(reason) => {
             count_container(slot, |c| match reason {
                 DropReason::PortNotOwned => c.tx_dropped_port_not_owned += 1,
                 DropReason::Malformed => c.tx_dropped_malformed += 1,
                 DropReason::Other => c.tx_dropped_other += 1,
+                DropReason::Spoofed => c.tx_dropped_spoofed += 1,
+                DropReason::Fragment => c.tx_dropped_fragment += 1,
+                DropReason::Icmp => c.tx_dropped_icmp += 1,
+                DropReason::Multicast => c.tx_dropped_multicast += 1,
             });
             return TC_ACT_SHOT;
         }
@@ -57,63 +70,121 @@ pub fn container_veth_ingress(ctx: TcContext) -> i32 {
         c.tx_packets += 1;
         c.tx_bytes += u64::from(ctx.len());
     });
-    if flow.is_for_host(config) || flow.is_for_loopback() {
-        return to_local(&ctx, &flow, config);
+    match route {
+        Route::Container(owner) => {
+            if let Some(verdict) = deliver_to(owner, ctx.len()) {
+                return verdict;
+            }
+            to_host_lo(config)
+        }
+        Route::Host => to_host_lo(config),
+        Route::Network => {
+            if flow.is_icmp() && flow.fragment != Fragment::Later {
+                remember_echo(&ctx, &flow, PortOwner::new(slot, ifindex));
+            }
+            assign_container_flow(&ctx, slot);
+            // SAFETY: helper call; a null params pointer means "look the next hop up".
+            unsafe { bpf_redirect_neigh(config.public_ifindex, core::ptr::null_mut(), 0, 0) as i32 }
+        }
     }
-    if flow.is_icmp() {
-        remember_echo(&ctx, &flow, PortOwner::new(slot, ifindex));
-    }
-    assign_container_flow(&ctx, slot);
-    // SAFETY: helper call; a null params pointer means "look the next hop up".
-    unsafe { bpf_redirect_neigh(config.public_ifindex, core::ptr::null_mut(), 0, 0) as i32 }
 }
 
-/// Whether container `slot` may send this packet; the counter to bump if not.
+/// Whether container `slot` may send this packet, and where it goes; the counter to
+/// bump if it may not.
 #[inline(always)]
-fn check(ctx: &TcContext, slot: u32) -> Result<Flow, DropReason> {
+fn decide(
+    ctx: &TcContext,
+    slot: u32,
+    config: &DatapathConfig,
+) -> Result<(Flow, Route), DropReason> {
     let flow = match parse(ctx) {
         Parsed::Ip(flow) => flow,
         Parsed::NotIp => return Err(DropReason::Other),
         Parsed::Malformed => return Err(DropReason::Malformed),
     };
-    if flow.has_ports() {
-        if flow.fragment == Fragment::Later {
-            // No ports to check; the first fragment of the datagram was checked.
-            return Ok(flow);
-        }
-        let Some((sport, _)) = ports(ctx, &flow) else {
+    // Neighbour discovery and listener reports first: a container's kernel sends
+    // them on its own (from the unspecified address), and they are no attack.
+    if flow.ipv6 && flow.is_icmp() && flow.fragment != Fragment::Later {
+        let Ok(icmp_type) = ctx.load::<u8>(flow.l4_offset) else {
             return Err(DropReason::Malformed);
         };
-        return match port_owner(sport).and_then(|o| o.slot()) {
-            Some(owner) if owner == slot => Ok(flow),
-            _ => Err(DropReason::PortNotOwned),
+        if is_icmpv6_link_control(icmp_type) {
+            return Err(DropReason::Other);
+        }
+    }
+    let local = flow.is_for_host(config) || flow.is_for_loopback();
+    check_source(ctx, &flow, local, config)?;
+    if !local && flow.is_to_link_or_group() {
+        return Err(DropReason::Multicast);
+    }
+    let key = FragmentKey {
+        dst: flow.dst,
+        id: flow.fragment_id,
+        protocol: flow.protocol,
+        ipv6: u8::from(flow.ipv6),
+        _pad: [0; 2],
+    };
+    if flow.fragment == Fragment::Later {
+        // SAFETY: copied at once.
+        let recorded = unsafe { FRAGMENT_ROUTES.get(key) }.copied();
+        return match recorded {
+            Some(route) if route.sender == slot + 1 => Ok((flow, route_of(&route))),
+            _ => Err(DropReason::Fragment),
         };
     }
-    if flow.is_icmp() {
-        if flow.ipv6 {
-            let Ok(icmp_type) = ctx.load::<u8>(flow.l4_offset) else {
-                return Err(DropReason::Malformed);
-            };
-            if is_icmpv6_link_control(icmp_type) {
-                return Err(DropReason::Other);
-            }
-        }
-        return Ok(flow);
+    if flow.has_ports() {
+        check_source_port(ctx, &flow, slot)?;
+    } else if flow.is_icmp() {
+        check_icmp(ctx, &flow, slot, config)?;
+    } else {
+        return Err(DropReason::Other);
     }
-    Err(DropReason::Other)
+    let route = if local {
+        local_route(ctx, &flow)
+    } else {
+        Route::Network
+    };
+    if flow.fragment == Fragment::First {
+        let (destination, owner) = match route {
+            Route::Network => (FRAGMENTS_TO_NETWORK, PortOwner::default()),
+            Route::Host => (FRAGMENTS_TO_HOST, PortOwner::default()),
+            Route::Container(owner) => (FRAGMENTS_TO_CONTAINER, owner),
+        };
+        let recorded = FragmentRoute {
+            sender: slot + 1,
+            destination,
+            owner,
+        };
+        // A full map forgets the least recently used datagram.
+        let _ = FRAGMENT_ROUTES.insert(key, recorded, 0);
+    }
+    Ok((flow, route))
+}
+
+#[inline(always)]
+fn route_of(recorded: &FragmentRoute) -> Route {
+    match recorded.destination {
+        FRAGMENTS_TO_CONTAINER => Route::Container(recorded.owner),
+        FRAGMENTS_TO_HOST => Route::Host,
+        _ => Route::Network,
+    }
 }
 
 /// A packet for the host's address or loopback: to the container owning the port, or
 /// into the host's loopback, where host services receive it.
 #[inline(always)]
-fn to_local(ctx: &TcContext, flow: &Flow, config: &DatapathConfig) -> i32 {
+fn local_route(ctx: &TcContext, flow: &Flow) -> Route {
     if flow.has_ports()
         && let Some((_, dport)) = ports(ctx, flow)
         && let Some(owner) = port_owner(dport)
-        && let Some(verdict) = deliver_to(owner, ctx.len())
     {
-        return verdict;
+        return Route::Container(owner);
     }
+    Route::Host
+}
+
+#[inline(always)]
+fn to_host_lo(config: &DatapathConfig) -> i32 {
     // SAFETY: helper call.
     unsafe { bpf_redirect(config.host_lo_ifindex, u64::from(BPF_F_INGRESS)) as i32 }
 }

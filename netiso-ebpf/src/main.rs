@@ -2,6 +2,7 @@
 #![no_std]
 #![no_main]
 
+mod container_checks;
 mod container_eth0_ingress;
 mod container_lo_ingress;
 mod container_veth_ingress;

@@ -4,8 +4,9 @@ use aya_ebpf::{
     macros::btf_map,
 };
 use netiso_common::{
-    ContainerCounters, ContainerShaping, DatapathConfig, Direction, EchoKey, MAX_CONTAINERS,
-    MAX_ECHO_CONVERSATIONS, PUBLIC_IFACE_COUNTER_SLOTS, PortOwner, TrafficClass, TrafficCounters,
+    ContainerCounters, ContainerShaping, DatapathConfig, Direction, EchoKey, FragmentKey,
+    FragmentRoute, MAX_CONTAINERS, MAX_ECHO_CONVERSATIONS, MAX_FRAGMENTED_DATAGRAMS,
+    PUBLIC_IFACE_COUNTER_SLOTS, PortOwner, TrafficClass, TrafficCounters,
     public_iface_counter_slot,
 };
 
@@ -43,6 +44,15 @@ pub static DATAPATH_CONFIG: Array<DatapathConfig, 1> = Array::new();
 #[btf_map]
 pub static ECHO_OWNERS: LruHashMap<EchoKey, PortOwner, { MAX_ECHO_CONVERSATIONS as usize }> =
     LruHashMap::new();
+
+/// Fragmented datagrams containers send: where their later fragments go, and who may
+/// send them.
+#[btf_map]
+pub static FRAGMENT_ROUTES: LruHashMap<
+    FragmentKey,
+    FragmentRoute,
+    { MAX_FRAGMENTED_DATAGRAMS as usize },
+> = LruHashMap::new();
 
 /// Adds one packet of `bytes` bytes to the public interface's counters.
 #[inline(always)]

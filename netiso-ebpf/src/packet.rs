@@ -90,6 +90,9 @@ pub struct Flow {
     pub protocol: u8,
     pub l4_offset: usize,
     pub fragment: Fragment,
+    /// The identification shared by a datagram's fragments (IPv4's 16 bits, or the
+    /// 32 bits of IPv6's fragment header; 0 for an IPv6 packet without one).
+    pub fragment_id: u32,
     /// Addresses; an IPv4 address fills the first 4 bytes.
     pub src: [u8; 16],
     pub dst: [u8; 16],
@@ -116,11 +119,58 @@ impl Flow {
 
     /// Whether the destination is the host's own address.
     pub fn is_for_host(&self, config: &DatapathConfig) -> bool {
+        is_host_address(&self.dst, self.ipv6, config)
+    }
+
+    /// Whether the source is the host's own address.
+    pub fn is_from_host(&self, config: &DatapathConfig) -> bool {
+        is_host_address(&self.src, self.ipv6, config)
+    }
+
+    /// Whether the source is a loopback address (127.0.0.0/8 or ::1).
+    pub fn is_from_loopback(&self) -> bool {
         if self.ipv6 {
-            config.has_ipv6 != 0 && self.dst == config.host_ipv6
+            self.src == IPV6_LOOPBACK
         } else {
-            config.has_ipv4 != 0 && self.dst[..4] == config.host_ipv4
+            self.src[0] == 127
         }
+    }
+
+    /// Whether the destination is not a unicast address of the public network: IPv4
+    /// multicast, reserved and broadcast (224.0.0.0 and up), link-local 169.254/16;
+    /// IPv6 multicast ff00::/8 and link-local fe80::/10.
+    pub fn is_to_link_or_group(&self) -> bool {
+        if self.ipv6 {
+            self.dst[0] == 0xff || (self.dst[0] == 0xfe && self.dst[1] & 0xc0 == 0x80)
+        } else {
+            self.dst[0] >= 224 || (self.dst[0] == 169 && self.dst[1] == 254)
+        }
+    }
+
+    /// Whether the source is one no host on the network can have: the host's own
+    /// addresses, loopback, unspecified, multicast, reserved or broadcast, and for IPv6
+    /// also IPv4-mapped addresses.
+    pub fn has_impossible_source(&self, config: &DatapathConfig) -> bool {
+        if self.is_from_host(config) || self.is_from_loopback() {
+            return true;
+        }
+        let src = &self.src;
+        if self.ipv6 {
+            let mapped = src[..10] == [0; 10] && src[10] == 0xff && src[11] == 0xff;
+            *src == [0; 16] || src[0] == 0xff || mapped
+        } else {
+            src[0] == 0 || src[0] >= 224
+        }
+    }
+}
+
+/// Whether `address` (of an IPv6 or IPv4 packet) is the host's own.
+#[inline(always)]
+pub fn is_host_address(address: &[u8; 16], ipv6: bool, config: &DatapathConfig) -> bool {
+    if ipv6 {
+        config.has_ipv6 != 0 && *address == config.host_ipv6
+    } else {
+        config.has_ipv4 != 0 && address[..4] == config.host_ipv4
     }
 }
 
@@ -155,7 +205,8 @@ fn parse_ipv4(ctx: &TcContext) -> Parsed {
     if version_ihl >> 4 != 4 || ihl < 20 {
         return Parsed::Malformed;
     }
-    let (Ok(frag), Ok(protocol), Ok(src), Ok(dst)) = (
+    let (Ok(id), Ok(frag), Ok(protocol), Ok(src), Ok(dst)) = (
+        ctx.load::<u16>(ETH_HLEN + 4).map(u16::from_be),
         ctx.load::<u16>(ETH_HLEN + 6).map(u16::from_be),
         ctx.load::<u8>(ETH_HLEN + IPV4_PROTOCOL_OFFSET),
         ctx.load::<[u8; 4]>(ETH_HLEN + 12),
@@ -181,6 +232,7 @@ fn parse_ipv4(ctx: &TcContext) -> Parsed {
         protocol,
         l4_offset,
         fragment,
+        fragment_id: u32::from(id),
         src: widen(src),
         dst: widen(dst),
     })
@@ -202,6 +254,7 @@ fn parse_ipv6(ctx: &TcContext) -> Parsed {
     let mut next = first_next;
     let mut offset = ETH_HLEN + 40;
     let mut fragment = Fragment::Whole;
+    let mut fragment_id = 0;
     for _ in 0..MAX_IPV6_EXT_HEADERS {
         match next {
             IPV6_HOP_BY_HOP | IPV6_ROUTING | IPV6_DEST_OPTS | IPV6_AUTH | IPV6_FRAGMENT => {}
@@ -212,9 +265,13 @@ fn parse_ipv6(ctx: &TcContext) -> Parsed {
         };
         let header_len = match next {
             IPV6_FRAGMENT => {
-                let Ok(frag) = ctx.load::<u16>(offset + 2).map(u16::from_be) else {
+                let (Ok(frag), Ok(id)) = (
+                    ctx.load::<u16>(offset + 2).map(u16::from_be),
+                    ctx.load::<u32>(offset + 4).map(u32::from_be),
+                ) else {
                     return Parsed::Malformed;
                 };
+                fragment_id = id;
                 fragment = if frag & 0xfff8 != 0 {
                     Fragment::Later
                 } else if frag & 1 != 0 {
@@ -235,6 +292,7 @@ fn parse_ipv6(ctx: &TcContext) -> Parsed {
         protocol: next,
         l4_offset: offset,
         fragment,
+        fragment_id,
         src,
         dst,
     })
@@ -272,17 +330,19 @@ fn widen(ipv4: [u8; 4]) -> [u8; 16] {
     address
 }
 
-const ICMP_ECHO_REPLY: u8 = 0;
-const ICMP_DEST_UNREACH: u8 = 3;
-const ICMP_ECHO_REQUEST: u8 = 8;
-const ICMP_TIME_EXCEEDED: u8 = 11;
-const ICMP_PARAMETER_PROBLEM: u8 = 12;
-const ICMPV6_DEST_UNREACH: u8 = 1;
-const ICMPV6_PACKET_TOO_BIG: u8 = 2;
-const ICMPV6_TIME_EXCEEDED: u8 = 3;
-const ICMPV6_PARAMETER_PROBLEM: u8 = 4;
-const ICMPV6_ECHO_REQUEST: u8 = 128;
-const ICMPV6_ECHO_REPLY: u8 = 129;
+pub const ICMP_ECHO_REPLY: u8 = 0;
+pub const ICMP_DEST_UNREACH: u8 = 3;
+/// Code of `ICMP_DEST_UNREACH`: fragmentation needed (path MTU discovery).
+pub const ICMP_FRAG_NEEDED: u8 = 4;
+pub const ICMP_ECHO_REQUEST: u8 = 8;
+pub const ICMP_TIME_EXCEEDED: u8 = 11;
+pub const ICMP_PARAMETER_PROBLEM: u8 = 12;
+pub const ICMPV6_DEST_UNREACH: u8 = 1;
+pub const ICMPV6_PACKET_TOO_BIG: u8 = 2;
+pub const ICMPV6_TIME_EXCEEDED: u8 = 3;
+pub const ICMPV6_PARAMETER_PROBLEM: u8 = 4;
+pub const ICMPV6_ECHO_REQUEST: u8 = 128;
+pub const ICMPV6_ECHO_REPLY: u8 = 129;
 
 /// What an ICMP or ICMPv6 message is, as far as steering goes.
 pub enum Icmp {
@@ -302,8 +362,16 @@ pub enum Icmp {
 /// The transport of the packet quoted in an ICMP error: the original packet left this
 /// host, so its source port names the socket, and so the container, it came from.
 pub enum Quoted {
-    Ports { src: [u8; 16], sport: u16 },
-    Echo { dst: [u8; 16], id: u16 },
+    Ports {
+        src: [u8; 16],
+        dst: [u8; 16],
+        sport: u16,
+        dport: u16,
+    },
+    Echo {
+        dst: [u8; 16],
+        id: u16,
+    },
     Unknown,
 }
 
@@ -347,9 +415,17 @@ pub fn icmp(ctx: &TcContext, flow: &Flow) -> Option<Icmp> {
     })
 }
 
+/// The type and code of the ICMP message of `flow`.
+#[inline(always)]
+pub fn icmp_type_code(ctx: &TcContext, flow: &Flow) -> Option<(u8, u8)> {
+    let icmp_type = ctx.load::<u8>(flow.l4_offset).ok()?;
+    let code = ctx.load::<u8>(flow.l4_offset + 1).ok()?;
+    Some((icmp_type, code))
+}
+
 /// Parses the original packet quoted at `offset` in an ICMP error.
 #[inline(always)]
-fn quoted(ctx: &TcContext, ipv6: bool, offset: usize) -> Quoted {
+pub fn quoted(ctx: &TcContext, ipv6: bool, offset: usize) -> Quoted {
     let parsed = if ipv6 {
         (
             ctx.load::<u8>(offset + 6),
@@ -370,12 +446,14 @@ fn quoted(ctx: &TcContext, ipv6: bool, offset: usize) -> Quoted {
     };
     let l4 = offset + header_len;
     match protocol {
-        IPPROTO_TCP | IPPROTO_UDP => match ctx.load::<u16>(l4) {
-            Ok(sport) => Quoted::Ports {
+        IPPROTO_TCP | IPPROTO_UDP => match (ctx.load::<u16>(l4), ctx.load::<u16>(l4 + 2)) {
+            (Ok(sport), Ok(dport)) => Quoted::Ports {
                 src,
+                dst,
                 sport: u16::from_be(sport),
+                dport: u16::from_be(dport),
             },
-            Err(_) => Quoted::Unknown,
+            _ => Quoted::Unknown,
         },
         IPPROTO_ICMP | IPPROTO_ICMPV6 => match ctx.load::<u16>(l4 + 4) {
             Ok(id) => Quoted::Echo { dst, id },

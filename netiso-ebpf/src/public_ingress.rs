@@ -3,14 +3,27 @@
 //! - ICMP echo replies to a container's echo request: to that container.
 //! - ICMP errors quoting a packet a container sent: to that container.
 //! - Everything else: to the host stack, unchanged.
-use aya_ebpf::{bindings::TC_ACT_PIPE, macros::classifier, programs::TcContext};
-use netiso_common::{Direction, EchoKey};
+//!
+//! Only frames addressed to the host (`PACKET_HOST`) are steered. A packet for a
+//! container whose source no remote host can have (the host's own address, loopback,
+//! multicast, ...) is dropped and counted as the container's
+//! `rx_dropped_spoofed_source`: it could make the container answer the host or
+//! another container.
+use aya_ebpf::{
+    bindings::{TC_ACT_PIPE, TC_ACT_SHOT},
+    macros::classifier,
+    programs::TcContext,
+};
+use netiso_common::{Direction, EchoKey, PortOwner};
 
 use crate::{
     deliver::deliver_to,
-    maps::{ECHO_OWNERS, config, count_public_iface, port_owner},
+    maps::{ECHO_OWNERS, config, count_container, count_public_iface, port_owner},
     packet::{Flow, Fragment, Icmp, Parsed, Quoted, classify, icmp, parse, ports},
 };
+
+/// `skb->pkt_type` of a frame addressed to this host.
+const PACKET_HOST: u32 = 0;
 
 #[classifier]
 pub fn public_ingress(ctx: TcContext) -> i32 {
@@ -21,41 +34,54 @@ pub fn public_ingress(ctx: TcContext) -> i32 {
 /// The redirect verdict for a packet a container owns, `None` for the host's packets.
 #[inline(always)]
 fn steer(ctx: &TcContext) -> Option<i32> {
+    // SAFETY: the context pointer is valid for the program's run.
+    if unsafe { (*ctx.skb.skb).pkt_type } != PACKET_HOST {
+        return None;
+    }
     let Parsed::Ip(flow) = parse(ctx) else {
         return None;
     };
+    let config = config()?;
     // Fragments go to the host: only the first carries ports, so they could not all
     // reach the same container.
-    if flow.fragment != Fragment::Whole || !flow.is_for_host(config()?) {
+    if flow.fragment != Fragment::Whole || !flow.is_for_host(config) {
         return None;
     }
-    if flow.has_ports() {
+    let owner = if flow.has_ports() {
         let (_, dport) = ports(ctx, &flow)?;
-        return deliver_to(port_owner(dport)?, ctx.len());
-    }
-    if flow.is_icmp() {
-        return steer_icmp(ctx, &flow);
-    }
-    None
-}
-
-#[inline(always)]
-fn steer_icmp(ctx: &TcContext, flow: &Flow) -> Option<i32> {
-    let owner = match icmp(ctx, flow)? {
-        Icmp::EchoReply { id } => echo_owner(flow.src, id, flow.ipv6)?,
-        Icmp::Error { inner } => match inner {
-            // The quoted packet must be one the host's address sent.
-            Quoted::Ports { src, sport } if src == flow.dst => port_owner(sport)?,
-            Quoted::Echo { dst, id } => echo_owner(dst, id, flow.ipv6)?,
-            _ => return None,
-        },
-        Icmp::EchoRequest { .. } | Icmp::Other => return None,
+        port_owner(dport)?
+    } else if flow.is_icmp() {
+        icmp_owner(ctx, &flow)?
+    } else {
+        return None;
     };
+    if flow.has_impossible_source(config) {
+        if let Some(slot) = owner.slot() {
+            count_container(slot, |c| c.rx_dropped_spoofed_source += 1);
+        }
+        return Some(TC_ACT_SHOT);
+    }
     deliver_to(owner, ctx.len())
 }
 
+/// The container an ICMP message is for: the one whose echo request it answers, or
+/// whose packet an error quotes.
 #[inline(always)]
-fn echo_owner(remote: [u8; 16], id: u16, ipv6: bool) -> Option<netiso_common::PortOwner> {
+fn icmp_owner(ctx: &TcContext, flow: &Flow) -> Option<PortOwner> {
+    match icmp(ctx, flow)? {
+        Icmp::EchoReply { id } => echo_owner(flow.src, id, flow.ipv6),
+        Icmp::Error { inner } => match inner {
+            // The quoted packet must be one the host's address sent.
+            Quoted::Ports { src, sport, .. } if src == flow.dst => port_owner(sport),
+            Quoted::Echo { dst, id } => echo_owner(dst, id, flow.ipv6),
+            _ => None,
+        },
+        Icmp::EchoRequest { .. } | Icmp::Other => None,
+    }
+}
+
+#[inline(always)]
+fn echo_owner(remote: [u8; 16], id: u16, ipv6: bool) -> Option<PortOwner> {
     let key = EchoKey {
         remote,
         id,

@@ -18,13 +18,18 @@ pub const IPPROTO_ICMPV6: u8 = 58;
 /// IPv6 hop-by-hop options extension header.
 pub const IPPROTO_HOPOPTS: u8 = 0;
 
-const SRC_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
-const DST_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
+/// The source MAC of crafted frames; test runs configure it as the host's (and so the
+/// containers') MAC.
+pub const FRAME_SRC_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
+/// The destination MAC of crafted frames: test runs take the frame to arrive on the
+/// loopback device, whose address is all zeros, so it is addressed to this host
+/// (`PACKET_HOST`).
+pub const FRAME_DST_MAC: [u8; 6] = [0; 6];
 
 fn ethernet(ethertype: u16) -> Vec<u8> {
     let mut frame = Vec::with_capacity(128);
-    frame.extend_from_slice(&DST_MAC);
-    frame.extend_from_slice(&SRC_MAC);
+    frame.extend_from_slice(&FRAME_DST_MAC);
+    frame.extend_from_slice(&FRAME_SRC_MAC);
     frame.extend_from_slice(&ethertype.to_be_bytes());
     frame
 }
@@ -139,7 +144,7 @@ pub fn ipv6_hop_by_hop_udp(sport: u16, dport: u16) -> Vec<u8> {
 pub fn arp_request() -> Vec<u8> {
     let mut frame = ethernet(ETH_P_ARP);
     frame.extend_from_slice(&[0, 1, 0x08, 0, 6, 4, 0, 1]);
-    frame.extend_from_slice(&SRC_MAC);
+    frame.extend_from_slice(&FRAME_SRC_MAC);
     frame.extend_from_slice(&REMOTE_IPV4.octets());
     frame.extend_from_slice(&[0; 6]);
     frame.extend_from_slice(&HOST_IPV4.octets());
@@ -239,11 +244,33 @@ pub fn ipv6_ext_header(next: u8, len_words: u8) -> Vec<u8> {
 /// An IPv6 fragment header announcing `next`, with `offset_words` in 8-byte units and
 /// the more-fragments flag.
 pub fn ipv6_fragment_header(next: u8, offset_words: u16, more: bool) -> Vec<u8> {
+    ipv6_fragment(next, offset_words, more, 7)
+}
+
+/// [`ipv6_fragment_header`] with the identification `id`.
+pub fn ipv6_fragment(next: u8, offset_words: u16, more: bool, id: u32) -> Vec<u8> {
     let field = (offset_words << 3) | u16::from(more);
     let mut header = vec![next, 0];
     header.extend_from_slice(&field.to_be_bytes());
-    header.extend_from_slice(&[0, 0, 0, 7]);
+    header.extend_from_slice(&id.to_be_bytes());
     header
+}
+
+/// [`ipv4_packet_full`] as a fragment of datagram `id`: `offset_words` 8-byte units in,
+/// more to come or not.
+pub fn ipv4_fragment(
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    protocol: u8,
+    id: u16,
+    offset_words: u16,
+    more: bool,
+    payload: &[u8],
+) -> Vec<u8> {
+    let flags_offset = offset_words | if more { 0x2000 } else { 0 };
+    let mut packet = ipv4_packet_full(src, dst, protocol, &[], flags_offset, payload);
+    packet[4..6].copy_from_slice(&id.to_be_bytes());
+    packet
 }
 
 /// The Internet checksum (RFC 1071) of `data`.
@@ -264,6 +291,16 @@ pub fn fix_ipv4_checksum(packet: &mut [u8]) {
     packet[10..12].copy_from_slice(&[0, 0]);
     let checksum = internet_checksum(&packet[..header_len]);
     packet[10..12].copy_from_slice(&checksum.to_be_bytes());
+}
+
+/// Fills in the IPv4 header checksum and the checksum of the ICMP message after the
+/// header of the IPv4 packet `packet`.
+pub fn fix_ipv4_icmp_checksums(packet: &mut [u8]) {
+    fix_ipv4_checksum(packet);
+    let header_len = usize::from(packet[0] & 0x0f) * 4;
+    packet[header_len + 2..header_len + 4].copy_from_slice(&[0, 0]);
+    let checksum = internet_checksum(&packet[header_len..]);
+    packet[header_len + 2..header_len + 4].copy_from_slice(&checksum.to_be_bytes());
 }
 
 /// Fills in the checksum of the UDP datagram at `udp_offset` in the IPv6 packet

@@ -2,7 +2,10 @@
 use aya::{Ebpf, maps::Array, programs::SchedClassifier};
 use netiso_common::{CONTAINER_SHAPING_MAP, ContainerShaping, DATAPATH_CONFIG_MAP, DatapathConfig};
 
-use crate::lab::{HOST_IPV4, HOST_IPV6};
+use crate::{
+    lab::{HOST_IPV4, HOST_IPV6},
+    packets::FRAME_SRC_MAC,
+};
 
 /// Loads the programs `names` of `ebpf` into the kernel (the verifier runs here).
 pub fn load_programs(ebpf: &mut Ebpf, names: &[&str]) {
@@ -31,6 +34,8 @@ pub fn configure_as_lab_host(ebpf: &mut Ebpf) {
         public_ifindex: 2,
         host_lo_ifindex: 1,
         egress_flows_qdisc: 0,
+        host_mac: FRAME_SRC_MAC,
+        _pad: [0; 2],
     };
     config
         .set(0, lab_host, 0)

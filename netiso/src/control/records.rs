@@ -3,6 +3,7 @@
 use std::{
     fs,
     io::{self, Write as _},
+    os::unix::fs::PermissionsExt as _,
     path::{Path, PathBuf},
 };
 
@@ -16,10 +17,16 @@ pub struct Records {
 }
 
 impl Records {
-    /// Opens (creating it if needed) the records under `state_dir`.
+    /// Opens (creating it if needed) the records under `state_dir`. Both directories
+    /// are root's alone (0700): records hold every container's labels. Records are
+    /// written 0600.
     pub fn open(state_dir: &Path) -> anyhow::Result<Self> {
         let dir = state_dir.join("containers");
         fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        for private in [state_dir, dir.as_path()] {
+            fs::set_permissions(private, fs::Permissions::from_mode(0o700))
+                .with_context(|| format!("making {} private", private.display()))?;
+        }
         Ok(Self { dir })
     }
 
@@ -121,5 +128,9 @@ mod tests {
         records.remove("a").unwrap();
         records.remove("a").unwrap();
         assert_eq!(records.read_all().unwrap(), vec![info("b")]);
+        let mode = |path: &Path| fs::metadata(path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(dir.path()), 0o700);
+        assert_eq!(mode(&containers), 0o700);
+        assert_eq!(mode(&containers.join("b.json")), 0o600);
     }
 }

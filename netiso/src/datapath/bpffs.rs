@@ -1,6 +1,10 @@
 //! The BPF filesystem, where maps are pinned so they outlive the agent and `bpftool`
 //! can read them.
-use std::{fs, io, path::Path};
+use std::{
+    fs, io,
+    os::unix::fs::{DirBuilderExt as _, MetadataExt as _, PermissionsExt as _},
+    path::Path,
+};
 
 use anyhow::{Context as _, bail};
 use nix::{
@@ -22,12 +26,13 @@ pub fn prepare_pin_root(root: &Path) -> anyhow::Result<()> {
     let mount_point = Path::new(BPFFS_MOUNT_POINT);
     if root.starts_with(mount_point) && !is_bpffs(mount_point).unwrap_or(false) {
         log::info!("mounting the BPF filesystem at {BPFFS_MOUNT_POINT}");
+        // Root's alone: whoever can write in bpffs can unpin netiso's links.
         mount(
             Some("bpf"),
             mount_point,
             Some("bpf"),
             MsFlags::empty(),
-            None::<&str>,
+            Some("mode=0700"),
         )
         .with_context(|| {
             format!("mounting bpffs at {BPFFS_MOUNT_POINT}; run `mount -t bpf bpf {BPFFS_MOUNT_POINT}` as root")
@@ -44,7 +49,26 @@ pub fn prepare_pin_root(root: &Path) -> anyhow::Result<()> {
             root.display()
         );
     }
-    fs::create_dir_all(root)
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(root)
         .with_context(|| format!("creating pin directory {}", root.display()))?;
+    check_owned_by_root(root)
+}
+
+/// Refuses a pin directory someone else could write in: whoever can unpin netiso's
+/// links detaches its programs (steering stops, ports go unchecked).
+fn check_owned_by_root(root: &Path) -> anyhow::Result<()> {
+    let metadata = fs::metadata(root).with_context(|| format!("checking {}", root.display()))?;
+    let mode = metadata.permissions().mode() & 0o7777;
+    if metadata.uid() != 0 || mode & 0o022 != 0 {
+        bail!(
+            "pin directory {} belongs to uid {} with mode {mode:o}: others could unpin netiso's programs; remove it (`rm -r {}`) or choose another --bpffs-root",
+            root.display(),
+            metadata.uid(),
+            root.display()
+        );
+    }
     Ok(())
 }

@@ -115,6 +115,8 @@ impl Datapath {
             public_ifindex: host.public.index,
             host_lo_ifindex: host.lo_index,
             egress_flows_qdisc,
+            host_mac: host.public.mac,
+            _pad: [0; 2],
         };
         self.maps
             .config

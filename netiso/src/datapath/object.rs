@@ -6,16 +6,17 @@ use anyhow::{Context as _, bail};
 use aya::{Btf, Ebpf, EbpfLoader, maps::MapData};
 use netiso_common::{
     CONTAINER_COUNTERS_MAP, CONTAINER_SHAPING_MAP, ContainerCounters, ContainerShaping,
-    DATAPATH_CONFIG_MAP, DatapathConfig, ECHO_OWNERS_MAP, EchoKey, MAX_CONTAINERS,
-    MAX_ECHO_CONVERSATIONS, PORT_OWNERS_MAP, PUBLIC_IFACE_COUNTER_SLOTS, PUBLIC_IFACE_COUNTERS_MAP,
-    PortOwner, TrafficCounters, VETH_CONTAINERS_MAP,
+    DATAPATH_CONFIG_MAP, DatapathConfig, ECHO_OWNERS_MAP, EchoKey, FRAGMENT_ROUTES_MAP,
+    FragmentKey, FragmentRoute, MAX_CONTAINERS, MAX_ECHO_CONVERSATIONS, MAX_FRAGMENTED_DATAGRAMS,
+    PORT_OWNERS_MAP, PUBLIC_IFACE_COUNTER_SLOTS, PUBLIC_IFACE_COUNTERS_MAP, PortOwner,
+    TrafficCounters, VETH_CONTAINERS_MAP,
 };
 
 /// The eBPF object built from `netiso-ebpf` by `build.rs`.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netiso"));
 
 /// Every pinned map with its layout: (name, key size, value size, entries).
-pub(super) const PINNED_MAPS: [(&str, usize, usize, u32); 7] = [
+pub(super) const PINNED_MAPS: [(&str, usize, usize, u32); 8] = [
     (
         PUBLIC_IFACE_COUNTERS_MAP,
         size_of::<u32>(),
@@ -57,6 +58,12 @@ pub(super) const PINNED_MAPS: [(&str, usize, usize, u32); 7] = [
         size_of::<u32>(),
         size_of::<ContainerShaping>(),
         MAX_CONTAINERS,
+    ),
+    (
+        FRAGMENT_ROUTES_MAP,
+        size_of::<FragmentKey>(),
+        size_of::<FragmentRoute>(),
+        MAX_FRAGMENTED_DATAGRAMS,
     ),
 ];
 

@@ -49,8 +49,18 @@ impl HostNetwork {
 /// Packets the datapath redirects into a loopback device arrive without the route a
 /// locally sent packet carries, so the kernel routes them as if they came from a wire:
 /// 127.0.0.0/8 addresses need `route_localnet` and the shared host address as source
-/// needs `accept_local`, or IPv4 drops them as martians.
+/// needs `accept_local`, or IPv4 drops them as martians. What arrives that way comes
+/// from containers, so redirects are never taken from it.
 pub(crate) fn allow_loopback_delivery(lo: &str) -> anyhow::Result<()> {
     sysctl::write(&format!("net.ipv4.conf.{lo}.route_localnet"), "1")?;
-    sysctl::write(&format!("net.ipv4.conf.{lo}.accept_local"), "1")
+    sysctl::write(&format!("net.ipv4.conf.{lo}.accept_local"), "1")?;
+    sysctl::write(&format!("net.ipv4.conf.{lo}.accept_redirects"), "0")?;
+    let ipv6 = format!("net.ipv6.conf.{lo}.accept_redirects");
+    if std::path::Path::new("/proc/sys")
+        .join(ipv6.replace('.', "/"))
+        .exists()
+    {
+        sysctl::write(&ipv6, "0")?;
+    }
+    Ok(())
 }

@@ -187,7 +187,20 @@ fn families(entries: &[MonitorEntry]) -> Vec<Family> {
                 ("port_not_owned".into(), Count(d.tx_dropped_port_not_owned)),
                 ("malformed".into(), Count(d.tx_dropped_malformed)),
                 ("other".into(), Count(d.tx_dropped_other)),
+                ("spoofed".into(), Count(d.tx_dropped_spoofed)),
+                ("fragment".into(), Count(d.tx_dropped_fragment)),
+                ("icmp".into(), Count(d.tx_dropped_icmp)),
+                ("multicast".into(), Count(d.tx_dropped_multicast)),
             ]
+        }),
+    );
+    family(
+        "container_datapath_receive_dropped_packets",
+        "Packets from the network for the container that the eBPF datapath dropped, by reason.",
+        Counter,
+        split("reason", &|e| {
+            let d = e.statistics.netiso_datapath_statistics;
+            vec![("spoofed_source".into(), Count(d.rx_dropped_spoofed_source))]
         }),
     );
     let qdisc = |f: fn(&super::TrafficControlStatistics) -> u64| {

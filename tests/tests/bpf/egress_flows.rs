@@ -36,13 +36,6 @@ fn with_unique_flows(ebpf: &mut Ebpf) {
     enable_unique_flows(ebpf, [(0, 3), (1, 4)]);
 }
 
-/// Makes test runs come from container `slot`'s veth.
-fn send_as(ebpf: &mut Ebpf, slot: u32) {
-    let mut veths: HashMap<_, u32, u32> =
-        HashMap::try_from(ebpf.map_mut(VETH_CONTAINERS_MAP).unwrap()).unwrap();
-    veths.insert(TEST_RUN_IFINDEX, slot, 0).unwrap();
-}
-
 #[test]
 fn with_unique_flows_each_container_leaves_in_its_own_flow() {
     let mut ebpf = datapath();

@@ -19,8 +19,8 @@ pub(crate) use netiso_tests::{
     packets::{
         ETH_P_8021Q, ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, IPPROTO_GRE, IPPROTO_HOPOPTS, IPPROTO_ICMP,
         IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, arp_request, echo, frame, icmp_error,
-        ipv4_packet, ipv4_packet_full, ipv6_ext_header, ipv6_fragment_header, ipv6_packet,
-        tcp_segment, udp_segment,
+        ipv4_fragment, ipv4_packet, ipv4_packet_full, ipv6_ext_header, ipv6_fragment,
+        ipv6_fragment_header, ipv6_packet, tcp_segment, udp_segment, with_macs,
     },
     test_run::{FLOWS_QDISC, configure_as_lab_host, enable_unique_flows, load_programs},
 };
@@ -143,4 +143,11 @@ pub(crate) fn tcp6_out(sport: u16, dport: u16) -> Vec<u8> {
         IPPROTO_TCP,
         &tcp_segment(sport, dport),
     )
+}
+
+/// Makes test runs come from container `slot`'s veth.
+pub(crate) fn send_as(ebpf: &mut Ebpf, slot: u32) {
+    let mut veths: HashMap<_, u32, u32> =
+        HashMap::try_from(ebpf.map_mut(VETH_CONTAINERS_MAP).unwrap()).unwrap();
+    veths.insert(TEST_RUN_IFINDEX, slot, 0).unwrap();
 }

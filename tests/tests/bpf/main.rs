@@ -6,5 +6,6 @@
 mod classify;
 mod egress_flows;
 mod fixtures;
+mod hostile;
 mod inbound;
 mod outbound;

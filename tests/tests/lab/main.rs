@@ -3,6 +3,8 @@
 mod doctor;
 mod edge_packets;
 mod egress_flows;
+mod host_files;
+mod hostile;
 mod lifecycle;
 mod loopback;
 mod port_isolation;

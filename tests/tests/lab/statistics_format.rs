@@ -341,6 +341,10 @@ fn metrics_parse_with_the_prometheus_parser_and_every_sample_matches_the_json() 
                 let reason = labels["reason"].as_str().unwrap();
                 json_value(&format!("/netiso_datapath_statistics/tx_dropped_{reason}"))
             }
+            "netiso_container_datapath_receive_dropped_packets_total" => {
+                let reason = labels["reason"].as_str().unwrap();
+                json_value(&format!("/netiso_datapath_statistics/rx_dropped_{reason}"))
+            }
             "netiso_container_qdisc_bytes_total" => qdisc("bytes"),
             "netiso_container_qdisc_packets_total" => qdisc("packets"),
             "netiso_container_qdisc_dropped_packets_total" => qdisc("drops"),
@@ -366,8 +370,9 @@ fn metrics_parse_with_the_prometheus_parser_and_every_sample_matches_the_json() 
         assert_eq!(*value, expected, "{name} {labels:?}");
         checked += 1;
     }
-    // 2 containers x (8 link + 4 datapath + 3 drop reasons + 2 ports + 2 tcp) + 7 qdisc.
-    assert_eq!(checked, 2 * 19 + 7, "{samples:?}");
+    // 2 containers x (8 link + 4 datapath + 7 transmit and 1 receive drop reasons +
+    // 2 ports + 2 tcp) + 7 qdisc.
+    assert_eq!(checked, 2 * 24 + 7, "{samples:?}");
     let web_labels = &samples
         .iter()
         .find(|(_, l, _)| {
