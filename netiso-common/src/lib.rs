@@ -196,6 +196,9 @@ pub struct ContainerCounters {
     /// Sent to a multicast, broadcast or link-local address: not for the public
     /// network, which the container shares with the host.
     pub tx_dropped_multicast: u64,
+    /// Sent to a host service (a port of the host's address or loopback no container
+    /// owns) that containers may not reach (`--container_host_ports`).
+    pub tx_dropped_host_port: u64,
     /// Inbound from the network with a source no remote host can have (the host's
     /// own addresses, loopback, multicast, broadcast, IPv4-mapped): dropped before it
     /// reached the container that owns the port.
@@ -222,6 +225,7 @@ impl ContainerCounters {
             tx_dropped_fragment: self.tx_dropped_fragment + other.tx_dropped_fragment,
             tx_dropped_icmp: self.tx_dropped_icmp + other.tx_dropped_icmp,
             tx_dropped_multicast: self.tx_dropped_multicast + other.tx_dropped_multicast,
+            tx_dropped_host_port: self.tx_dropped_host_port + other.tx_dropped_host_port,
             rx_dropped_spoofed_source: self.rx_dropped_spoofed_source
                 + other.rx_dropped_spoofed_source,
         }
@@ -273,8 +277,45 @@ pub struct EchoKey {
 // SAFETY: byte array, u16 and two u8: 20 bytes, no implicit padding.
 unsafe impl aya::Pod for EchoKey {}
 
+/// Who an echo conversation belongs to: a container (whose request left with an
+/// identifier of its own, `id` on the wire, translated from `original_id`), or the
+/// host (`owner.container` 0), whose conversations containers never take over.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EchoConversation {
+    pub owner: PortOwner,
+    /// The identifier the container's request had, in network byte order: replies get
+    /// it back.
+    pub original_id: u16,
+    pub _pad: [u8; 6],
+    /// When the last request of the conversation left (`bpf_ktime_get_ns`).
+    pub last_request_ns: u64,
+}
+
+#[cfg(feature = "user")]
+// SAFETY: u32s, a u16, bytes and a u64: 24 bytes, no implicit padding.
+unsafe impl aya::Pod for EchoConversation {}
+
 /// Most echo conversations remembered at once; the least recently used is forgotten.
 pub const MAX_ECHO_CONVERSATIONS: u32 = 16384;
+
+/// A host conversation holds its (remote, identifier) against containers this long
+/// after its last request.
+pub const HOST_ECHO_HOLD_NS: u64 = 30_000_000_000;
+
+/// The identifiers a container's echo requests leave with: its ephemeral range, so
+/// that they are as much its own as its ports.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EchoIdRange {
+    pub begin: u16,
+    /// 0 for a slot without a container.
+    pub len: u16,
+}
+
+#[cfg(feature = "user")]
+// SAFETY: two u16 fields, no padding.
+unsafe impl aya::Pod for EchoIdRange {}
 
 /// A fragmented datagram a container sends: its fragments share the destination, the
 /// protocol and the identification (the source is always the host's address).
@@ -328,6 +369,11 @@ pub const DATAPATH_CONFIG_MAP: &str = "DATAPATH_CONFIG";
 pub const ECHO_OWNERS_MAP: &str = "ECHO_OWNERS";
 pub const CONTAINER_SHAPING_MAP: &str = "CONTAINER_SHAPING";
 pub const FRAGMENT_ROUTES_MAP: &str = "FRAGMENT_ROUTES";
+pub const CONTAINER_ECHO_IDS_MAP: &str = "CONTAINER_ECHO_IDS";
+pub const HOST_PORT_ACCESS_MAP: &str = "HOST_PORT_ACCESS";
+
+/// `HOST_PORT_ACCESS` value of a host port containers may not reach (0: they may).
+pub const HOST_PORT_CLOSED: u8 = 1;
 
 /// Program on the host-side veth's ingress: packets leaving a container.
 pub const CONTAINER_VETH_INGRESS_PROGRAM: &str = "container_veth_ingress";

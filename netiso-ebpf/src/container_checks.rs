@@ -24,6 +24,7 @@ pub enum DropReason {
     Fragment,
     Icmp,
     Multicast,
+    HostPort,
 }
 
 /// The source MAC and address must be the container's own (the host's). Traffic

@@ -18,15 +18,18 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use netiso_common::{
-    DatapathConfig, EchoKey, FRAGMENTS_TO_CONTAINER, FRAGMENTS_TO_HOST, FRAGMENTS_TO_NETWORK,
-    FragmentKey, FragmentRoute, PortOwner,
+    DatapathConfig, FRAGMENTS_TO_CONTAINER, FRAGMENTS_TO_HOST, FRAGMENTS_TO_NETWORK, FragmentKey,
+    FragmentRoute, HOST_PORT_CLOSED, PortOwner,
 };
 
 use crate::{
     container_checks::{DropReason, check_icmp, check_source, check_source_port},
     deliver::deliver_to,
+    echo,
     egress_flow::assign_container_flow,
-    maps::{ECHO_OWNERS, FRAGMENT_ROUTES, VETH_CONTAINERS, config, count_container, port_owner},
+    maps::{
+        FRAGMENT_ROUTES, HOST_PORT_ACCESS, VETH_CONTAINERS, config, count_container, port_owner,
+    },
     packet::{Flow, Fragment, Icmp, Parsed, icmp, is_icmpv6_link_control, parse, ports},
 };
 
@@ -51,7 +54,7 @@ pub fn container_veth_ingress(ctx: TcContext) -> i32 {
     let Some(config) = config() else {
         return TC_ACT_SHOT;
     };
-    let (flow, route) = match decide(&ctx, slot, config) {
+    let route = match decide(&ctx, PortOwner::new(slot, ifindex), config) {
         Ok(decision) => decision,
         Err(reason) => {
             count_container(slot, |c| match reason {
@@ -62,6 +65,7 @@ pub fn container_veth_ingress(ctx: TcContext) -> i32 {
                 DropReason::Fragment => c.tx_dropped_fragment += 1,
                 DropReason::Icmp => c.tx_dropped_icmp += 1,
                 DropReason::Multicast => c.tx_dropped_multicast += 1,
+                DropReason::HostPort => c.tx_dropped_host_port += 1,
             });
             return TC_ACT_SHOT;
         }
@@ -79,9 +83,6 @@ pub fn container_veth_ingress(ctx: TcContext) -> i32 {
         }
         Route::Host => to_host_lo(config),
         Route::Network => {
-            if flow.is_icmp() && flow.fragment != Fragment::Later {
-                remember_echo(&ctx, &flow, PortOwner::new(slot, ifindex));
-            }
             assign_container_flow(&ctx, slot);
             // SAFETY: helper call; a null params pointer means "look the next hop up".
             unsafe { bpf_redirect_neigh(config.public_ifindex, core::ptr::null_mut(), 0, 0) as i32 }
@@ -89,14 +90,15 @@ pub fn container_veth_ingress(ctx: TcContext) -> i32 {
     }
 }
 
-/// Whether container `slot` may send this packet, and where it goes; the counter to
+/// Whether container `sender` may send this packet, and where it goes; the counter to
 /// bump if it may not.
 #[inline(always)]
 fn decide(
     ctx: &TcContext,
-    slot: u32,
+    sender: PortOwner,
     config: &DatapathConfig,
-) -> Result<(Flow, Route), DropReason> {
+) -> Result<Route, DropReason> {
+    let slot = sender.slot().unwrap_or_default();
     let flow = match parse(ctx) {
         Parsed::Ip(flow) => flow,
         Parsed::NotIp => return Err(DropReason::Other),
@@ -128,7 +130,7 @@ fn decide(
         // SAFETY: copied at once.
         let recorded = unsafe { FRAGMENT_ROUTES.get(key) }.copied();
         return match recorded {
-            Some(route) if route.sender == slot + 1 => Ok((flow, route_of(&route))),
+            Some(route) if route.sender == slot + 1 => Ok(route_of(&route)),
             _ => Err(DropReason::Fragment),
         };
     }
@@ -140,10 +142,17 @@ fn decide(
         return Err(DropReason::Other);
     }
     let route = if local {
-        local_route(ctx, &flow)
+        local_route(ctx, &flow)?
     } else {
         Route::Network
     };
+    if matches!(route, Route::Network)
+        && flow.is_icmp()
+        && matches!(icmp(ctx, &flow), Some(Icmp::EchoRequest))
+        && !echo::container_request(ctx, &flow, sender, slot)
+    {
+        return Err(DropReason::Icmp);
+    }
     if flow.fragment == Fragment::First {
         let (destination, owner) = match route {
             Route::Network => (FRAGMENTS_TO_NETWORK, PortOwner::default()),
@@ -158,7 +167,7 @@ fn decide(
         // A full map forgets the least recently used datagram.
         let _ = FRAGMENT_ROUTES.insert(key, recorded, 0);
     }
-    Ok((flow, route))
+    Ok(route)
 }
 
 #[inline(always)]
@@ -171,35 +180,25 @@ fn route_of(recorded: &FragmentRoute) -> Route {
 }
 
 /// A packet for the host's address or loopback: to the container owning the port, or
-/// into the host's loopback, where host services receive it.
+/// into the host's loopback, where host services receive it, if containers may reach
+/// that port.
 #[inline(always)]
-fn local_route(ctx: &TcContext, flow: &Flow) -> Route {
+fn local_route(ctx: &TcContext, flow: &Flow) -> Result<Route, DropReason> {
     if flow.has_ports()
         && let Some((_, dport)) = ports(ctx, flow)
-        && let Some(owner) = port_owner(dport)
     {
-        return Route::Container(owner);
+        if let Some(owner) = port_owner(dport) {
+            return Ok(Route::Container(owner));
+        }
+        if HOST_PORT_ACCESS.get(u32::from(dport)).copied() == Some(HOST_PORT_CLOSED) {
+            return Err(DropReason::HostPort);
+        }
     }
-    Route::Host
+    Ok(Route::Host)
 }
 
 #[inline(always)]
 fn to_host_lo(config: &DatapathConfig) -> i32 {
     // SAFETY: helper call.
     unsafe { bpf_redirect(config.host_lo_ifindex, u64::from(BPF_F_INGRESS)) as i32 }
-}
-
-/// Records an outgoing echo request so that its replies reach this container.
-#[inline(always)]
-fn remember_echo(ctx: &TcContext, flow: &Flow, owner: PortOwner) {
-    if let Some(Icmp::EchoRequest { id }) = icmp(ctx, flow) {
-        let key = EchoKey {
-            remote: flow.dst,
-            id,
-            ipv6: u8::from(flow.ipv6),
-            _pad: 0,
-        };
-        // A full map evicts the least recently used conversation.
-        let _ = ECHO_OWNERS.insert(key, owner, 0);
-    }
 }

@@ -7,6 +7,7 @@ mod container_eth0_ingress;
 mod container_lo_ingress;
 mod container_veth_ingress;
 mod deliver;
+mod echo;
 mod egress_flow;
 mod host_lo_ingress;
 mod maps;

@@ -4,9 +4,9 @@ use aya_ebpf::{
     macros::btf_map,
 };
 use netiso_common::{
-    ContainerCounters, ContainerShaping, DatapathConfig, Direction, EchoKey, FragmentKey,
-    FragmentRoute, MAX_CONTAINERS, MAX_ECHO_CONVERSATIONS, MAX_FRAGMENTED_DATAGRAMS,
-    PUBLIC_IFACE_COUNTER_SLOTS, PortOwner, TrafficClass, TrafficCounters,
+    ContainerCounters, ContainerShaping, DatapathConfig, Direction, EchoConversation, EchoIdRange,
+    EchoKey, FragmentKey, FragmentRoute, MAX_CONTAINERS, MAX_ECHO_CONVERSATIONS,
+    MAX_FRAGMENTED_DATAGRAMS, PUBLIC_IFACE_COUNTER_SLOTS, PortOwner, TrafficClass, TrafficCounters,
     public_iface_counter_slot,
 };
 
@@ -40,10 +40,20 @@ pub static CONTAINER_SHAPING: Array<ContainerShaping, { MAX_CONTAINERS as usize 
 #[btf_map]
 pub static DATAPATH_CONFIG: Array<DatapathConfig, 1> = Array::new();
 
-/// ICMP echo conversations containers started, so replies find their way back.
+/// ICMP echo conversations of containers and of the host, so replies find their way
+/// back (see `echo.rs`).
 #[btf_map]
-pub static ECHO_OWNERS: LruHashMap<EchoKey, PortOwner, { MAX_ECHO_CONVERSATIONS as usize }> =
+pub static ECHO_OWNERS: LruHashMap<EchoKey, EchoConversation, { MAX_ECHO_CONVERSATIONS as usize }> =
     LruHashMap::new();
+
+/// Host ports (of the host's address and loopback, owned by no container) that
+/// containers may not reach: `HOST_PORT_CLOSED`, else 0.
+#[btf_map]
+pub static HOST_PORT_ACCESS: Array<u8, 65536> = Array::new();
+
+/// The echo identifiers each container's requests leave with, indexed by slot.
+#[btf_map]
+pub static CONTAINER_ECHO_IDS: Array<EchoIdRange, { MAX_CONTAINERS as usize }> = Array::new();
 
 /// Fragmented datagrams containers send: where their later fragments go, and who may
 /// send them.

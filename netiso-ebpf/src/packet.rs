@@ -346,9 +346,7 @@ pub const ICMPV6_ECHO_REPLY: u8 = 129;
 
 /// What an ICMP or ICMPv6 message is, as far as steering goes.
 pub enum Icmp {
-    EchoRequest {
-        id: u16,
-    },
+    EchoRequest,
     EchoReply {
         id: u16,
     },
@@ -368,9 +366,11 @@ pub enum Quoted {
         sport: u16,
         dport: u16,
     },
+    /// An echo request; `id` as on the wire, `id_offset` where it sits in the packet.
     Echo {
         dst: [u8; 16],
         id: u16,
+        id_offset: usize,
     },
     Unknown,
 }
@@ -403,7 +403,9 @@ pub fn icmp(ctx: &TcContext, flow: &Flow) -> Option<Icmp> {
         )
     };
     Some(if icmp_type == request {
-        Icmp::EchoRequest { id: id()? }
+        // The identifier must be there to be made the container's.
+        id()?;
+        Icmp::EchoRequest
     } else if icmp_type == reply {
         Icmp::EchoReply { id: id()? }
     } else if is_error {
@@ -456,7 +458,11 @@ pub fn quoted(ctx: &TcContext, ipv6: bool, offset: usize) -> Quoted {
             _ => Quoted::Unknown,
         },
         IPPROTO_ICMP | IPPROTO_ICMPV6 => match ctx.load::<u16>(l4 + 4) {
-            Ok(id) => Quoted::Echo { dst, id },
+            Ok(id) => Quoted::Echo {
+                dst,
+                id,
+                id_offset: l4 + 4,
+            },
             Err(_) => Quoted::Unknown,
         },
         _ => Quoted::Unknown,

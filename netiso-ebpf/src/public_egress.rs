@@ -1,13 +1,15 @@
-//! Egress of the host's public interface: packets leaving for the network. Counted,
-//! and, with unique egress flows, put in the host's fq_codel flow unless a container's
-//! flow already claimed them.
+//! Egress of the host's public interface: packets leaving for the network. Counted;
+//! with unique egress flows, put in the host's fq_codel flow unless a container's
+//! flow already claimed them; the host's own echo requests are remembered as the
+//! host's, so no container's conversation can capture their replies.
 use aya_ebpf::{bindings::TC_ACT_PIPE, macros::classifier, programs::TcContext};
-use netiso_common::Direction;
+use netiso_common::{Direction, TrafficClass};
 
 use crate::{
+    echo::host_request,
     egress_flow::assign_host_flow,
     maps::{config, count_public_iface},
-    packet::classify,
+    packet::{Icmp, Parsed, classify, icmp, parse},
 };
 
 #[classifier]
@@ -17,5 +19,23 @@ pub fn public_egress(ctx: TcContext) -> i32 {
     if let Some(config) = config() {
         assign_host_flow(&ctx, config, class);
     }
+    if matches!(class, TrafficClass::Ipv4Icmp | TrafficClass::Ipv6Icmp) {
+        remember_host_echo(&ctx);
+    }
     TC_ACT_PIPE
+}
+
+/// Packets the host itself sends never arrived on an interface; containers' packets
+/// arrived on their veth.
+#[inline(always)]
+fn remember_host_echo(ctx: &TcContext) {
+    // SAFETY: the context pointer is valid for the program's run.
+    if unsafe { (*ctx.skb.skb).ingress_ifindex } != 0 {
+        return;
+    }
+    if let Parsed::Ip(flow) = parse(ctx)
+        && let Some(Icmp::EchoRequest) = icmp(ctx, &flow)
+    {
+        host_request(ctx, &flow);
+    }
 }

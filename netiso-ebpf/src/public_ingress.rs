@@ -14,11 +14,12 @@ use aya_ebpf::{
     macros::classifier,
     programs::TcContext,
 };
-use netiso_common::{Direction, EchoKey, PortOwner};
+use netiso_common::{Direction, PortOwner};
 
 use crate::{
     deliver::deliver_to,
-    maps::{ECHO_OWNERS, config, count_container, count_public_iface, port_owner},
+    echo::{checksum_offset, identifier_offset, reply_owner},
+    maps::{config, count_container, count_public_iface, port_owner},
     packet::{Flow, Fragment, Icmp, Parsed, Quoted, classify, icmp, parse, ports},
 };
 
@@ -65,29 +66,27 @@ fn steer(ctx: &TcContext) -> Option<i32> {
 }
 
 /// The container an ICMP message is for: the one whose echo request it answers, or
-/// whose packet an error quotes.
+/// whose packet an error quotes. Echo identifiers the datapath translated are put back.
 #[inline(always)]
 fn icmp_owner(ctx: &TcContext, flow: &Flow) -> Option<PortOwner> {
+    let checksum = checksum_offset(flow.l4_offset);
     match icmp(ctx, flow)? {
-        Icmp::EchoReply { id } => echo_owner(flow.src, id, flow.ipv6),
+        Icmp::EchoReply { id } => reply_owner(
+            ctx,
+            flow.src,
+            flow.ipv6,
+            id,
+            identifier_offset(flow.l4_offset),
+            checksum,
+        ),
         Icmp::Error { inner } => match inner {
             // The quoted packet must be one the host's address sent.
             Quoted::Ports { src, sport, .. } if src == flow.dst => port_owner(sport),
-            Quoted::Echo { dst, id } => echo_owner(dst, id, flow.ipv6),
+            Quoted::Echo { dst, id, id_offset } => {
+                reply_owner(ctx, dst, flow.ipv6, id, id_offset, checksum)
+            }
             _ => None,
         },
-        Icmp::EchoRequest { .. } | Icmp::Other => None,
+        Icmp::EchoRequest | Icmp::Other => None,
     }
-}
-
-#[inline(always)]
-fn echo_owner(remote: [u8; 16], id: u16, ipv6: bool) -> Option<PortOwner> {
-    let key = EchoKey {
-        remote,
-        id,
-        ipv6: u8::from(ipv6),
-        _pad: 0,
-    };
-    // SAFETY: copied at once.
-    unsafe { ECHO_OWNERS.get(key) }.copied()
 }

@@ -11,7 +11,7 @@ use crate::{
     datapath::{Datapath, bpffs},
     doctor,
     net::{NetlinkSocket, host::HostNetwork},
-    server::{StatisticsSource, control_api, monitor},
+    server::{Limits, StatisticsSource, control_api, monitor},
     stats::Collector,
     tc::{EgressFlows, FlowQdiscParent, egress_flows, rate_policy},
 };
@@ -56,6 +56,14 @@ pub fn run(args: AgentArgs, api_socket: &Path) -> anyhow::Result<()> {
         &host,
         shaping.egress_flows.as_ref().map_or(0, |f| f.qdisc.handle),
     )?;
+    // Before containers can send anything: which host services they may reach.
+    let agent_port = http_listener
+        .local_addr()
+        .context("reading the HTTP server's address")?
+        .port();
+    let host_ports = &args.servers.container_host_ports;
+    let closed = datapath.set_host_port_access(|port| host_ports.closed(port, agent_port))?;
+    log::info!("containers may reach {} host ports", 65536 - closed);
     let attach_mode = datapath.attach_public_iface(&eth0)?;
     host.prepare_loopback(&lo)?;
     datapath.attach_host_lo(&lo)?;
@@ -82,6 +90,10 @@ pub fn run(args: AgentArgs, api_socket: &Path) -> anyhow::Result<()> {
         manager: manager.clone(),
         collector,
     };
+    let limits = Limits {
+        max_connections: args.servers.max_connections,
+        timeout: args.servers.timeout.0,
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -90,6 +102,7 @@ pub fn run(args: AgentArgs, api_socket: &Path) -> anyhow::Result<()> {
     runtime.block_on(serve(
         http_listener,
         api_listener,
+        limits,
         health,
         manager,
         stats,
@@ -104,13 +117,14 @@ pub fn run(args: AgentArgs, api_socket: &Path) -> anyhow::Result<()> {
 async fn serve(
     http_listener: std::net::TcpListener,
     api_listener: std::os::unix::net::UnixListener,
+    limits: Limits,
     health: monitor::Health,
     manager: ManagerHandle,
     stats: StatisticsSource,
     ready_line: &str,
 ) -> anyhow::Result<()> {
-    let server = tokio::spawn(monitor::serve(http_listener, health, stats.clone()));
-    let api_server = tokio::spawn(control_api::serve(api_listener, manager, stats));
+    let server = tokio::spawn(monitor::serve(http_listener, limits, health, stats.clone()));
+    let api_server = tokio::spawn(control_api::serve(api_listener, limits, manager, stats));
     // Handlers first: a SIGTERM right after the ready line must stop us cleanly.
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;

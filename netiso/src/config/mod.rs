@@ -11,9 +11,11 @@ use clap::{ArgAction, Args};
 
 mod rates;
 pub mod resources;
+pub mod servers;
 pub mod units;
 
 pub use rates::rate_policy;
+pub use servers::ServerFlags;
 
 use crate::ports::{EphemeralAllocator, PortLedger, PortRange};
 use resources::Resources;
@@ -78,6 +80,9 @@ pub struct AgentArgs {
     /// Address of the read-only HTTP server (health and statistics).
     #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:5051")]
     pub listen: SocketAddr,
+
+    #[command(flatten)]
+    pub servers: ServerFlags,
 
     /// Where the agent keeps its state across restarts.
     #[arg(
@@ -370,6 +375,7 @@ fn check_rates(
 pub fn check(args: &AgentArgs, host_ephemeral: PortRange) -> anyhow::Result<PortConfig> {
     check_isolation(&args.isolation)?;
     let ports = check_ports(args, host_ephemeral)?;
+    args.servers.check()?;
     let egress = &args.egress;
     check_rates(
         "egress",

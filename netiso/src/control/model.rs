@@ -26,6 +26,32 @@ pub struct CreateRequest {
     pub cpus: Option<f64>,
 }
 
+/// Most labels a container may have, and their sizes: labels go with every scrape.
+pub const MAX_LABELS: usize = 64;
+pub const MAX_LABEL_NAME: usize = 128;
+pub const MAX_LABEL_VALUE: usize = 1024;
+
+impl CreateRequest {
+    /// Refuses labels too many or too large, naming the first.
+    pub fn check_sizes(&self) -> Result<(), String> {
+        if self.labels.len() > MAX_LABELS {
+            return Err(format!(
+                "{} labels are too many; a container may have {MAX_LABELS}",
+                self.labels.len()
+            ));
+        }
+        for (name, value) in &self.labels {
+            if name.len() > MAX_LABEL_NAME || value.len() > MAX_LABEL_VALUE {
+                let shown: String = name.chars().take(32).collect();
+                return Err(format!(
+                    "label '{shown}' is too large: names may have {MAX_LABEL_NAME} bytes and values {MAX_LABEL_VALUE}"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// What `container update` sends: the container's new non-ephemeral ports and/or its
 /// new number of CPUs (absent: unchanged).
 #[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
@@ -68,5 +94,27 @@ impl ContainerInfo {
         self.host_veth
             .strip_prefix(HOST_VETH_PREFIX)
             .and_then(|n| n.parse().ok())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_are_bounded() {
+        let mut request = CreateRequest::default();
+        request.labels.insert("app".into(), "web".into());
+        assert!(request.check_sizes().is_ok());
+        request
+            .labels
+            .insert("big".into(), "x".repeat(MAX_LABEL_VALUE + 1));
+        assert_eq!(
+            request.check_sizes().unwrap_err(),
+            "label 'big' is too large: names may have 128 bytes and values 1024"
+        );
+        let many = (0..=MAX_LABELS).map(|i| (format!("l{i}"), String::new()));
+        request.labels = many.collect();
+        assert!(request.check_sizes().unwrap_err().contains("are too many"));
     }
 }

@@ -128,10 +128,12 @@ impl Manager {
             let Ok(file) = fs::File::open(entry.path()) else {
                 continue;
             };
-            if socket
-                .nsid_of(&file)?
-                .is_some_and(|id| peer_ids.contains(&id))
-            {
+            // A name another agent is binding right now is no namespace yet: not ours.
+            let nsid = socket.nsid_of(&file).unwrap_or_else(|error| {
+                log::debug!("{name}: {error:#}; left alone");
+                None
+            });
+            if nsid.is_some_and(|id| peer_ids.contains(&id)) {
                 namespaces.push(name);
             }
         }

@@ -9,7 +9,7 @@ use aya::{maps::PerCpuValues, programs::TcAttachType};
 use netiso_common::{
     CONTAINER_ETH0_IFINDEX_GLOBAL, CONTAINER_ETH0_INGRESS_PROGRAM, CONTAINER_LO_INGRESS_PROGRAM,
     CONTAINER_SLOT_GLOBAL, CONTAINER_VETH_INGRESS_PROGRAM, ContainerCounters, ContainerShaping,
-    MAX_CONTAINERS, PortOwner,
+    EchoIdRange, MAX_CONTAINERS, PortOwner,
 };
 
 use super::{AttachMode, Datapath, LINKS_DIR, attach, object, read_container_counters};
@@ -52,6 +52,12 @@ impl Datapath {
         self.maps
             .veth_containers
             .insert(container.host_veth_index, slot, 0)?;
+        // Its echo requests leave with identifiers from its ephemeral range.
+        let echo_ids = EchoIdRange {
+            begin: container.ephemeral_ports.begin,
+            len: u16::try_from(container.ephemeral_ports.len()).unwrap_or(u16::MAX),
+        };
+        self.maps.container_echo_ids.set(slot, echo_ids, 0)?;
         let [veth_pin, ..] = self.container_link_pins(slot);
         attach::attach_persistent(
             &mut self.ebpf,
@@ -155,6 +161,11 @@ impl Datapath {
         }
         for slot in (0..MAX_CONTAINERS).filter(|slot| !keep.contains(slot)) {
             self.set_ingress_shaped(slot, false)?;
+            if self.maps.container_echo_ids.get(&slot, 0)? != EchoIdRange::default() {
+                self.maps
+                    .container_echo_ids
+                    .set(slot, EchoIdRange::default(), 0)?;
+            }
         }
         let links = self.pin_root.join(LINKS_DIR);
         for entry in std::fs::read_dir(&links)?.flatten() {
@@ -211,6 +222,9 @@ impl Datapath {
             Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
             Err(error) => return Err(error).context("removing the container's veth entry"),
         }
+        self.maps
+            .container_echo_ids
+            .set(slot, EchoIdRange::default(), 0)?;
         self.update_shaping(slot, |entry| *entry = ContainerShaping::default())
     }
 

@@ -6,9 +6,9 @@ use aya::{
     maps::{Array, HashMap, Map, MapData, PerCpuArray},
 };
 use netiso_common::{
-    CONTAINER_COUNTERS_MAP, CONTAINER_SHAPING_MAP, ContainerCounters, ContainerShaping,
-    DATAPATH_CONFIG_MAP, DatapathConfig, PORT_OWNERS_MAP, PUBLIC_IFACE_COUNTERS_MAP, PortOwner,
-    TrafficCounters, VETH_CONTAINERS_MAP,
+    CONTAINER_COUNTERS_MAP, CONTAINER_ECHO_IDS_MAP, CONTAINER_SHAPING_MAP, ContainerCounters,
+    ContainerShaping, DATAPATH_CONFIG_MAP, DatapathConfig, EchoIdRange, HOST_PORT_ACCESS_MAP,
+    PORT_OWNERS_MAP, PUBLIC_IFACE_COUNTERS_MAP, PortOwner, TrafficCounters, VETH_CONTAINERS_MAP,
 };
 
 /// The maps userspace reads or writes. (`ECHO_OWNERS` is the datapath's own.)
@@ -19,7 +19,11 @@ pub struct DatapathMaps {
     pub veth_containers: HashMap<MapData, u32, u32>,
     pub container_counters: PerCpuArray<MapData, ContainerCounters>,
     pub container_shaping: Array<MapData, ContainerShaping>,
+    /// Slot → the identifiers its echo requests leave with (its ephemeral range).
+    pub container_echo_ids: Array<MapData, EchoIdRange>,
     pub config: Array<MapData, DatapathConfig>,
+    /// Host port → whether containers may reach it.
+    pub host_port_access: Array<MapData, u8>,
     pub public_iface_counters: PerCpuArray<MapData, TrafficCounters>,
 }
 
@@ -32,7 +36,9 @@ impl DatapathMaps {
             veth_containers: HashMap::try_from(take(ebpf, VETH_CONTAINERS_MAP)?)?,
             container_counters: PerCpuArray::try_from(take(ebpf, CONTAINER_COUNTERS_MAP)?)?,
             container_shaping: Array::try_from(take(ebpf, CONTAINER_SHAPING_MAP)?)?,
+            container_echo_ids: Array::try_from(take(ebpf, CONTAINER_ECHO_IDS_MAP)?)?,
             config: Array::try_from(take(ebpf, DATAPATH_CONFIG_MAP)?)?,
+            host_port_access: Array::try_from(take(ebpf, HOST_PORT_ACCESS_MAP)?)?,
             public_iface_counters: PerCpuArray::try_from(take(ebpf, PUBLIC_IFACE_COUNTERS_MAP)?)?,
         })
     }

@@ -15,7 +15,8 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 use aya::{Ebpf, programs::TcAttachType};
 use netiso_common::{
-    DatapathConfig, HOST_LO_INGRESS_PROGRAM, PUBLIC_EGRESS_PROGRAM, PUBLIC_INGRESS_PROGRAM,
+    DatapathConfig, HOST_LO_INGRESS_PROGRAM, HOST_PORT_CLOSED, PUBLIC_EGRESS_PROGRAM,
+    PUBLIC_INGRESS_PROGRAM,
 };
 
 pub use attach::AttachMode;
@@ -122,6 +123,29 @@ impl Datapath {
             .config
             .set(0, config, 0)
             .context("writing the datapath configuration")
+    }
+
+    /// Which host ports (owned by no container) containers may reach through the
+    /// host's address and loopback: those for which `closed` is false. Writes only
+    /// what changed; returns how many ports are closed.
+    pub fn set_host_port_access(&mut self, closed: impl Fn(u16) -> bool) -> anyhow::Result<usize> {
+        let mut count = 0;
+        for port in 0..=u16::MAX {
+            let wanted = if closed(port) {
+                count += 1;
+                HOST_PORT_CLOSED
+            } else {
+                0
+            };
+            let key = u32::from(port);
+            if self.maps.host_port_access.get(&key, 0)? != wanted {
+                self.maps
+                    .host_port_access
+                    .set(key, wanted, 0)
+                    .context("writing which host ports containers reach")?;
+            }
+        }
+        Ok(count)
     }
 
     /// Reads the public interface's counters, summed over CPUs.

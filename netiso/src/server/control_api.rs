@@ -11,21 +11,19 @@
 //! | GET | /v1/statistics/ID | | the same, for one container (404 if unknown) |
 //!
 //! Errors answer `{"error": "…"}` with a 4xx or 5xx status.
-use std::{convert::Infallible, fs, os::unix::fs::PermissionsExt as _, path::Path};
+use std::{fs, os::unix::fs::PermissionsExt as _, path::Path};
 
 use anyhow::{Context as _, bail};
-use http_body_util::{BodyExt as _, Full};
+use http_body_util::{BodyExt as _, Full, LengthLimitError, Limited};
 use hyper::{
     Method, Request, Response, StatusCode,
     body::{Bytes, Incoming},
-    server::conn::http1,
-    service::service_fn,
 };
-use hyper_util::rt::TokioIo;
 use tokio::net::UnixListener;
 
 use super::{
     StatisticsSource,
+    connections::{self, Limits},
     response::{error, json},
 };
 use crate::control::{CreateRequest, ManagerHandle, RequestError, UpdateRequest};
@@ -58,31 +56,24 @@ pub fn bind(path: &Path) -> anyhow::Result<std::os::unix::net::UnixListener> {
 /// Serves the control API on `listener` until the task is dropped.
 pub async fn serve(
     listener: std::os::unix::net::UnixListener,
+    limits: Limits,
     manager: ManagerHandle,
     stats: StatisticsSource,
 ) -> anyhow::Result<()> {
     let listener = UnixListener::from_std(listener).context("serving the control socket")?;
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
-        };
+    connections::serve(listener, limits, "control API", move |request| {
         let (manager, stats) = (manager.clone(), stats.clone());
-        tokio::spawn(async move {
-            let service = service_fn(move |request| {
-                let (manager, stats) = (manager.clone(), stats.clone());
-                async move { Ok::<_, Infallible>(route(request, &manager, &stats).await) }
-            });
-            let _ = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
-    }
+        async move { route(request, &manager, &stats, limits).await }
+    })
+    .await;
+    Ok(())
 }
 
 async fn route(
     request: Request<Incoming>,
     manager: &ManagerHandle,
     stats: &StatisticsSource,
+    limits: Limits,
 ) -> Response<Full<Bytes>> {
     let path = request.uri().path().to_owned();
     let method = request.method().clone();
@@ -92,17 +83,22 @@ async fn route(
         (Method::GET, path) if path.starts_with("/v1/statistics/") => {
             statistics(stats, Some(path.trim_start_matches("/v1/statistics/"))).await
         }
-        (Method::POST, "/v1/containers") => match read_json::<CreateRequest>(request).await {
-            Ok(create) => answer(
-                manager.create(create).await,
-                StatusCode::CREATED,
-                Some(StatusCode::BAD_REQUEST),
-            ),
-            Err(refusal) => refusal,
-        },
+        (Method::POST, "/v1/containers") => {
+            match read_json::<CreateRequest>(request, limits).await {
+                Ok(create) => match create.check_sizes() {
+                    Ok(()) => answer(
+                        manager.create(create).await,
+                        StatusCode::CREATED,
+                        Some(StatusCode::BAD_REQUEST),
+                    ),
+                    Err(too_big) => error(StatusCode::PAYLOAD_TOO_LARGE, too_big),
+                },
+                Err(refusal) => refusal,
+            }
+        }
         (Method::PUT, path) if path.starts_with("/v1/containers/") => {
             let id = path.trim_start_matches("/v1/containers/").to_owned();
-            match read_json::<UpdateRequest>(request).await {
+            match read_json::<UpdateRequest>(request, limits).await {
                 Ok(update) => answer(
                     manager.update(id, update).await,
                     StatusCode::OK,
@@ -161,16 +157,37 @@ async fn statistics(stats: &StatisticsSource, id: Option<&str>) -> Response<Full
     }
 }
 
-/// Reads and parses a JSON request body, or answers why not.
+/// Largest request body the control API reads.
+const MAX_BODY: usize = 64 * 1024;
+
+/// Reads and parses a JSON request body of at most [`MAX_BODY`] bytes, arriving within
+/// the server's timeout, or answers why not.
 async fn read_json<T: serde::de::DeserializeOwned>(
     request: Request<Incoming>,
+    limits: Limits,
 ) -> Result<T, Response<Full<Bytes>>> {
-    let body = request
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("reading the request: {e}")))?
-        .to_bytes();
+    let body = Limited::new(request.into_body(), MAX_BODY).collect();
+    let body = match tokio::time::timeout(limits.timeout, body).await {
+        Err(_) => {
+            return Err(error(
+                StatusCode::REQUEST_TIMEOUT,
+                "the request body did not arrive in time",
+            ));
+        }
+        Ok(Err(e)) if e.is::<LengthLimitError>() => {
+            return Err(error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the request body is larger than {MAX_BODY} bytes"),
+            ));
+        }
+        Ok(Err(e)) => {
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                format!("reading the request: {e}"),
+            ));
+        }
+        Ok(Ok(body)) => body.to_bytes(),
+    };
     serde_json::from_slice(&body)
         .map_err(|e| error(StatusCode::BAD_REQUEST, format!("bad request body: {e}")))
 }

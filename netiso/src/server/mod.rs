@@ -2,9 +2,12 @@
 //! and health (TCP, `--listen`), and [`control_api`], the control API on a Unix
 //! socket. Both answer from the manager (through its handle) and the statistics
 //! collector.
+mod connections;
 pub mod control_api;
 pub mod monitor;
 mod response;
+
+pub use connections::Limits;
 
 use std::sync::Arc;
 

@@ -1,6 +1,6 @@
 //! The read-only HTTP server: `/monitor/statistics` (and `.json`) in Mesos's JSON,
 //! `/metrics` for Prometheus, `/health`.
-use std::{convert::Infallible, net::SocketAddr, sync::Arc};
+use std::{net::SocketAddr, sync::Arc};
 
 use anyhow::Context as _;
 use http_body_util::Full;
@@ -8,14 +8,15 @@ use hyper::{
     Method, Request, Response, StatusCode,
     body::{Bytes, Incoming},
     header,
-    server::conn::http1,
-    service::service_fn,
 };
-use hyper_util::rt::TokioIo;
 use serde::Serialize;
 use tokio::net::TcpListener;
 
-use super::{StatisticsSource, response::json as json_response};
+use super::{
+    StatisticsSource,
+    connections::{self, Limits},
+    response::json as json_response,
+};
 use crate::{datapath::AttachMode, stats::prometheus};
 
 /// What `/health` reports.
@@ -42,33 +43,18 @@ pub fn bind(listen: SocketAddr) -> anyhow::Result<std::net::TcpListener> {
 /// Serves HTTP on `listener` until the task is dropped.
 pub async fn serve(
     listener: std::net::TcpListener,
+    limits: Limits,
     health: Health,
     stats: StatisticsSource,
 ) -> anyhow::Result<()> {
     let listener = TcpListener::from_std(listener).context("serving HTTP")?;
     let health = Arc::new(health);
-    loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(conn) => conn,
-            Err(error) => {
-                log::warn!("accepting an HTTP connection: {error}");
-                continue;
-            }
-        };
+    connections::serve(listener, limits, "HTTP", move |request| {
         let (health, stats) = (Arc::clone(&health), stats.clone());
-        tokio::spawn(async move {
-            let service = service_fn(move |request| {
-                let (health, stats) = (Arc::clone(&health), stats.clone());
-                async move { Ok::<_, Infallible>(route(&request, &health, &stats).await) }
-            });
-            if let Err(error) = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
-                log::debug!("HTTP connection from {peer}: {error}");
-            }
-        });
-    }
+        async move { route(&request, &health, &stats).await }
+    })
+    .await;
+    Ok(())
 }
 
 async fn route(

@@ -191,6 +191,7 @@ fn families(entries: &[MonitorEntry]) -> Vec<Family> {
                 ("fragment".into(), Count(d.tx_dropped_fragment)),
                 ("icmp".into(), Count(d.tx_dropped_icmp)),
                 ("multicast".into(), Count(d.tx_dropped_multicast)),
+                ("host_port".into(), Count(d.tx_dropped_host_port)),
             ]
         }),
     );

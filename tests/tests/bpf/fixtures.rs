@@ -1,6 +1,6 @@
 //! What every steering test starts from: the programs loaded with private maps set
 //! up as in the lab, and crafted frames.
-pub(crate) use std::net::{Ipv4Addr, Ipv6Addr};
+pub(crate) use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 pub(crate) use aya::{
     Ebpf, EbpfLoader,
@@ -9,18 +9,19 @@ pub(crate) use aya::{
 };
 pub(crate) use netiso::datapath::{EBPF_OBJECT, read_container_counters};
 pub(crate) use netiso_common::{
-    CONTAINER_COUNTERS_MAP, CONTAINER_ETH0_IFINDEX_GLOBAL, CONTAINER_ETH0_INGRESS_PROGRAM,
-    CONTAINER_LO_INGRESS_PROGRAM, CONTAINER_SLOT_GLOBAL, CONTAINER_VETH_INGRESS_PROGRAM,
-    ContainerCounters, ECHO_OWNERS_MAP, EchoKey, HOST_LO_INGRESS_PROGRAM, PORT_OWNERS_MAP,
-    PUBLIC_EGRESS_PROGRAM, PUBLIC_INGRESS_PROGRAM, PortOwner, VETH_CONTAINERS_MAP,
+    CONTAINER_COUNTERS_MAP, CONTAINER_ECHO_IDS_MAP, CONTAINER_ETH0_IFINDEX_GLOBAL,
+    CONTAINER_ETH0_INGRESS_PROGRAM, CONTAINER_LO_INGRESS_PROGRAM, CONTAINER_SLOT_GLOBAL,
+    CONTAINER_VETH_INGRESS_PROGRAM, ContainerCounters, ECHO_OWNERS_MAP, EchoConversation,
+    EchoIdRange, EchoKey, HOST_LO_INGRESS_PROGRAM, PORT_OWNERS_MAP, PUBLIC_EGRESS_PROGRAM,
+    PUBLIC_INGRESS_PROGRAM, PortOwner, VETH_CONTAINERS_MAP,
 };
 pub(crate) use netiso_tests::{
     lab::{HOST_IPV4, HOST_IPV6, REMOTE_IPV4, REMOTE_IPV6},
     packets::{
         ETH_P_8021Q, ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, IPPROTO_GRE, IPPROTO_HOPOPTS, IPPROTO_ICMP,
         IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, arp_request, echo, frame, icmp_error,
-        ipv4_fragment, ipv4_packet, ipv4_packet_full, ipv6_ext_header, ipv6_fragment,
-        ipv6_fragment_header, ipv6_packet, tcp_segment, udp_segment, with_macs,
+        internet_checksum, ipv4_fragment, ipv4_packet, ipv4_packet_full, ipv6_ext_header,
+        ipv6_fragment, ipv6_fragment_header, ipv6_packet, tcp_segment, udp_segment, with_macs,
     },
     test_run::{FLOWS_QDISC, configure_as_lab_host, enable_unique_flows, load_programs},
 };
@@ -76,7 +77,59 @@ pub(crate) fn datapath() -> Ebpf {
     let mut veths: HashMap<_, u32, u32> =
         HashMap::try_from(ebpf.map_mut(VETH_CONTAINERS_MAP).unwrap()).unwrap();
     veths.insert(TEST_RUN_IFINDEX, 0, 0).unwrap();
+    // Container 0's echo requests leave with identifiers from its ephemeral range.
+    let mut echo_ids: Array<_, EchoIdRange> =
+        Array::try_from(ebpf.map_mut(CONTAINER_ECHO_IDS_MAP).unwrap()).unwrap();
+    echo_ids
+        .set(
+            0,
+            EchoIdRange {
+                begin: 30016,
+                len: 16,
+            },
+            0,
+        )
+        .unwrap();
     ebpf
+}
+
+/// Runs `program` on `frame`: its verdict and the frame as the program left it.
+pub(crate) fn run_out(ebpf: &Ebpf, program: &str, frame: &[u8]) -> (u32, Vec<u8>) {
+    let program: &SchedClassifier = ebpf.program(program).unwrap().try_into().unwrap();
+    let mut out = vec![0u8; frame.len() + 256];
+    let result = program
+        .test_run(TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            ..Default::default()
+        })
+        .expect("BPF_PROG_TEST_RUN");
+    out.truncate(result.data_size_out as usize);
+    (result.return_value, out)
+}
+
+/// The conversation the echo table has for (`remote`, `id`).
+pub(crate) fn echo_conversation(ebpf: &Ebpf, remote: IpAddr, id: u16) -> Option<EchoConversation> {
+    let echoes: HashMap<_, EchoKey, EchoConversation> =
+        HashMap::try_from(ebpf.map(ECHO_OWNERS_MAP).unwrap()).unwrap();
+    let mut key_remote = [0u8; 16];
+    let ipv6 = match remote {
+        IpAddr::V4(a) => {
+            key_remote[..4].copy_from_slice(&a.octets());
+            0
+        }
+        IpAddr::V6(a) => {
+            key_remote = a.octets();
+            1
+        }
+    };
+    let key = EchoKey {
+        remote: key_remote,
+        id: id.to_be(),
+        ipv6,
+        _pad: 0,
+    };
+    echoes.get(&key, 0).ok()
 }
 
 pub(crate) fn run(ebpf: &Ebpf, program: &str, frame: &[u8]) -> u32 {

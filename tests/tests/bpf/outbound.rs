@@ -66,44 +66,132 @@ fn container_traffic_is_dropped_and_counted_by_reason() {
     );
 }
 
-#[test]
-fn container_echo_requests_are_remembered_and_their_replies_return() {
-    let ebpf = datapath();
-    let request = v4(HOST_IPV4, REMOTE_IPV4, IPPROTO_ICMP, &echo(8, 0x4242));
-    let request6 = v6(HOST_IPV6, REMOTE_IPV6, IPPROTO_ICMPV6, &echo(128, 0x0707));
-    assert_eq!(
-        run(&ebpf, CONTAINER_VETH_INGRESS_PROGRAM, &request),
-        REDIRECT
-    );
-    assert_eq!(
-        run(&ebpf, CONTAINER_VETH_INGRESS_PROGRAM, &request6),
-        REDIRECT
-    );
-    let echoes: HashMap<_, EchoKey, PortOwner> =
-        HashMap::try_from(ebpf.map(ECHO_OWNERS_MAP).unwrap()).unwrap();
-    let mut remote = [0u8; 16];
-    remote[..4].copy_from_slice(&REMOTE_IPV4.octets());
-    let key = EchoKey {
-        remote,
-        id: 0x4242u16.to_be(),
-        ipv6: 0,
-        _pad: 0,
+/// The echo identifier of the ICMP message in `frame` (IPv4 or IPv6, no extension
+/// headers), and whether the message's checksum is right.
+fn echo_id_and_checksum(frame: &[u8]) -> (u16, bool) {
+    let ipv6 = frame[12..14] == [0x86, 0xdd];
+    let l4 = if ipv6 { 14 + 40 } else { 14 + 20 };
+    let message = &frame[l4..];
+    let id = u16::from_be_bytes([message[4], message[5]]);
+    let sum = if ipv6 {
+        let mut pseudo = frame[14 + 8..14 + 40].to_vec();
+        pseudo.extend_from_slice(&(message.len() as u32).to_be_bytes());
+        pseudo.extend_from_slice(&[0, 0, 0, IPPROTO_ICMPV6]);
+        pseudo.extend_from_slice(message);
+        internet_checksum(&pseudo)
+    } else {
+        internet_checksum(message)
     };
-    assert_eq!(
-        echoes.get(&key, 0).unwrap(),
-        PortOwner::new(0, TEST_RUN_IFINDEX)
-    );
+    (id, sum == 0)
+}
 
-    let reply = v4(REMOTE_IPV4, HOST_IPV4, IPPROTO_ICMP, &echo(0, 0x4242));
-    let reply6 = v6(REMOTE_IPV6, HOST_IPV6, IPPROTO_ICMPV6, &echo(129, 0x0707));
+/// An echo message of `icmp_type` with `id` and a right checksum, in a frame.
+fn echo_frame(src: IpAddr, dst: IpAddr, icmp_type: u8, id: u16) -> Vec<u8> {
+    let mut frame = match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => v4(s, d, IPPROTO_ICMP, &echo(icmp_type, id)),
+        (IpAddr::V6(s), IpAddr::V6(d)) => v6(s, d, IPPROTO_ICMPV6, &echo(icmp_type, id)),
+        _ => unreachable!("one family"),
+    };
+    let ipv6 = src.is_ipv6();
+    let l4 = if ipv6 { 14 + 40 } else { 14 + 20 };
+    let sum = if ipv6 {
+        let mut pseudo = frame[14 + 8..14 + 40].to_vec();
+        pseudo.extend_from_slice(&((frame.len() - l4) as u32).to_be_bytes());
+        pseudo.extend_from_slice(&[0, 0, 0, IPPROTO_ICMPV6]);
+        pseudo.extend_from_slice(&frame[l4..]);
+        internet_checksum(&pseudo)
+    } else {
+        internet_checksum(&frame[l4..])
+    };
+    frame[l4 + 2..l4 + 4].copy_from_slice(&sum.to_be_bytes());
+    frame
+}
+
+#[test]
+fn container_echo_requests_leave_with_identifiers_it_owns_and_replies_get_theirs_back() {
+    let ebpf = datapath();
+    let (host, remote) = (IpAddr::V4(HOST_IPV4), IpAddr::V4(REMOTE_IPV4));
+    let (host6, remote6) = (IpAddr::V6(HOST_IPV6), IpAddr::V6(REMOTE_IPV6));
+    for (from, to, request_type, reply_type) in [(host, remote, 8, 0), (host6, remote6, 128, 129)] {
+        // Its socket chose 0x4242, which is not the container's: it leaves translated
+        // into its ephemeral range (30016-30031), checksum right.
+        let (verdict, sent) = run_out(
+            &ebpf,
+            CONTAINER_VETH_INGRESS_PROGRAM,
+            &echo_frame(from, to, request_type, 0x4242),
+        );
+        assert_eq!(verdict, REDIRECT);
+        let (id, checksum_ok) = echo_id_and_checksum(&sent);
+        assert!((30016..=30031).contains(&id), "{id}");
+        assert!(checksum_ok);
+        let conversation = echo_conversation(&ebpf, to, id).expect("remembered");
+        assert_eq!(conversation.owner, PortOwner::new(0, TEST_RUN_IFINDEX));
+        // The reply comes back to the container with 0x4242 again.
+        let (verdict, received) = run_out(
+            &ebpf,
+            PUBLIC_INGRESS_PROGRAM,
+            &echo_frame(to, from, reply_type, id),
+        );
+        assert_eq!(verdict, REDIRECT);
+        assert_eq!(echo_id_and_checksum(&received), (0x4242, true));
+        // An identifier of its own leaves as it is.
+        let (_, sent) = run_out(
+            &ebpf,
+            CONTAINER_VETH_INGRESS_PROGRAM,
+            &echo_frame(from, to, request_type, 30020),
+        );
+        assert_eq!(echo_id_and_checksum(&sent), (30020, true));
+    }
     let unknown = v4(REMOTE_IPV4, HOST_IPV4, IPPROTO_ICMP, &echo(0, 0x4243));
-    let other_remote = v4(OTHER_IPV4, HOST_IPV4, IPPROTO_ICMP, &echo(0, 0x4242));
-    assert_eq!(run(&ebpf, PUBLIC_INGRESS_PROGRAM, &reply), REDIRECT);
-    assert_eq!(run(&ebpf, PUBLIC_INGRESS_PROGRAM, &reply6), REDIRECT);
+    let other_remote = v4(OTHER_IPV4, HOST_IPV4, IPPROTO_ICMP, &echo(0, 30020));
     assert_eq!(run(&ebpf, PUBLIC_INGRESS_PROGRAM, &unknown), PIPE);
     assert_eq!(run(&ebpf, PUBLIC_INGRESS_PROGRAM, &other_remote), PIPE);
     let c0 = counters(&ebpf, 0);
-    assert_eq!((c0.rx_packets, c0.tx_packets), (2, 2));
+    assert_eq!((c0.rx_packets, c0.tx_packets), (2, 4));
+}
+
+#[test]
+fn the_hosts_echo_conversations_are_never_captured_by_a_container() {
+    let ebpf = datapath();
+    let (host, remote) = (IpAddr::V4(HOST_IPV4), IpAddr::V4(REMOTE_IPV4));
+    // The host pings the remote with an identifier in the container's range...
+    let host_request = echo_frame(host, remote, 8, 30020);
+    assert_eq!(run(&ebpf, PUBLIC_EGRESS_PROGRAM, &host_request), PIPE);
+    assert_eq!(
+        echo_conversation(&ebpf, remote, 30020).map(|c| c.owner),
+        Some(PortOwner::default())
+    );
+    // ... and the container sends a request with that very identifier: it leaves with
+    // another one, and the host keeps its conversation.
+    let (verdict, sent) = run_out(
+        &ebpf,
+        CONTAINER_VETH_INGRESS_PROGRAM,
+        &echo_frame(host, remote, 8, 30020),
+    );
+    assert_eq!(verdict, REDIRECT);
+    let (id, checksum_ok) = echo_id_and_checksum(&sent);
+    assert!(
+        id != 30020 && (30016..=30031).contains(&id) && checksum_ok,
+        "{id}"
+    );
+    // The host's replies stay the host's; the container's reach the container.
+    assert_eq!(
+        run(
+            &ebpf,
+            PUBLIC_INGRESS_PROGRAM,
+            &echo_frame(remote, host, 0, 30020)
+        ),
+        PIPE
+    );
+    assert_eq!(
+        run(
+            &ebpf,
+            PUBLIC_INGRESS_PROGRAM,
+            &echo_frame(remote, host, 0, id)
+        ),
+        REDIRECT
+    );
+    assert_eq!(counters(&ebpf, 0).rx_packets, 1);
 }
 
 #[test]

@@ -3,7 +3,7 @@
 //! against the datapath; each refusal checked where the packet would have arrived and
 //! in the counter it lands in. (The same decisions, frame by frame: tests/bpf/hostile.rs.)
 use std::{
-    net::{Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket},
     time::Duration,
 };
 
@@ -398,4 +398,54 @@ fn frames_for_another_mac_are_not_steered_into_a_container() {
         &[from_remote(&lab, ETH_P_IP, &packet, None)],
     );
     assert_eq!(receive(&c1), Some(5));
+}
+
+/// Starts `ping -e ID` (a raw socket with that identifier) to `dst` in `ns`: 4
+/// requests, 0.3 s apart.
+fn start_ping(ns: &Netns, id: u16, dst: IpAddr) -> std::process::Child {
+    ns.command("ping")
+        .args([
+            "-e",
+            &id.to_string(),
+            "-c",
+            "4",
+            "-i",
+            "0.3",
+            "-w",
+            "8",
+            &dst.to_string(),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("starting ping")
+}
+
+/// How many replies the ping got.
+fn replies(ping: std::process::Child) -> String {
+    let output = ping.wait_with_output().expect("waiting for ping");
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    text.lines()
+        .find(|l| l.contains("packets transmitted"))
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[test]
+fn echo_identifiers_are_the_containers_own_and_never_the_hosts() {
+    let lab = two_containers();
+    for dst in [IpAddr::V4(REMOTE_IPV4), IpAddr::V6(REMOTE_IPV6)] {
+        // The host pings with an identifier in c1's ephemeral range; then both
+        // containers ping the same remote with that identifier too.
+        let host = start_ping(&lab.lab.host, 30020, dst);
+        std::thread::sleep(Duration::from_millis(400));
+        let c1 = start_ping(&lab.container(0).netns, 30020, dst);
+        let c2 = start_ping(&lab.container(1).netns, 30020, dst);
+        for (who, ping) in [("host", host), ("c1", c1), ("c2", c2)] {
+            let summary = replies(ping);
+            assert!(
+                summary.contains("4 packets transmitted, 4 received"),
+                "{who} to {dst}: {summary}"
+            );
+        }
+    }
 }

@@ -4,6 +4,7 @@ mod doctor;
 mod edge_packets;
 mod egress_flows;
 mod host_files;
+mod host_services;
 mod hostile;
 mod lifecycle;
 mod loopback;

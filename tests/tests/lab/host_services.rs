@@ -1,0 +1,160 @@
+//! What containers reach on the host, and the bounds of the agent's servers: host
+//! services stay reachable as with Mesos, the agent's own HTTP port does not (unless
+//! asked), `--container_host_ports` narrows the rest, and neither server can be
+//! stalled by idle connections or fed unbounded bodies and labels.
+use std::{
+    io::{Read as _, Write as _},
+    net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream},
+    os::unix::net::UnixStream,
+    time::{Duration, Instant},
+};
+
+use netiso_tests::{
+    agent::{AGENT_HTTP, Agent, agent_http, cli, http_get},
+    lab::{HOST_IPV4, Lab},
+    netns::Netns,
+};
+
+/// Creates a container through the CLI; its namespace.
+fn create(lab: &Lab, name: &str) -> Netns {
+    let id = lab.container_id(name);
+    let (ok, _, stderr) = cli(lab, &["container", "create", &id]);
+    assert!(ok, "creating {id}: {stderr}");
+    Netns::existing(&format!("netiso-{id}"))
+}
+
+/// A host service listening on every address of the host's namespace.
+fn host_service(lab: &Lab, port: u16) -> TcpListener {
+    lab.host
+        .run(|| TcpListener::bind((Ipv4Addr::UNSPECIFIED, port)))
+        .expect("a host service")
+}
+
+/// Whether a TCP connection from `ns` to `address:port` is set up within a second.
+fn reaches(ns: &Netns, address: IpAddr, port: u16) -> bool {
+    ns.run(|| TcpStream::connect_timeout(&SocketAddr::new(address, port), Duration::from_secs(1)))
+        .is_ok()
+}
+
+fn dropped_host_port(lab: &Lab, name: &str) -> u64 {
+    let all = http_get(&lab.host, agent_http(), "/monitor/statistics").json();
+    all.as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["executor_id"] == lab.container_id(name).as_str())
+        .and_then(|e| {
+            e["statistics"]["netiso_datapath_statistics"]["tx_dropped_host_port"].as_u64()
+        })
+        .expect("the container's datapath statistics")
+}
+
+#[test]
+fn containers_reach_host_services_but_not_the_agent() {
+    let lab = Lab::new();
+    // On every address, so that the host's address has the agent behind it too.
+    let _agent = Agent::start(&lab, &["--listen", "0.0.0.0:5051"]);
+    let _service = host_service(&lab, 8080);
+    let c1 = create(&lab, "c1");
+    let loopback = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    let agent_port = agent_http().port();
+    for address in [IpAddr::V4(HOST_IPV4), loopback] {
+        assert!(reaches(&c1, address, 8080), "host service at {address}");
+        assert!(!reaches(&c1, address, agent_port), "the agent at {address}");
+    }
+    // The host itself still reaches the agent.
+    assert_eq!(http_get(&lab.host, agent_http(), "/health").status, 200);
+    assert!(dropped_host_port(&lab, "c1") >= 2);
+}
+
+#[test]
+fn container_host_ports_open_only_what_is_listed() {
+    let lab = Lab::new();
+    let listed = format!("--container_host_ports=8080,{}", agent_http().port());
+    let agent = Agent::start(&lab, &[&listed]);
+    let (_open, _closed) = (host_service(&lab, 8080), host_service(&lab, 8081));
+    let c1 = create(&lab, "c1");
+    let host = IpAddr::V4(HOST_IPV4);
+    assert!(reaches(&c1, host, 8080));
+    assert!(!reaches(&c1, host, 8081));
+    // Listed, the agent's port is reachable.
+    assert!(reaches(
+        &c1,
+        IpAddr::V4(Ipv4Addr::LOCALHOST),
+        agent_http().port()
+    ));
+    drop(agent);
+    // A restarted agent with `none`: nothing, for the container it takes over too.
+    let _agent = Agent::start(&lab, &["--container_host_ports=none"]);
+    assert!(!reaches(&c1, host, 8080));
+    assert!(dropped_host_port(&lab, "c1") >= 2);
+}
+
+/// Sends a raw HTTP request on the control socket; the status of the answer.
+fn control_request(lab: &Lab, method: &str, path: &str, body: &[u8]) -> u16 {
+    let mut stream = UnixStream::connect(lab.api_socket()).expect("the control socket");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: netiso\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    // The server may answer (413) before it has read everything.
+    let _ = stream.write_all(body);
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|status| status.parse().ok())
+        .unwrap_or_else(|| panic!("no HTTP answer: {answer:?}"))
+}
+
+#[test]
+fn the_servers_bound_bodies_labels_and_idle_connections() {
+    let lab = Lab::new();
+    let _agent = Agent::start(&lab, &["--http_timeout=1secs", "--http_max_connections=4"]);
+    // Bodies and labels.
+    let big = format!(
+        r#"{{"id":"x","labels":{{"a":"{}"}}}}"#,
+        "x".repeat(100 * 1024)
+    );
+    assert_eq!(
+        control_request(&lab, "POST", "/v1/containers", big.as_bytes()),
+        413
+    );
+    let label = format!("big={}", "x".repeat(2000));
+    let id = lab.container_id("labels");
+    let (ok, _, stderr) = cli(&lab, &["container", "create", &id, "--label", &label]);
+    assert!(!ok);
+    assert!(stderr.contains("label 'big' is too large"), "{stderr}");
+    assert_eq!(cli(&lab, &["container", "list"]).1, serde_json::json!([]));
+    // Ten idle connections against a cap of four: the server closes them after the
+    // timeout, and a real request is answered meanwhile.
+    let idle: Vec<TcpStream> = (0..10)
+        .map(|_| {
+            lab.host
+                .run(|| TcpStream::connect(AGENT_HTTP))
+                .expect("connecting")
+        })
+        .collect();
+    let started = Instant::now();
+    assert_eq!(http_get(&lab.host, agent_http(), "/health").status, 200);
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
+    for mut connection in idle {
+        connection
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut byte = [0u8; 1];
+        assert_eq!(
+            connection.read(&mut byte).unwrap_or(0),
+            0,
+            "an idle connection is closed"
+        );
+    }
+}
