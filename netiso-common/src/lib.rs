@@ -196,6 +196,9 @@ pub struct ContainerCounters {
     /// Sent to a multicast, broadcast or link-local address: not for the public
     /// network, which the container shares with the host.
     pub tx_dropped_multicast: u64,
+    /// Sent faster than the container's egress limit allows, past its own qdiscs
+    /// (a raw socket with `PACKET_QDISC_BYPASS`, say).
+    pub tx_dropped_rate_limit: u64,
     /// Sent to a host service (a port of the host's address or loopback no container
     /// owns) that containers may not reach (`--container_host_ports`).
     pub tx_dropped_host_port: u64,
@@ -225,6 +228,7 @@ impl ContainerCounters {
             tx_dropped_fragment: self.tx_dropped_fragment + other.tx_dropped_fragment,
             tx_dropped_icmp: self.tx_dropped_icmp + other.tx_dropped_icmp,
             tx_dropped_multicast: self.tx_dropped_multicast + other.tx_dropped_multicast,
+            tx_dropped_rate_limit: self.tx_dropped_rate_limit + other.tx_dropped_rate_limit,
             tx_dropped_host_port: self.tx_dropped_host_port + other.tx_dropped_host_port,
             rx_dropped_spoofed_source: self.rx_dropped_spoofed_source
                 + other.rx_dropped_spoofed_source,
@@ -246,6 +250,28 @@ pub struct ContainerShaping {
     /// priority on the way out; 0 for none.
     pub egress_flow_classid: u32,
 }
+
+/// The egress limit of a container as the datapath enforces it, on the host side
+/// where the container cannot get around it: a policer behind the htb on the
+/// container's own eth0, whose budget is a little above the limit, so that only
+/// traffic that skipped that htb meets it. One entry per slot.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EgressPolicer {
+    /// Bytes the container may send per [`POLICER_WINDOW_NS`]; 0 for no limit.
+    pub window_budget: u64,
+    /// The datapath's state: when the current window began (`bpf_ktime_get_ns`), and
+    /// the bytes sent in it.
+    pub window_start_ns: u64,
+    pub window_bytes: u64,
+}
+
+#[cfg(feature = "user")]
+// SAFETY: u64 fields only.
+unsafe impl aya::Pod for EgressPolicer {}
+
+/// The policer's window: 100 ms.
+pub const POLICER_WINDOW_NS: u64 = 100_000_000;
 
 /// Flows of the public interface's fq_codel with unique egress flows, as in Mesos: the
 /// host's traffic in one, its ARP and ICMP in another, each container in its own from
@@ -371,6 +397,7 @@ pub const CONTAINER_SHAPING_MAP: &str = "CONTAINER_SHAPING";
 pub const FRAGMENT_ROUTES_MAP: &str = "FRAGMENT_ROUTES";
 pub const CONTAINER_ECHO_IDS_MAP: &str = "CONTAINER_ECHO_IDS";
 pub const HOST_PORT_ACCESS_MAP: &str = "HOST_PORT_ACCESS";
+pub const EGRESS_POLICERS_MAP: &str = "EGRESS_POLICERS";
 
 /// `HOST_PORT_ACCESS` value of a host port containers may not reach (0: they may).
 pub const HOST_PORT_CLOSED: u8 = 1;

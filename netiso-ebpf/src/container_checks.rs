@@ -25,6 +25,7 @@ pub enum DropReason {
     Icmp,
     Multicast,
     HostPort,
+    RateLimit,
 }
 
 /// The source MAC and address must be the container's own (the host's). Traffic

@@ -27,6 +27,7 @@ use crate::{
     deliver::deliver_to,
     echo,
     egress_flow::assign_container_flow,
+    egress_policer,
     maps::{
         FRAGMENT_ROUTES, HOST_PORT_ACCESS, VETH_CONTAINERS, config, count_container, port_owner,
     },
@@ -54,8 +55,15 @@ pub fn container_veth_ingress(ctx: TcContext) -> i32 {
     let Some(config) = config() else {
         return TC_ACT_SHOT;
     };
-    let route = match decide(&ctx, PortOwner::new(slot, ifindex), config) {
-        Ok(decision) => decision,
+    let decision = decide(&ctx, PortOwner::new(slot, ifindex), config).and_then(|route| {
+        if egress_policer::conforms(slot, ctx.len()) {
+            Ok(route)
+        } else {
+            Err(DropReason::RateLimit)
+        }
+    });
+    let route = match decision {
+        Ok(route) => route,
         Err(reason) => {
             count_container(slot, |c| match reason {
                 DropReason::PortNotOwned => c.tx_dropped_port_not_owned += 1,
@@ -66,6 +74,7 @@ pub fn container_veth_ingress(ctx: TcContext) -> i32 {
                 DropReason::Icmp => c.tx_dropped_icmp += 1,
                 DropReason::Multicast => c.tx_dropped_multicast += 1,
                 DropReason::HostPort => c.tx_dropped_host_port += 1,
+                DropReason::RateLimit => c.tx_dropped_rate_limit += 1,
             });
             return TC_ACT_SHOT;
         }

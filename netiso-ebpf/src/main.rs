@@ -1,5 +1,9 @@
 //! netiso's tc programs. One module per attach point; maps and packet parsing are shared.
 #![no_std]
+// Atomic add on map values (BPF_XADD): `core` offers no atomic read-modify-write on
+// this target, the intrinsic lowers to the instruction every kernel has.
+#![allow(internal_features)]
+#![feature(core_intrinsics)]
 #![no_main]
 
 mod container_checks;
@@ -9,6 +13,7 @@ mod container_veth_ingress;
 mod deliver;
 mod echo;
 mod egress_flow;
+mod egress_policer;
 mod host_lo_ingress;
 mod maps;
 mod packet;

@@ -5,7 +5,7 @@ use aya_ebpf::{
 };
 use netiso_common::{
     ContainerCounters, ContainerShaping, DatapathConfig, Direction, EchoConversation, EchoIdRange,
-    EchoKey, FragmentKey, FragmentRoute, MAX_CONTAINERS, MAX_ECHO_CONVERSATIONS,
+    EchoKey, EgressPolicer, FragmentKey, FragmentRoute, MAX_CONTAINERS, MAX_ECHO_CONVERSATIONS,
     MAX_FRAGMENTED_DATAGRAMS, PUBLIC_IFACE_COUNTER_SLOTS, PortOwner, TrafficClass, TrafficCounters,
     public_iface_counter_slot,
 };
@@ -50,6 +50,10 @@ pub static ECHO_OWNERS: LruHashMap<EchoKey, EchoConversation, { MAX_ECHO_CONVERS
 /// containers may not reach: `HOST_PORT_CLOSED`, else 0.
 #[btf_map]
 pub static HOST_PORT_ACCESS: Array<u8, 65536> = Array::new();
+
+/// Each container's egress limit as the datapath enforces it, indexed by slot.
+#[btf_map]
+pub static EGRESS_POLICERS: Array<EgressPolicer, { MAX_CONTAINERS as usize }> = Array::new();
 
 /// The echo identifiers each container's requests leave with, indexed by slot.
 #[btf_map]

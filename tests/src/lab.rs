@@ -345,6 +345,30 @@ pub fn start_iperf3_server(ns: &Netns, port: u16) -> ChildGuard {
 /// Sends raw Ethernet frames, exactly as given, out of `iface` in `ns` (a packet
 /// socket: the kernel adds and checks nothing).
 pub fn send_raw_frames(ns: &Netns, iface: &str, frames: &[Vec<u8>]) {
+    send_raw(ns, iface, frames, false);
+}
+
+/// [`send_raw_frames`] past the interface's qdiscs (`PACKET_QDISC_BYPASS`), as a
+/// container trying to dodge its egress limit would.
+pub fn send_raw_frames_past_qdiscs(ns: &Netns, iface: &str, frames: &[Vec<u8>]) {
+    send_raw(ns, iface, frames, true);
+}
+
+/// Packets `iface` of `ns` received so far (its link counter).
+pub fn rx_packets(ns: &Netns, iface: &str) -> u64 {
+    let table = ns.run(|| fs::read_to_string("/proc/thread-self/net/dev").expect("/proc/net/dev"));
+    table
+        .lines()
+        .find_map(|line| {
+            line.trim()
+                .strip_prefix(&format!("{iface}:"))
+                .map(str::to_owned)
+        })
+        .and_then(|counters| counters.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or_else(|| panic!("no counters for {iface}"))
+}
+
+fn send_raw(ns: &Netns, iface: &str, frames: &[Vec<u8>], bypass_qdiscs: bool) {
     let iface = std::ffi::CString::new(iface).expect("interface name");
     ns.run(|| {
         // SAFETY: plain socket calls on a descriptor this closure owns and closes.
@@ -355,6 +379,23 @@ pub fn send_raw_frames(ns: &Netns, iface: &str, frames: &[Vec<u8>]) {
                 "packet socket: {}",
                 std::io::Error::last_os_error()
             );
+            if bypass_qdiscs {
+                const PACKET_QDISC_BYPASS: libc::c_int = 20;
+                let on: libc::c_int = 1;
+                let set = libc::setsockopt(
+                    fd,
+                    libc::SOL_PACKET,
+                    PACKET_QDISC_BYPASS,
+                    (&raw const on).cast(),
+                    size_of::<libc::c_int>() as u32,
+                );
+                assert_eq!(
+                    set,
+                    0,
+                    "PACKET_QDISC_BYPASS: {}",
+                    std::io::Error::last_os_error()
+                );
+            }
             let ifindex = libc::if_nametoindex(iface.as_ptr());
             assert!(ifindex != 0, "no interface {iface:?}");
             let mut address: libc::sockaddr_ll = std::mem::zeroed();

@@ -275,12 +275,21 @@ impl Manager {
     ) -> anyhow::Result<()> {
         let fq_codel = self.shaping.fq_codel;
         let eth0 = network.container_eth0_index;
+        // The host side enforces the egress limit too, for traffic that skips the
+        // container's own qdiscs; set before the htb, cleared after it.
+        let budget = egress.map_or(0, |e| e.policer_budget(netiso_common::POLICER_WINDOW_NS));
+        if budget != 0 {
+            self.datapath.set_egress_policer(network.slot, budget)?;
+        }
         netns::run_in(&network.netns, || {
             let mut socket = NetlinkSocket::route()?;
             htb::limit_gso(&mut socket, eth0, htb::gso_max_segs(egress.map(|e| e.rate)))?;
             htb::apply(&mut socket, eth0, egress, fq_codel)
         })?
         .context("shaping the container's egress")?;
+        if budget == 0 {
+            self.datapath.set_egress_policer(network.slot, 0)?;
+        }
         let mut socket = NetlinkSocket::route()?;
         // Packets are sent through the qdiscs only once they exist, and no longer
         // before they go.

@@ -161,6 +161,7 @@ impl Datapath {
         }
         for slot in (0..MAX_CONTAINERS).filter(|slot| !keep.contains(slot)) {
             self.set_ingress_shaped(slot, false)?;
+            self.set_egress_policer(slot, 0)?;
             if self.maps.container_echo_ids.get(&slot, 0)? != EchoIdRange::default() {
                 self.maps
                     .container_echo_ids
@@ -225,6 +226,7 @@ impl Datapath {
         self.maps
             .container_echo_ids
             .set(slot, EchoIdRange::default(), 0)?;
+        self.set_egress_policer(slot, 0)?;
         self.update_shaping(slot, |entry| *entry = ContainerShaping::default())
     }
 
@@ -232,6 +234,20 @@ impl Datapath {
     /// end of its veth (its ingress limit) or straight into it.
     pub fn set_ingress_shaped(&mut self, slot: u32, shaped: bool) -> anyhow::Result<()> {
         self.update_shaping(slot, |entry| entry.ingress_shaped = u32::from(shaped))
+    }
+
+    /// Polices what container `slot` sends at `window_budget` bytes per
+    /// `POLICER_WINDOW_NS` (0: not at all), behind the htb on its own eth0.
+    pub fn set_egress_policer(&mut self, slot: u32, window_budget: u64) -> anyhow::Result<()> {
+        let mut policer = self.maps.egress_policers.get(&slot, 0)?;
+        if policer.window_budget != window_budget {
+            policer.window_budget = window_budget;
+            self.maps
+                .egress_policers
+                .set(slot, policer, 0)
+                .context("setting the container's egress policer")?;
+        }
+        Ok(())
     }
 
     /// The fq_codel class id (`major:flow`) container `slot`'s packets leave the

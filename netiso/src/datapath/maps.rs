@@ -7,8 +7,9 @@ use aya::{
 };
 use netiso_common::{
     CONTAINER_COUNTERS_MAP, CONTAINER_ECHO_IDS_MAP, CONTAINER_SHAPING_MAP, ContainerCounters,
-    ContainerShaping, DATAPATH_CONFIG_MAP, DatapathConfig, EchoIdRange, HOST_PORT_ACCESS_MAP,
-    PORT_OWNERS_MAP, PUBLIC_IFACE_COUNTERS_MAP, PortOwner, TrafficCounters, VETH_CONTAINERS_MAP,
+    ContainerShaping, DATAPATH_CONFIG_MAP, DatapathConfig, EGRESS_POLICERS_MAP, EchoIdRange,
+    EgressPolicer, HOST_PORT_ACCESS_MAP, PORT_OWNERS_MAP, PUBLIC_IFACE_COUNTERS_MAP, PortOwner,
+    TrafficCounters, VETH_CONTAINERS_MAP,
 };
 
 /// The maps userspace reads or writes. (`ECHO_OWNERS` is the datapath's own.)
@@ -19,6 +20,8 @@ pub struct DatapathMaps {
     pub veth_containers: HashMap<MapData, u32, u32>,
     pub container_counters: PerCpuArray<MapData, ContainerCounters>,
     pub container_shaping: Array<MapData, ContainerShaping>,
+    /// Slot → its egress limit as the datapath polices it.
+    pub egress_policers: Array<MapData, EgressPolicer>,
     /// Slot → the identifiers its echo requests leave with (its ephemeral range).
     pub container_echo_ids: Array<MapData, EchoIdRange>,
     pub config: Array<MapData, DatapathConfig>,
@@ -37,6 +40,7 @@ impl DatapathMaps {
             container_counters: PerCpuArray::try_from(take(ebpf, CONTAINER_COUNTERS_MAP)?)?,
             container_shaping: Array::try_from(take(ebpf, CONTAINER_SHAPING_MAP)?)?,
             container_echo_ids: Array::try_from(take(ebpf, CONTAINER_ECHO_IDS_MAP)?)?,
+            egress_policers: Array::try_from(take(ebpf, EGRESS_POLICERS_MAP)?)?,
             config: Array::try_from(take(ebpf, DATAPATH_CONFIG_MAP)?)?,
             host_port_access: Array::try_from(take(ebpf, HOST_PORT_ACCESS_MAP)?)?,
             public_iface_counters: PerCpuArray::try_from(take(ebpf, PUBLIC_IFACE_COUNTERS_MAP)?)?,

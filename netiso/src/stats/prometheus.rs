@@ -192,6 +192,7 @@ fn families(entries: &[MonitorEntry]) -> Vec<Family> {
                 ("icmp".into(), Count(d.tx_dropped_icmp)),
                 ("multicast".into(), Count(d.tx_dropped_multicast)),
                 ("host_port".into(), Count(d.tx_dropped_host_port)),
+                ("rate_limit".into(), Count(d.tx_dropped_rate_limit)),
             ]
         }),
     );

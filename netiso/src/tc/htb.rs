@@ -87,6 +87,24 @@ impl HtbConfig {
     }
 }
 
+impl HtbConfig {
+    /// The bytes a container shaped to this may send per policer window (`window_ns`)
+    /// on the host side: what the htb lets out in a window at its ceil, with a quarter
+    /// more, its burst and a full GSO packet on top. Traffic the htb shaped never
+    /// reaches it; traffic that skipped the htb gets no more.
+    pub fn policer_budget(&self, window_ns: u64) -> u64 {
+        let fastest = self.ceil.unwrap_or(self.rate).max(self.rate);
+        let in_window = u128::from(fastest) * u128::from(window_ns) / 1_000_000_000;
+        let with_margin = (in_window + in_window / 4) as u64;
+        with_margin
+            .saturating_add(self.burst.unwrap_or(0))
+            .saturating_add(MAX_GSO_PACKET)
+    }
+}
+
+/// The largest packet a device hands on at once (a full GSO packet).
+const MAX_GSO_PACKET: u64 = 65536;
+
 /// `struct tc_ratespec` for `rate` bytes/s (saturated; the 64-bit attribute carries
 /// the rest).
 fn ratespec(rate: u64) -> Vec<u8> {
@@ -253,6 +271,26 @@ mod tests {
         let options = fast.class_options();
         assert_eq!(options.len(), 3);
         assert_eq!(&ratespec(11_250_000_000)[8..12], &u32::MAX.to_ne_bytes());
+    }
+
+    #[test]
+    fn policer_budgets_leave_room_above_the_shaped_rate() {
+        let limit = HtbConfig {
+            rate: 125_000,
+            ceil: None,
+            burst: None,
+        };
+        // 100 ms at 125 kB/s is 12 500 bytes; a quarter more, and one GSO packet.
+        assert_eq!(limit.policer_budget(100_000_000), 15_625 + 65_536);
+        let bursting = HtbConfig {
+            rate: 1_000_000,
+            ceil: Some(2_000_000),
+            burst: Some(10_000),
+        };
+        assert_eq!(
+            bursting.policer_budget(100_000_000),
+            250_000 + 10_000 + 65_536
+        );
     }
 
     #[test]

@@ -297,3 +297,37 @@ fn frames_for_another_mac_go_to_the_host_which_drops_them() {
     );
     assert_eq!(counters(&ebpf, 0).rx_packets, 1);
 }
+
+#[test]
+fn what_skips_the_containers_own_qdiscs_meets_its_egress_limit_on_the_host_side() {
+    let mut ebpf = datapath();
+    let mut policers: Array<_, EgressPolicer> =
+        Array::try_from(ebpf.map_mut(EGRESS_POLICERS_MAP).unwrap()).unwrap();
+    let budget = EgressPolicer {
+        window_budget: 2500,
+        ..Default::default()
+    };
+    policers.set(0, budget, 0).unwrap();
+    let out = |ebpf: &Ebpf, f: &[u8]| run(ebpf, CONTAINER_VETH_INGRESS_PROGRAM, f);
+    // 1000-byte frames: two fit in the window's budget, the rest are dropped.
+    let frame = v4(
+        HOST_IPV4,
+        REMOTE_IPV4,
+        IPPROTO_UDP,
+        &udp_segment(30016, 53, 1000 - 14 - 20 - 8),
+    );
+    assert_eq!(frame.len(), 1000);
+    let verdicts: Vec<u32> = (0..5).map(|_| out(&ebpf, &frame)).collect();
+    assert_eq!(verdicts, [REDIRECT, REDIRECT, SHOT, SHOT, SHOT]);
+    let c0 = counters(&ebpf, 0);
+    assert_eq!((c0.tx_packets, c0.tx_dropped_rate_limit), (2, 3));
+    // Container 1 has no limit.
+    send_as(&mut ebpf, 1);
+    let from_c1 = v4(
+        HOST_IPV4,
+        REMOTE_IPV4,
+        IPPROTO_UDP,
+        &udp_segment(31500, 53, 958),
+    );
+    assert!((0..5).all(|_| out(&ebpf, &from_c1) == REDIRECT));
+}

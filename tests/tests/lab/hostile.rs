@@ -4,13 +4,17 @@
 //! in the counter it lands in. (The same decisions, frame by frame: tests/bpf/hostile.rs.)
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use netiso::net::container_network::host_veth_mac;
 use netiso_tests::{
+    agent::{Agent, agent_http, cli, http_get},
     isolation::IsolationLab,
-    lab::{HOST_IPV4, HOST_IPV6, PUBLIC_IFACE, REMOTE_IPV4, REMOTE_IPV6, mac_of, send_raw_frames},
+    lab::{
+        HOST_IPV4, HOST_IPV6, Lab, PUBLIC_IFACE, REMOTE_IPV4, REMOTE_IPV6, mac_of, rx_packets,
+        send_raw_frames, send_raw_frames_past_qdiscs,
+    },
     netns::Netns,
     packets::{
         ETH_P_IP, ETH_P_IPV6, IPPROTO_ICMP, IPPROTO_UDP, fix_ipv4_checksum,
@@ -448,4 +452,60 @@ fn echo_identifiers_are_the_containers_own_and_never_the_hosts() {
             );
         }
     }
+}
+
+#[test]
+fn a_container_cannot_skip_its_egress_limit_with_a_raw_socket() {
+    let lab = Lab::new();
+    let _agent = Agent::start(&lab, &["--egress_rate_limit_per_container=125000B"]);
+    let id = lab.container_id("raw");
+    let (ok, _, stderr) = cli(&lab, &["container", "create", &id]);
+    assert!(ok, "{stderr}");
+    let container = Netns::existing(&format!("netiso-{id}"));
+    // 4.2 MB of 1400-byte frames straight to the device, past the htb on its eth0.
+    let host_mac = mac_of(&lab.host, PUBLIC_IFACE);
+    let gateway = mac_of_gateway(&container);
+    let packet = udp4(HOST_IPV4, REMOTE_IPV4, 30016, 9);
+    let mut packet = packet;
+    packet.resize(1400 - 14, 0);
+    let length = (packet.len() as u16).to_be_bytes();
+    packet[2..4].copy_from_slice(&length);
+    fix_ipv4_checksum(&mut packet);
+    let frames = vec![with_macs(frame(ETH_P_IP, &packet), gateway, host_mac); 3000];
+    let before = rx_packets(&lab.remote, PUBLIC_IFACE);
+    let started = Instant::now();
+    send_raw_frames_past_qdiscs(&container, PUBLIC_IFACE, &frames);
+    std::thread::sleep(Duration::from_millis(300));
+    let elapsed = started.elapsed().as_secs_f64();
+    let arrived = rx_packets(&lab.remote, PUBLIC_IFACE) - before;
+    // At most what the limit allows in that time, with the policer's margin (a
+    // quarter, and a GSO packet per 100 ms window), and some of the remote's own.
+    let windows = (elapsed / 0.1).ceil() + 1.0;
+    let allowed = (windows * (12_500.0 * 1.25 + 65_536.0) / 1400.0) as u64 + 20;
+    assert!(
+        arrived <= allowed,
+        "{arrived} frames arrived in {elapsed:.2}s; at most {allowed}"
+    );
+    let statistics = http_get(&lab.host, agent_http(), "/monitor/statistics").json();
+    let dropped =
+        statistics[0]["statistics"]["netiso_datapath_statistics"]["tx_dropped_rate_limit"]
+            .as_u64()
+            .unwrap();
+    assert!(dropped >= 3000 - allowed, "{dropped}");
+}
+
+/// The MAC of the container's gateway: its neighbour entry for 169.254.1.1.
+fn mac_of_gateway(container: &Netns) -> [u8; 6] {
+    let output = container.exec(&["ip", "neigh", "show", "169.254.1.1"]);
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    let address = text
+        .split_whitespace()
+        .skip_while(|w| *w != "lladdr")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no gateway entry: {text}"));
+    let mut mac = [0u8; 6];
+    for (byte, part) in mac.iter_mut().zip(address.split(':')) {
+        *byte = u8::from_str_radix(part, 16).expect("hex MAC");
+    }
+    mac
 }

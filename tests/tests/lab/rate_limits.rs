@@ -422,4 +422,7 @@ fn an_iperf3_stream_under_a_10_mbit_limit_lands_within_5_percent() {
         error <= 0.05,
         "iperf3 received {received:.0} bit/s, expected {expected:.0} ±5%"
     );
+    // What the htb shaped never meets the host side's policer.
+    let dropped = &statistics(&lab, "web")["netiso_datapath_statistics"]["tx_dropped_rate_limit"];
+    assert_eq!(dropped, 0, "the policer dropped shaped traffic");
 }

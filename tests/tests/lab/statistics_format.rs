@@ -370,9 +370,9 @@ fn metrics_parse_with_the_prometheus_parser_and_every_sample_matches_the_json() 
         assert_eq!(*value, expected, "{name} {labels:?}");
         checked += 1;
     }
-    // 2 containers x (8 link + 4 datapath + 8 transmit and 1 receive drop reasons +
+    // 2 containers x (8 link + 4 datapath + 9 transmit and 1 receive drop reasons +
     // 2 ports + 2 tcp) + 7 qdisc.
-    assert_eq!(checked, 2 * 25 + 7, "{samples:?}");
+    assert_eq!(checked, 2 * 26 + 7, "{samples:?}");
     let web_labels = &samples
         .iter()
         .find(|(_, l, _)| {
