@@ -383,6 +383,25 @@ pub const FRAGMENTS_TO_CONTAINER: u32 = 2;
 // SAFETY: u32 fields only.
 unsafe impl aya::Pod for FragmentRoute {}
 
+/// An address of the host's (any of its interfaces', the shared one included): what
+/// a container sends there is for the host's own services.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct HostAddress {
+    /// An IPv4 address fills the first 4 bytes.
+    pub address: [u8; 16],
+    /// 1 for IPv6, 0 for IPv4.
+    pub ipv6: u8,
+    pub _pad: [u8; 3],
+}
+
+#[cfg(feature = "user")]
+// SAFETY: bytes only: 20 bytes, no implicit padding.
+unsafe impl aya::Pod for HostAddress {}
+
+/// Most host addresses the datapath knows.
+pub const MAX_HOST_ADDRESSES: u32 = 1024;
+
 /// Most fragmented datagrams followed at once; the least recently used is forgotten
 /// (its later fragments are then dropped, as a reassembly timeout would).
 pub const MAX_FRAGMENTED_DATAGRAMS: u32 = 4096;
@@ -397,6 +416,7 @@ pub const CONTAINER_SHAPING_MAP: &str = "CONTAINER_SHAPING";
 pub const FRAGMENT_ROUTES_MAP: &str = "FRAGMENT_ROUTES";
 pub const CONTAINER_ECHO_IDS_MAP: &str = "CONTAINER_ECHO_IDS";
 pub const HOST_PORT_ACCESS_MAP: &str = "HOST_PORT_ACCESS";
+pub const HOST_ADDRESSES_MAP: &str = "HOST_ADDRESSES";
 pub const EGRESS_POLICERS_MAP: &str = "EGRESS_POLICERS";
 
 /// `HOST_PORT_ACCESS` value of a host port containers may not reach (0: they may).

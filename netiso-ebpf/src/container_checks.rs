@@ -10,7 +10,7 @@ use crate::{
     packet::{
         Flow, ICMP_DEST_UNREACH, ICMP_ECHO_REQUEST, ICMP_FRAG_NEEDED, ICMP_PARAMETER_PROBLEM,
         ICMP_TIME_EXCEEDED, ICMPV6_DEST_UNREACH, ICMPV6_ECHO_REQUEST, ICMPV6_PARAMETER_PROBLEM,
-        ICMPV6_TIME_EXCEEDED, Quoted, icmp_type_code, is_host_address, ports, quoted,
+        ICMPV6_TIME_EXCEEDED, Quoted, icmp_type_code, is_host_address, quoted,
     },
 };
 
@@ -52,10 +52,7 @@ pub fn check_source(
 
 /// The source port of TCP and UDP must be one the container owns.
 #[inline(always)]
-pub fn check_source_port(ctx: &TcContext, flow: &Flow, slot: u32) -> Result<(), DropReason> {
-    let Some((sport, _)) = ports(ctx, flow) else {
-        return Err(DropReason::Malformed);
-    };
+pub fn check_source_port(sport: u16, slot: u32) -> Result<(), DropReason> {
     match port_owner(sport).and_then(|o| o.slot()) {
         Some(owner) if owner == slot => Ok(()),
         _ => Err(DropReason::PortNotOwned),

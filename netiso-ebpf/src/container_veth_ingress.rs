@@ -19,7 +19,7 @@ use aya_ebpf::{
 };
 use netiso_common::{
     DatapathConfig, FRAGMENTS_TO_CONTAINER, FRAGMENTS_TO_HOST, FRAGMENTS_TO_NETWORK, FragmentKey,
-    FragmentRoute, HOST_PORT_CLOSED, PortOwner,
+    FragmentRoute, HOST_PORT_CLOSED, HostAddress, PortOwner,
 };
 
 use crate::{
@@ -29,7 +29,8 @@ use crate::{
     egress_flow::assign_container_flow,
     egress_policer,
     maps::{
-        FRAGMENT_ROUTES, HOST_PORT_ACCESS, VETH_CONTAINERS, config, count_container, port_owner,
+        FRAGMENT_ROUTES, HOST_ADDRESSES, HOST_PORT_ACCESS, VETH_CONTAINERS, config,
+        count_container, port_owner,
     },
     packet::{Flow, Fragment, Icmp, Parsed, icmp, is_icmpv6_link_control, parse, ports},
 };
@@ -88,9 +89,9 @@ pub fn container_veth_ingress(ctx: TcContext) -> i32 {
             if let Some(verdict) = deliver_to(owner, ctx.len()) {
                 return verdict;
             }
-            to_host_lo(config)
+            to_host_lo(&ctx, config)
         }
-        Route::Host => to_host_lo(config),
+        Route::Host => to_host_lo(&ctx, config),
         Route::Network => {
             assign_container_flow(&ctx, slot);
             // SAFETY: helper call; a null params pointer means "look the next hop up".
@@ -128,6 +129,9 @@ fn decide(
     if !local && flow.is_to_link_or_group() {
         return Err(DropReason::Multicast);
     }
+    // The host's other addresses are the host's alone: only the shared one has
+    // containers' ports.
+    let host_only = !local && is_other_host_address(&flow);
     let key = FragmentKey {
         dst: flow.dst,
         id: flow.fragment_id,
@@ -143,15 +147,23 @@ fn decide(
             _ => Err(DropReason::Fragment),
         };
     }
-    if flow.has_ports() {
-        check_source_port(ctx, &flow, slot)?;
+    // The destination port, read once: TCP and UDP only.
+    let dport = if flow.has_ports() {
+        let Some((sport, dport)) = ports(ctx, &flow) else {
+            return Err(DropReason::Malformed);
+        };
+        check_source_port(sport, slot)?;
+        Some(dport)
     } else if flow.is_icmp() {
         check_icmp(ctx, &flow, slot, config)?;
+        None
     } else {
         return Err(DropReason::Other);
-    }
+    };
     let route = if local {
-        local_route(ctx, &flow)?
+        local_route(dport)?
+    } else if host_only {
+        host_service(dport)?
     } else {
         Route::Network
     };
@@ -188,26 +200,52 @@ fn route_of(recorded: &FragmentRoute) -> Route {
     }
 }
 
-/// A packet for the host's address or loopback: to the container owning the port, or
-/// into the host's loopback, where host services receive it, if containers may reach
-/// that port.
+/// A packet for the host's address or loopback: to the container owning its port
+/// (`dport`, for TCP and UDP), or into the host's loopback, where host services
+/// receive it, if containers may reach that port.
 #[inline(always)]
-fn local_route(ctx: &TcContext, flow: &Flow) -> Result<Route, DropReason> {
-    if flow.has_ports()
-        && let Some((_, dport)) = ports(ctx, flow)
+fn local_route(dport: Option<u16>) -> Result<Route, DropReason> {
+    if let Some(dport) = dport
+        && let Some(owner) = port_owner(dport)
     {
-        if let Some(owner) = port_owner(dport) {
-            return Ok(Route::Container(owner));
-        }
-        if HOST_PORT_ACCESS.get(u32::from(dport)).copied() == Some(HOST_PORT_CLOSED) {
-            return Err(DropReason::HostPort);
-        }
+        return Ok(Route::Container(owner));
+    }
+    host_service(dport)
+}
+
+/// A packet for a host service: into the host's loopback, if containers may reach
+/// its port.
+#[inline(always)]
+fn host_service(dport: Option<u16>) -> Result<Route, DropReason> {
+    if let Some(dport) = dport
+        && HOST_PORT_ACCESS.get(u32::from(dport)).copied() == Some(HOST_PORT_CLOSED)
+    {
+        return Err(DropReason::HostPort);
     }
     Ok(Route::Host)
 }
 
+/// Whether the destination is one of the host's addresses other than the shared one.
 #[inline(always)]
-fn to_host_lo(config: &DatapathConfig) -> i32 {
+fn is_other_host_address(flow: &Flow) -> bool {
+    let key = HostAddress {
+        address: flow.dst,
+        ipv6: u8::from(flow.ipv6),
+        _pad: [0; 3],
+    };
+    // SAFETY: only checked for presence.
+    unsafe { HOST_ADDRESSES.get(key) }.is_some()
+}
+
+/// Into the host's loopback. The loopback takes a frame as addressed to it only with
+/// its own (all-zero) MAC as destination; frames the container sent to its gateway
+/// carry the gateway's.
+#[inline(always)]
+fn to_host_lo(ctx: &TcContext, config: &DatapathConfig) -> i32 {
+    if ctx.load::<[u8; 6]>(0).is_ok_and(|mac| mac != [0; 6]) && ctx.store(0, &[0u8; 6], 0).is_err()
+    {
+        return TC_ACT_SHOT;
+    }
     // SAFETY: helper call.
     unsafe { bpf_redirect(config.host_lo_ifindex, u64::from(BPF_F_INGRESS)) as i32 }
 }

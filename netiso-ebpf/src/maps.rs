@@ -5,8 +5,9 @@ use aya_ebpf::{
 };
 use netiso_common::{
     ContainerCounters, ContainerShaping, DatapathConfig, Direction, EchoConversation, EchoIdRange,
-    EchoKey, EgressPolicer, FragmentKey, FragmentRoute, MAX_CONTAINERS, MAX_ECHO_CONVERSATIONS,
-    MAX_FRAGMENTED_DATAGRAMS, PUBLIC_IFACE_COUNTER_SLOTS, PortOwner, TrafficClass, TrafficCounters,
+    EchoKey, EgressPolicer, FragmentKey, FragmentRoute, HostAddress, MAX_CONTAINERS,
+    MAX_ECHO_CONVERSATIONS, MAX_FRAGMENTED_DATAGRAMS, MAX_HOST_ADDRESSES,
+    PUBLIC_IFACE_COUNTER_SLOTS, PortOwner, TrafficClass, TrafficCounters,
     public_iface_counter_slot,
 };
 
@@ -50,6 +51,12 @@ pub static ECHO_OWNERS: LruHashMap<EchoKey, EchoConversation, { MAX_ECHO_CONVERS
 /// containers may not reach: `HOST_PORT_CLOSED`, else 0.
 #[btf_map]
 pub static HOST_PORT_ACCESS: Array<u8, 65536> = Array::new();
+
+/// Every address of the host (the agent keeps it up to date): what containers send
+/// there goes to the host's services, not out to the network.
+#[btf_map]
+pub static HOST_ADDRESSES: HashMap<HostAddress, u8, { MAX_HOST_ADDRESSES as usize }> =
+    HashMap::new();
 
 /// Each container's egress limit as the datapath enforces it, indexed by slot.
 #[btf_map]

@@ -8,7 +8,7 @@ use std::{path::Path, sync::Arc};
 use crate::{
     config::{self, AgentArgs, PortConfig},
     control::{Manager, ManagerHandle, Shaping},
-    datapath::{Datapath, bpffs},
+    datapath::{self, Datapath, bpffs},
     doctor,
     net::{NetlinkSocket, host::HostNetwork},
     server::{Limits, StatisticsSource, control_api, monitor},
@@ -64,6 +64,7 @@ pub fn run(args: AgentArgs, api_socket: &Path) -> anyhow::Result<()> {
     let host_ports = &args.servers.container_host_ports;
     let closed = datapath.set_host_port_access(|port| host_ports.closed(port, agent_port))?;
     log::info!("containers may reach {} host ports", 65536 - closed);
+    datapath::host_addresses::keep_up_to_date(datapath.pin_root())?;
     let attach_mode = datapath.attach_public_iface(&eth0)?;
     host.prepare_loopback(&lo)?;
     datapath.attach_host_lo(&lo)?;

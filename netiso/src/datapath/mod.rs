@@ -7,6 +7,7 @@ mod attach;
 pub mod bpffs;
 mod containers;
 mod counters;
+pub mod host_addresses;
 mod maps;
 mod object;
 

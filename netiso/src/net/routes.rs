@@ -57,6 +57,32 @@ impl NetlinkSocket {
         Ok((v4, v6))
     }
 
+    /// Every address of every link of this namespace but link-local ones (which no
+    /// container can reach anyway).
+    pub fn all_addresses(&mut self) -> anyhow::Result<Vec<IpAddr>> {
+        let answers = self
+            .dump(
+                RouteNetlinkMessage::GetAddress(AddressMessage::default()),
+                RTM_NEWADDR,
+            )
+            .context("listing addresses")?;
+        let mut addresses = Vec::new();
+        for answer in answers {
+            let RouteNetlinkMessage::NewAddress(message) = answer else {
+                continue;
+            };
+            if message.header.scope == AddressScope::Link {
+                continue;
+            }
+            for attribute in message.attributes {
+                if let AddressAttribute::Address(address) = attribute {
+                    addresses.push(address);
+                }
+            }
+        }
+        Ok(addresses)
+    }
+
     /// Adds an address to link `index`. IPv6 addresses skip duplicate address
     /// detection: they are the host's own and must be usable at once.
     pub fn add_address(

@@ -4,7 +4,7 @@
 //! stalled by idle connections or fed unbounded bodies and labels.
 use std::{
     io::{Read as _, Write as _},
-    net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream},
+    net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket},
     os::unix::net::UnixStream,
     time::{Duration, Instant},
 };
@@ -155,6 +155,53 @@ fn the_servers_bound_bodies_labels_and_idle_connections() {
             connection.read(&mut byte).unwrap_or(0),
             0,
             "an idle connection is closed"
+        );
+    }
+}
+
+/// Sends datagrams from `ns` to `to` until `socket` receives one (or 5 s pass): the
+/// agent learns new host addresses within a couple of seconds.
+fn reaches_by_udp(ns: &Netns, socket: &UdpSocket, to: SocketAddr) -> bool {
+    let sender = ns.run(|| UdpSocket::bind(SocketAddr::new(unspecified(to.ip()), 0)).unwrap());
+    socket
+        .set_read_timeout(Some(Duration::from_millis(250)))
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut buf = [0u8; 16];
+    while Instant::now() < deadline {
+        sender.send_to(b"hello", to).unwrap();
+        if socket.recv(&mut buf).is_ok() {
+            return true;
+        }
+    }
+    false
+}
+
+fn unspecified(like: IpAddr) -> IpAddr {
+    match like {
+        IpAddr::V4(_) => Ipv4Addr::UNSPECIFIED.into(),
+        IpAddr::V6(_) => std::net::Ipv6Addr::UNSPECIFIED.into(),
+    }
+}
+
+#[test]
+fn the_hosts_other_addresses_reach_its_services() {
+    let lab = Lab::new();
+    let _agent = Agent::start(&lab, &[]);
+    let c1 = create(&lab, "c1");
+    // Addresses the host gains after the agent started.
+    lab.host.ip(&["addr", "add", "198.18.0.50/32", "dev", "lo"]);
+    lab.host
+        .ip(&["addr", "add", "2001:db8::50/128", "dev", "lo"]);
+    for address in ["198.18.0.50", "2001:db8::50"] {
+        let address: IpAddr = address.parse().unwrap();
+        let service = lab
+            .host
+            .run(|| UdpSocket::bind(SocketAddr::new(address, 8053)))
+            .expect("a host service on another address");
+        assert!(
+            reaches_by_udp(&c1, &service, SocketAddr::new(address, 8053)),
+            "the host service at {address}"
         );
     }
 }
