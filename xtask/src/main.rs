@@ -1,10 +1,11 @@
-//! Developer tasks for netiso: `cargo xtask setup | run | test | vm-test`.
+//! Developer tasks for netiso: `cargo xtask setup | run | test | bench | fuzz | vm-test`.
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
 mod bench;
 mod cmd;
+mod fuzz;
 mod layout;
 mod run;
 mod setup;
@@ -36,6 +37,9 @@ enum Task {
         #[arg(value_enum)]
         which: Option<bench::Bench>,
     },
+    /// Fuzz the datapath against its model for longer than the tests do: generated
+    /// frames through the tc programs, frames per second and disagreements reported.
+    Fuzz(fuzz::FuzzArgs),
     /// Boot Debian's generic 6.1 kernel with virtme-ng and run the kernel-dependent
     /// tests there (netlink attach path, fq_codel).
     VmTest(vm::VmTestArgs),
@@ -49,6 +53,7 @@ fn main() -> ExitCode {
         Task::Test(args) => test::run(args),
         Task::VmTest(args) => vm::run(args),
         Task::Bench { which } => bench::run(which),
+        Task::Fuzz(args) => fuzz::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -6,6 +6,8 @@
 mod classify;
 mod egress_flows;
 mod fixtures;
+mod fuzz;
 mod hostile;
 mod inbound;
+mod model;
 mod outbound;
