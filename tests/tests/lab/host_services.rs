@@ -205,3 +205,44 @@ fn the_hosts_other_addresses_reach_its_services() {
         );
     }
 }
+
+/// CPU time (user + system) the process `pid` has used, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+#[test]
+fn out_of_descriptors_the_agent_backs_off_instead_of_spinning() {
+    let lab = Lab::new();
+    let agent = Agent::start(&lab, &[]);
+    // A service manager's low limit, and more clients than it allows.
+    let limited = std::process::Command::new("prlimit")
+        .args(["--pid", &agent.pid().to_string(), "--nofile=48:48"])
+        .status()
+        .unwrap();
+    assert!(limited.success());
+    let clients: Vec<TcpStream> = (0..80)
+        .filter_map(|_| lab.host.run(|| TcpStream::connect(AGENT_HTTP)).ok())
+        .collect();
+    let before = cpu_ticks(agent.pid());
+    std::thread::sleep(Duration::from_secs(3));
+    let spent = cpu_ticks(agent.pid()) - before;
+    // A spinning accept loop burns all of a CPU: some 300 ticks in 3 s.
+    assert!(spent < 60, "the agent used {spent} ticks of CPU in 3 s");
+    let log = agent.log();
+    let warnings = log
+        .lines()
+        .filter(|l| l.contains("accepting a connection"))
+        .count();
+    assert!((1..=8).contains(&warnings), "{warnings} warnings:\n{log}");
+    // Once the clients go, it serves again.
+    drop(clients);
+    assert_eq!(http_get(&lab.host, agent_http(), "/health").status, 200);
+}
