@@ -66,13 +66,13 @@ fn container_traffic_is_dropped_and_counted_by_reason() {
     );
 }
 
-/// The echo identifier of the ICMP message in `frame` (IPv4 or IPv6, no extension
-/// headers), and whether the message's checksum is right.
-fn echo_id_and_checksum(frame: &[u8]) -> (u16, bool) {
+/// Where the ICMP message of `frame` (IPv4 or IPv6, no extension headers) starts,
+/// and the Internet checksum over it (with IPv6's pseudo-header): 0 when the
+/// message's checksum field is right.
+fn icmp_sum(frame: &[u8]) -> (usize, u16) {
     let ipv6 = frame[12..14] == [0x86, 0xdd];
     let l4 = if ipv6 { 14 + 40 } else { 14 + 20 };
     let message = &frame[l4..];
-    let id = u16::from_be_bytes([message[4], message[5]]);
     let sum = if ipv6 {
         let mut pseudo = frame[14 + 8..14 + 40].to_vec();
         pseudo.extend_from_slice(&(message.len() as u32).to_be_bytes());
@@ -82,7 +82,14 @@ fn echo_id_and_checksum(frame: &[u8]) -> (u16, bool) {
     } else {
         internet_checksum(message)
     };
-    (id, sum == 0)
+    (l4, sum)
+}
+
+/// The echo identifier of the ICMP message in `frame`, and whether the message's
+/// checksum is right.
+fn echo_id_and_checksum(frame: &[u8]) -> (u16, bool) {
+    let (l4, sum) = icmp_sum(frame);
+    (u16::from_be_bytes([frame[l4 + 4], frame[l4 + 5]]), sum == 0)
 }
 
 /// An echo message of `icmp_type` with `id` and a right checksum, in a frame.
@@ -92,17 +99,8 @@ fn echo_frame(src: IpAddr, dst: IpAddr, icmp_type: u8, id: u16) -> Vec<u8> {
         (IpAddr::V6(s), IpAddr::V6(d)) => v6(s, d, IPPROTO_ICMPV6, &echo(icmp_type, id)),
         _ => unreachable!("one family"),
     };
-    let ipv6 = src.is_ipv6();
-    let l4 = if ipv6 { 14 + 40 } else { 14 + 20 };
-    let sum = if ipv6 {
-        let mut pseudo = frame[14 + 8..14 + 40].to_vec();
-        pseudo.extend_from_slice(&((frame.len() - l4) as u32).to_be_bytes());
-        pseudo.extend_from_slice(&[0, 0, 0, IPPROTO_ICMPV6]);
-        pseudo.extend_from_slice(&frame[l4..]);
-        internet_checksum(&pseudo)
-    } else {
-        internet_checksum(&frame[l4..])
-    };
+    // With the checksum field zero, the sum over the message is the checksum.
+    let (l4, sum) = icmp_sum(&frame);
     frame[l4 + 2..l4 + 4].copy_from_slice(&sum.to_be_bytes());
     frame
 }
