@@ -123,6 +123,14 @@ pub fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // A reader that went away (`| head -1`) wanted no more: not an error.
+        Err(error)
+            if error
+                .downcast_ref::<std::io::Error>()
+                .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) =>
+        {
+            ExitCode::SUCCESS
+        }
         Err(error) => {
             // One line: what went wrong, with its causes, which say what to do.
             eprintln!("netiso: error: {error:#}");
@@ -181,7 +189,16 @@ fn container(socket: &std::path::Path, command: ContainerCommand) -> anyhow::Res
             None,
         )?,
     };
-    println!("{}", serde_json::to_string_pretty(&answer)?);
+    print_json(&answer)
+}
+
+/// Prints `value` as pretty JSON on stdout.
+fn print_json(value: &serde_json::Value) -> anyhow::Result<()> {
+    use std::io::Write as _;
+
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{}", serde_json::to_string_pretty(value)?)?;
+    stdout.flush()?;
     Ok(())
 }
 
@@ -191,8 +208,7 @@ fn stats(socket: &std::path::Path, id: Option<&str>) -> anyhow::Result<()> {
         None => "/v1/statistics".to_owned(),
     };
     let answer = client::call(socket, Method::GET, &path, None)?;
-    println!("{}", serde_json::to_string_pretty(&answer)?);
-    Ok(())
+    print_json(&answer)
 }
 
 /// Finds the container through the agent, enters its network namespace and runs the
