@@ -6,11 +6,12 @@ use tokio::signal::unix::{SignalKind, signal};
 use std::{path::Path, sync::Arc};
 
 use crate::{
-    config::{self, AgentArgs, PortConfig},
+    config::{self, AgentArgs},
     control::{Manager, ManagerHandle, Shaping},
     datapath::{self, Datapath, bpffs},
     doctor,
     net::{NetlinkSocket, host::HostNetwork},
+    ports::PortLedger,
     server::{Limits, StatisticsSource, control_api, monitor},
     stats::Collector,
     tc::{EgressFlows, FlowQdiscParent, egress_flows, rate_policy},
@@ -49,7 +50,8 @@ pub fn run(args: AgentArgs, api_socket: &Path) -> anyhow::Result<()> {
     let api_listener = control_api::bind(api_socket)?;
     // Removed however we leave, so a refused or stopped agent leaves no socket.
     let _socket_file = SocketFile(api_socket.to_owned());
-    shaping.egress_flows = unique_egress_flows(&args, &host, &ports, shaping.fq_codel)?;
+    let ledger = ports.ledger();
+    shaping.egress_flows = unique_egress_flows(&args, &host, &ledger, shaping.fq_codel)?;
     bpffs::prepare_pin_root(&args.bpffs_root)?;
     let mut datapath = Datapath::load(&args.bpffs_root)?;
     datapath.configure(
@@ -82,7 +84,7 @@ pub fn run(args: AgentArgs, api_socket: &Path) -> anyhow::Result<()> {
         args.statistics.clone(),
         datapath.pin_root(),
     )?);
-    let mut manager = Manager::new(datapath, host, ports.ledger(), shaping, &args.state_dir)?;
+    let mut manager = Manager::new(datapath, host, ledger, shaping, &args.state_dir)?;
     // The ready line comes after recovery.
     let (recovered, removed) = manager.recover()?;
     log::info!("recovered {recovered} containers; removed {removed} orphaned or half-made ones");
@@ -179,7 +181,7 @@ fn interfaces(args: &AgentArgs) -> anyhow::Result<(String, String)> {
 fn unique_egress_flows(
     args: &AgentArgs,
     host: &HostNetwork,
-    ports: &PortConfig,
+    ports: &PortLedger,
     fq_codel: bool,
 ) -> anyhow::Result<Option<EgressFlows>> {
     if !args.egress.unique_flow_per_container {
@@ -192,10 +194,7 @@ fn unique_egress_flows(
         return Ok(None);
     }
     let parent = FlowQdiscParent::parse(&args.egress.flow_classifier_parent)?;
-    let containers = ports
-        .ephemeral
-        .capacity()
-        .min(netiso_common::MAX_CONTAINERS as usize) as u32;
+    let containers = ports.capacity().min(netiso_common::MAX_CONTAINERS as usize) as u32;
     let qdisc = egress_flows::install(
         &mut NetlinkSocket::route()?,
         host.public.index,

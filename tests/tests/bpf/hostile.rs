@@ -2,8 +2,12 @@
 //! network could send to break isolation, and the counter each refusal lands in.
 use super::fixtures::*;
 
-/// A UDP datagram's first fragment (ports inside) from `sport` to `dst:dport`.
-fn first_fragment4(dst: Ipv4Addr, sport: u16, dport: u16, id: u16) -> Vec<u8> {
+/// A fragment of UDP datagram `id` from the host to `dst` starting with a UDP header
+/// from `sport` to `dport`: the first one (`offset_words` 0, more to come), or a
+/// later one whose payload reads like those ports, as an attacker would shape it.
+fn fragment4(dst: Ipv4Addr, id: u16, offset_words: u16, sport: u16, dport: u16) -> Vec<u8> {
+    let first = offset_words == 0;
+    let payload = udp_segment(sport, dport, if first { 24 } else { 8 });
     frame(
         ETH_P_IP,
         &ipv4_fragment(
@@ -11,28 +15,19 @@ fn first_fragment4(dst: Ipv4Addr, sport: u16, dport: u16, id: u16) -> Vec<u8> {
             dst,
             IPPROTO_UDP,
             id,
-            0,
-            true,
-            &udp_segment(sport, dport, 24),
+            offset_words,
+            first,
+            &payload,
         ),
     )
 }
 
-/// A later fragment whose first payload bytes read like the ports `fake_sport` and
-/// `fake_dport`, as an attacker would shape it.
+fn first_fragment4(dst: Ipv4Addr, sport: u16, dport: u16, id: u16) -> Vec<u8> {
+    fragment4(dst, id, 0, sport, dport)
+}
+
 fn later_fragment4(dst: Ipv4Addr, id: u16, fake_sport: u16, fake_dport: u16) -> Vec<u8> {
-    frame(
-        ETH_P_IP,
-        &ipv4_fragment(
-            HOST_IPV4,
-            dst,
-            IPPROTO_UDP,
-            id,
-            4,
-            false,
-            &udp_segment(fake_sport, fake_dport, 8),
-        ),
-    )
+    fragment4(dst, id, 4, fake_sport, fake_dport)
 }
 
 fn fragment6(dst: Ipv6Addr, id: u32, offset_words: u16, more: bool, payload: &[u8]) -> Vec<u8> {

@@ -239,8 +239,16 @@ fn owner(port: u16) -> Option<u32> {
     }
 }
 
-/// The transport of a packet quoted in an ICMP error at `at`: (protocol, dst, ports).
-fn quoted(frame: &[u8], ipv6: bool, at: usize) -> Option<(u8, [u8; 16], u16, u16)> {
+/// A TCP or UDP packet quoted in an ICMP error at `at`.
+struct Quoted {
+    src: [u8; 16],
+    dst: [u8; 16],
+    sport: u16,
+    dport: u16,
+}
+
+/// The TCP or UDP packet quoted in an ICMP error at `at`, if it can be read.
+fn quoted(frame: &[u8], ipv6: bool, at: usize) -> Option<Quoted> {
     let (protocol, src, dst, header_len) = if ipv6 {
         (
             u8_at(frame, at + 6)?,
@@ -256,12 +264,14 @@ fn quoted(frame: &[u8], ipv6: bool, at: usize) -> Option<(u8, [u8; 16], u16, u16
             usize::from(u8_at(frame, at)? & 0x0f) * 4,
         )
     };
-    let _ = src;
     let l4 = at + header_len;
     match protocol {
-        IPPROTO_TCP | IPPROTO_UDP => {
-            Some((protocol, dst, u16_at(frame, l4)?, u16_at(frame, l4 + 2)?))
-        }
+        IPPROTO_TCP | IPPROTO_UDP => Some(Quoted {
+            src,
+            dst,
+            sport: u16_at(frame, l4)?,
+            dport: u16_at(frame, l4 + 2)?,
+        }),
         _ => None,
     }
 }
@@ -339,17 +349,13 @@ impl Model {
         if !is_error {
             return None;
         }
-        let (protocol, _, _, _) = quoted(frame, flow.ipv6, flow.l4 + 8)?;
-        let _ = protocol;
-        // Quoted::Ports { src, sport } with src == the packet's destination.
-        let at = flow.l4 + 8;
-        let src = if flow.ipv6 {
-            bytes_at::<16>(frame, at + 8)?
+        // The quoted packet must be one the host's address sent.
+        let quoted = quoted(frame, flow.ipv6, flow.l4 + 8)?;
+        if quoted.src == flow.dst {
+            owner(quoted.sport)
         } else {
-            widen(bytes_at::<4>(frame, at + 12)?)
-        };
-        let (_, _, sport, _) = quoted(frame, flow.ipv6, at)?;
-        if src == flow.dst { owner(sport) } else { None }
+            None
+        }
     }
 
     /// `host_lo_ingress`: the host reaching a container's port through its address or
@@ -491,7 +497,7 @@ impl Model {
             return Err(|c| c.tx_dropped_icmp += 1);
         }
         match quoted(frame, flow.ipv6, flow.l4 + 8) {
-            Some((_, dst, _, dport)) if flow.is_host(&dst) && owner(dport) == Some(0) => Ok(()),
+            Some(quoted) if flow.is_host(&quoted.dst) && owner(quoted.dport) == Some(0) => Ok(()),
             _ => Err(|c| c.tx_dropped_icmp += 1),
         }
     }
