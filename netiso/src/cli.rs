@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use crate::{
     config::AgentArgs,
     control::{CreateRequest, UpdateRequest, client},
+    failure::Failure,
     ports,
 };
 
@@ -17,7 +18,12 @@ use crate::{
 /// Containers share the host's IP addresses; each owns port ranges, and eBPF tc
 /// programs steer, filter and count every packet by port.
 #[derive(Debug, Parser)]
-#[command(name = "netiso", version, propagate_version = true)]
+#[command(
+    name = "netiso",
+    version,
+    propagate_version = true,
+    after_help = "Exit status: 0 success, 1 internal failure (the kernel, the disk), 2 bad command line, 3 invalid request, 4 no such container, 5 conflict (id or ports taken), 6 request too large, 7 try again later (agent unreachable or stopping, ports or slots used up)."
+)]
 pub struct Cli {
     /// The agent's control socket (the agent listens there; the other commands talk
     /// to it).
@@ -132,9 +138,10 @@ pub fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(error) => {
-            // One line: what went wrong, with its causes, which say what to do.
+            // One line: what went wrong, with its causes, which say what to do; the
+            // exit status says what kind of failure it was (see `--help`).
             eprintln!("netiso: error: {error:#}");
-            ExitCode::FAILURE
+            ExitCode::from(Failure::of(&error).exit_code())
         }
     }
 }

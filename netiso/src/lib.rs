@@ -22,6 +22,8 @@ mod config;
 mod control;
 pub mod datapath;
 mod doctor;
+pub mod failpoints;
+mod failure;
 pub mod net;
 pub mod ports;
 mod server;

@@ -91,3 +91,19 @@ pub fn build_agent() -> anyhow::Result<()> {
         cargo().args(["build", "--package", "netiso", "--bins"]),
     )
 }
+
+/// Builds the agent the tests run: with failpoints (`netiso/src/failpoints.rs`), as
+/// `cargo test --workspace` builds it, so that the tests do not rebuild it.
+pub fn build_test_agent() -> anyhow::Result<()> {
+    run(
+        "building the netiso agent with failpoints",
+        cargo().args([
+            "build",
+            "--package",
+            "netiso",
+            "--bins",
+            "--features",
+            "failpoints",
+        ]),
+    )
+}

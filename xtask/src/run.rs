@@ -28,7 +28,7 @@ use nix::{
 };
 
 use crate::{
-    cmd::{self, cargo, output, step, workspace_root},
+    cmd::{self, output, step, workspace_root},
     setup,
 };
 
@@ -55,10 +55,7 @@ pub struct RunArgs {
 
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
     setup::ensure()?;
-    cmd::run(
-        "building netiso",
-        cargo().args(["build", "--package", "netiso", "--bins"]),
-    )?;
+    cmd::build_agent()?;
     let netiso = workspace_root().join("target/debug/netiso");
     if !args.agent_args.is_empty() {
         let status = Command::new(&netiso)

@@ -4,7 +4,7 @@ use std::time::Instant;
 use clap::Args;
 
 use crate::{
-    cmd::{self, build_agent, cargo, nightly_cargo, workspace_root},
+    cmd::{self, build_test_agent, cargo, nightly_cargo, workspace_root},
     setup, vm,
 };
 
@@ -43,7 +43,7 @@ pub fn run(args: TestArgs) -> anyhow::Result<()> {
             .current_dir(workspace_root().join("netiso-ebpf"))
             .args(["clippy", "--", "-D", "warnings"]),
     )?;
-    build_agent()?;
+    build_test_agent()?;
     cmd::run(
         "unit, BPF test-run and lab tests on this kernel",
         cargo().args([

@@ -14,7 +14,7 @@ use anyhow::{Context as _, bail};
 use clap::Args;
 
 use crate::{
-    cmd::{self, build_agent, cargo, output, step, workspace_root},
+    cmd::{self, build_test_agent, cargo, output, step, workspace_root},
     setup,
 };
 
@@ -34,7 +34,7 @@ pub struct VmTestArgs {
 pub fn run(args: VmTestArgs) -> anyhow::Result<()> {
     setup::ensure()?;
     let vmlinuz = kernel()?;
-    build_agent()?;
+    build_test_agent()?;
     let out_dir = workspace_root().join("target/vm-test");
     let _ = fs::remove_dir_all(&out_dir);
     fs::create_dir_all(&out_dir).context("creating target/vm-test")?;

@@ -2,14 +2,17 @@
 //! agent's Unix socket.
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use http_body_util::{BodyExt as _, Full};
 use hyper::{Method, Request, body::Bytes, header};
 use hyper_util::rt::TokioIo;
 use tokio::net::UnixStream;
 
+use crate::failure::{Failure, refusal};
+
 /// Client side: sends one request to the agent at `socket` and returns the JSON it
-/// answered; an error answer becomes an error with the agent's message.
+/// answered; an error answer becomes a [`crate::failure::Refusal`] of the status's
+/// kind with the agent's message.
 pub fn call(
     socket: &Path,
     method: Method,
@@ -21,10 +24,13 @@ pub fn call(
         .build()?;
     let socket: PathBuf = socket.to_owned();
     runtime.block_on(async move {
-        let stream = UnixStream::connect(&socket).await.with_context(|| {
-            format!(
-                "cannot reach the agent at {}: is `netiso agent` running? (set --api-socket or NETISO_API_SOCKET)",
-                socket.display()
+        let stream = UnixStream::connect(&socket).await.map_err(|e| {
+            refusal(
+                Failure::Unavailable,
+                format!(
+                    "cannot reach the agent at {}: {e}; is `netiso agent` running? (set --api-socket or NETISO_API_SOCKET)",
+                    socket.display()
+                ),
             )
         })?;
         let (mut sender, connection) =
@@ -43,10 +49,12 @@ pub fn call(
         let value: serde_json::Value = serde_json::from_slice(&body)
             .with_context(|| format!("the agent answered {status} with no JSON"))?;
         if !status.is_success() {
-            bail!(
-                "{}",
-                value["error"].as_str().unwrap_or("the agent refused the request")
-            );
+            return Err(refusal(
+                Failure::from_status(status.as_u16()),
+                value["error"]
+                    .as_str()
+                    .unwrap_or("the agent refused the request"),
+            ));
         }
         Ok(value)
     })

@@ -6,6 +6,8 @@ use std::{sync::mpsc, thread};
 
 use tokio::sync::oneshot;
 
+use crate::failure::Failure;
+
 use super::{
     manager::Manager,
     model::{ContainerInfo, CreateRequest, UpdateRequest},
@@ -15,7 +17,7 @@ use super::{
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RequestError {
     /// The manager refused or failed it; the message says why.
-    Refused(String),
+    Refused(Failure, String),
     /// The manager is gone: the agent is stopping.
     ShuttingDown,
 }
@@ -23,7 +25,7 @@ pub enum RequestError {
 impl std::fmt::Display for RequestError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            RequestError::Refused(message) => f.write_str(message),
+            RequestError::Refused(_, message) => f.write_str(message),
             RequestError::ShuttingDown => f.write_str("the agent is shutting down"),
         }
     }
@@ -31,7 +33,17 @@ impl std::fmt::Display for RequestError {
 
 impl std::error::Error for RequestError {}
 
-type Reply<T> = oneshot::Sender<Result<T, String>>;
+impl RequestError {
+    /// What kind of failure this is (stopping is "try again later").
+    pub fn kind(&self) -> Failure {
+        match self {
+            RequestError::Refused(kind, _) => *kind,
+            RequestError::ShuttingDown => Failure::Unavailable,
+        }
+    }
+}
+
+type Reply<T> = oneshot::Sender<Result<T, (Failure, String)>>;
 
 /// A request for the manager thread, with where to send the answer.
 enum Command {
@@ -41,33 +53,52 @@ enum Command {
     Destroy(String, Reply<()>),
 }
 
+/// The agent's exit status when its manager thread failed (EX_SOFTWARE).
+pub const MANAGER_FAILED: i32 = 70;
+
+/// Answers requests until every handle is gone.
+fn serve(manager: &mut Manager, requests: mpsc::Receiver<Command>) {
+    let failed = |e: anyhow::Error| (Failure::of(&e), format!("{e:#}"));
+    for command in requests {
+        match command {
+            Command::List(reply) => {
+                let _ = reply.send(Ok(manager.list()));
+            }
+            Command::Create(request, reply) => {
+                let _ = reply.send(manager.create(request).map_err(failed));
+            }
+            Command::Update(id, update, reply) => {
+                let _ = reply.send(manager.update(&id, update).map_err(failed));
+            }
+            Command::Destroy(id, reply) => {
+                let _ = reply.send(manager.destroy(&id).map_err(failed));
+            }
+        }
+    }
+}
+
 /// The manager thread's mailbox.
 #[derive(Clone)]
 pub struct ManagerHandle(mpsc::Sender<Command>);
 
 impl ManagerHandle {
-    /// Runs `manager` on a thread of its own and returns its handle.
+    /// Runs `manager` on a thread of its own and returns its handle. If the thread
+    /// panics, the agent exits with status [`MANAGER_FAILED`]: its state may be half
+    /// changed, and a restart (by its service manager) recovers every container from
+    /// the kernel and the records, where answering "shutting down" forever would not.
     pub fn spawn(mut manager: Manager) -> Self {
         let (sender, receiver) = mpsc::channel();
         thread::Builder::new()
             .name("netiso-manager".into())
             .spawn(move || {
-                let failed = |e: anyhow::Error| format!("{e:#}");
-                for command in receiver {
-                    match command {
-                        Command::List(reply) => {
-                            let _ = reply.send(Ok(manager.list()));
-                        }
-                        Command::Create(request, reply) => {
-                            let _ = reply.send(manager.create(request).map_err(failed));
-                        }
-                        Command::Update(id, update, reply) => {
-                            let _ = reply.send(manager.update(&id, update).map_err(failed));
-                        }
-                        Command::Destroy(id, reply) => {
-                            let _ = reply.send(manager.destroy(&id).map_err(failed));
-                        }
-                    }
+                let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    serve(&mut manager, receiver);
+                }));
+                if served.is_err() {
+                    log::error!(
+                        "the container manager failed (see the panic above); exiting so that the agent is restarted and recovers its containers"
+                    );
+                    std::process::exit(MANAGER_FAILED);
                 }
             })
             .expect("starting the manager thread");
@@ -82,7 +113,7 @@ impl ManagerHandle {
         answer
             .await
             .map_err(|_| RequestError::ShuttingDown)?
-            .map_err(RequestError::Refused)
+            .map_err(|(kind, message)| RequestError::Refused(kind, message))
     }
 
     /// The containers, as the manager knows them now.

@@ -1,9 +1,12 @@
 //! The container manager: owns the datapath, the port ledger and the records, and
 //! creates, updates and destroys containers. It runs on a thread of its own in the
 //! host's network namespace (see [`super::handle`]).
-use std::{collections::BTreeMap, path::PathBuf};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::PathBuf,
+};
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 
 use super::{
     model::{ContainerInfo, CreateRequest, UpdateRequest},
@@ -11,6 +14,8 @@ use super::{
 };
 use crate::{
     datapath::Datapath,
+    failpoints,
+    failure::refuse,
     net::{
         NetlinkSocket,
         container_network::{self, ContainerNetwork, ContainerSpec},
@@ -20,6 +25,12 @@ use crate::{
     ports::PortLedger,
     tc::{EgressFlows, HtbConfig, RatePolicy, htb},
 };
+
+/// A step of an update that changed the kernel, to undo if a later one fails.
+enum UpdateStep {
+    Ports,
+    Shape,
+}
 
 pub(super) struct Managed {
     pub(super) info: ContainerInfo,
@@ -73,21 +84,36 @@ impl Shaping {
 /// The namespace a create request adopts, if any: a path, or a process's.
 fn adopted_netns(request: &CreateRequest) -> anyhow::Result<Option<PathBuf>> {
     Ok(match (&request.netns, request.pid) {
-        (Some(_), Some(_)) => bail!("pass --netns or --pid, not both"),
+        (Some(_), Some(_)) => refuse!(Invalid, "pass --netns or --pid, not both"),
         (Some(path), None) => Some(path.clone()),
         (None, Some(pid)) => Some(PathBuf::from(format!("/proc/{pid}/ns/net"))),
         (None, None) => None,
     })
 }
 
-/// The lowest datapath slot none of `used` has.
-fn free_slot(used: impl Iterator<Item = u32> + Clone) -> Option<u32> {
-    (0..netiso_common::MAX_CONTAINERS).find(|slot| used.clone().all(|u| u != *slot))
+/// The lowest datapath slot none of `used` has and whose veth name is not `taken`
+/// (a link of that name left by someone else must not block creates).
+fn free_slot(
+    used: &BTreeSet<u32>,
+    mut taken: impl FnMut(u32) -> anyhow::Result<bool>,
+) -> anyhow::Result<u32> {
+    for slot in (0..netiso_common::MAX_CONTAINERS).filter(|slot| !used.contains(slot)) {
+        if !taken(slot)? {
+            return Ok(slot);
+        }
+    }
+    refuse!(
+        Unavailable,
+        "too many containers: every datapath slot is in use; destroy a container first"
+    )
 }
 
 fn check_cpus(cpus: f64) -> anyhow::Result<()> {
     if !(cpus.is_finite() && cpus >= 0.0) {
-        bail!("--cpus must be a number of CPUs, 0 or more; got {cpus}");
+        refuse!(
+            Invalid,
+            "--cpus must be a number of CPUs, 0 or more; got {cpus}"
+        );
     }
     Ok(())
 }
@@ -114,19 +140,36 @@ impl Manager {
         self.containers.values().map(|m| m.info.clone()).collect()
     }
 
+    /// A slot for a new container: free in the datapath, its veth name unused.
+    fn free_slot(&self) -> anyhow::Result<u32> {
+        let used: BTreeSet<u32> = self.containers.values().map(|m| m.network.slot).collect();
+        let mut socket = NetlinkSocket::route().context("opening a netlink socket")?;
+        free_slot(&used, |slot| {
+            let name = format!("{}{slot}", container_network::HOST_VETH_PREFIX);
+            let taken = socket.link(&name)?.is_some();
+            if taken {
+                log::warn!("{name} exists but belongs to no container; leaving it alone");
+            }
+            Ok(taken)
+        })
+    }
+
     /// Creates a container; on any failure nothing of it is left behind.
     pub fn create(&mut self, request: CreateRequest) -> anyhow::Result<ContainerInfo> {
         container_network::check_id(&request.id)?;
         if self.containers.contains_key(&request.id) {
-            bail!(
+            refuse!(
+                Conflict,
                 "container {} already exists; destroy it first or choose another id",
                 request.id
             );
         }
+        if let Some(cpus) = request.cpus {
+            check_cpus(cpus)?;
+        }
         let netns = adopted_netns(&request)?;
         self.ledger.check(&request.id, &request.ports)?;
-        let slot = free_slot(self.containers.values().map(|m| m.network.slot))
-            .context("too many containers: every datapath slot is in use")?;
+        let slot = self.free_slot()?;
         let ephemeral = self.ledger.reserve(&request.id, &request.ports)?;
         let spec = ContainerSpec {
             id: request.id.clone(),
@@ -164,16 +207,19 @@ impl Manager {
             egress_limit,
             ingress_limit,
             egress_flow,
+            previous_sysctls: network.previous_sysctls.clone(),
         };
-        let added = self
-            .datapath
-            .add_container(&network)
+        let added = failpoints::hit("create.datapath")
+            .and_then(|()| self.datapath.add_container(&network))
             .and_then(|()| self.set_egress_flow(network.slot, egress_flow))
+            .and_then(|()| failpoints::hit("create.shape"))
             .and_then(|()| match (&info.egress_limit, &info.ingress_limit) {
                 (None, None) => Ok(()),
                 (egress, ingress) => self.shape(&network, egress.as_ref(), ingress.as_ref()),
             })
-            .and_then(|()| self.records.write(&info));
+            .and_then(|()| failpoints::hit("create.record"))
+            .and_then(|()| self.records.write(&info))
+            .and_then(|()| failpoints::hit("create.done"));
         if let Err(error) = added {
             self.give_back_egress_flow(egress_flow);
             let _ = self.datapath.remove_container(&network);
@@ -192,49 +238,110 @@ impl Manager {
     }
 
     /// Destroys a container and everything it had. Destroying an unknown container is
-    /// not an error (it may be gone already).
+    /// not an error (it may be gone already). The container is forgotten only once all
+    /// of it is gone: after a failure it is still listed, and a retry finishes the job.
     pub fn destroy(&mut self, id: &str) -> anyhow::Result<()> {
-        let Some(managed) = self.containers.remove(id) else {
+        let Some(managed) = self.containers.get(id) else {
             return Ok(());
         };
-        self.datapath.remove_container(&managed.network)?;
-        container_network::destroy(&managed.network)?;
+        let network = managed.network.clone();
+        failpoints::hit("destroy.datapath")?;
+        self.datapath.remove_container(&network)?;
+        container_network::destroy(&network)?;
+        failpoints::hit("destroy.record")?;
+        self.records.remove(id)?;
+        let managed = self.containers.remove(id).expect("looked up above");
         self.ledger.release(id);
         self.give_back_egress_flow(managed.info.egress_flow);
-        self.records.remove(id)
+        Ok(())
     }
 
     /// Gives a container a new set of non-ephemeral ports and/or a new number of CPUs
     /// (which rates per CPU follow), live. Connections on ports it keeps are not
-    /// disturbed.
+    /// disturbed. Everything is checked before anything changes, and a failure on the
+    /// way puts back what had changed: the container, the datapath, the ledger and the
+    /// record agree before and after, whatever the answer.
     pub fn update(&mut self, id: &str, update: UpdateRequest) -> anyhow::Result<ContainerInfo> {
-        if !self.containers.contains_key(id) {
-            bail!("no container {id}; see `netiso container list`");
-        }
-        if let Some(ports) = update.ports {
-            self.ledger.check(id, &ports)?;
-            let managed = self.containers.get_mut(id).expect("checked above");
-            self.datapath.update_ports(&managed.network, &ports)?;
-            self.ledger.replace(id, &ports)?;
-            managed.network.ports = ports.clone();
-            managed.info.ports = ports;
+        let Some(managed) = self.containers.get(id) else {
+            refuse!(NotFound, "no container {id}; see `netiso container list`");
+        };
+        let (old_network, old) = (managed.network.clone(), managed.info.clone());
+        if let Some(ports) = &update.ports {
+            self.ledger.check(id, ports)?;
         }
         if let Some(cpus) = update.cpus {
             check_cpus(cpus)?;
-            let managed = &self.containers[id];
-            let (network, old) = (managed.network.clone(), managed.info.clone());
+        }
+        let mut new = old.clone();
+        let mut network = old_network.clone();
+        if let Some(ports) = update.ports {
+            new.ports.clone_from(&ports);
+            network.ports = ports;
+        }
+        if let Some(cpus) = update.cpus {
             let (egress, ingress) = self
                 .shaping
                 .existing_limits(Some(cpus), old.ingress_limit.is_some());
-            if (egress, ingress) != (old.egress_limit, old.ingress_limit) {
-                self.shape(&network, egress.as_ref(), ingress.as_ref())?;
-            }
-            let info = &mut self.containers.get_mut(id).expect("checked above").info;
-            (info.cpus, info.egress_limit, info.ingress_limit) = (Some(cpus), egress, ingress);
+            (new.cpus, new.egress_limit, new.ingress_limit) = (Some(cpus), egress, ingress);
         }
-        let info = self.containers[id].info.clone();
-        self.records.write(&info)?;
-        Ok(info)
+        if new == old {
+            return Ok(new);
+        }
+        let reshape =
+            (&new.egress_limit, &new.ingress_limit) != (&old.egress_limit, &old.ingress_limit);
+        let mut applied = Vec::new();
+        let result = self.apply_update(&old_network, &network, &new, reshape, &mut applied);
+        if let Err(error) = result {
+            // Undo in reverse; what cannot be undone is logged (the record still
+            // holds the old container, which recovery would rebuild).
+            for step in applied.into_iter().rev() {
+                let undone = match step {
+                    UpdateStep::Ports => self.datapath.update_ports(&network, &old.ports),
+                    UpdateStep::Shape => self.shape(
+                        &old_network,
+                        old.egress_limit.as_ref(),
+                        old.ingress_limit.as_ref(),
+                    ),
+                };
+                if let Err(undo) = undone {
+                    log::error!("container {id}: undoing a failed update: {undo:#}");
+                }
+            }
+            return Err(error);
+        }
+        self.ledger.replace(id, &new.ports)?;
+        let managed = self.containers.get_mut(id).expect("looked up above");
+        managed.network = network;
+        managed.info = new.clone();
+        Ok(new)
+    }
+
+    /// The kernel and disk side of an update; `applied` tells what to undo.
+    fn apply_update(
+        &mut self,
+        old_network: &ContainerNetwork,
+        network: &ContainerNetwork,
+        new: &ContainerInfo,
+        reshape: bool,
+        applied: &mut Vec<UpdateStep>,
+    ) -> anyhow::Result<()> {
+        if network.ports != old_network.ports {
+            failpoints::hit("update.ports")?;
+            applied.push(UpdateStep::Ports);
+            self.datapath.update_ports(old_network, &network.ports)?;
+        }
+        if reshape {
+            failpoints::hit("update.shape")?;
+            applied.push(UpdateStep::Shape);
+            self.shape(
+                network,
+                new.egress_limit.as_ref(),
+                new.ingress_limit.as_ref(),
+            )?;
+        }
+        failpoints::hit("update.record")?;
+        self.records.write(new)?;
+        failpoints::hit("update.done")
     }
 
     /// A free flow for container `id`; with none left it shares flows by hash, as
@@ -308,7 +415,7 @@ impl Manager {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tc::rate_policy::DirectionPolicy;
+    use crate::{failure::Failure, tc::rate_policy::DirectionPolicy};
 
     #[test]
     fn a_request_adopts_a_path_or_a_process_namespace_not_both() {
@@ -332,11 +439,16 @@ mod tests {
     }
 
     #[test]
-    fn slots_are_the_lowest_free_ones() {
-        assert_eq!(free_slot([].into_iter()), Some(0));
-        assert_eq!(free_slot([0, 1, 3].into_iter()), Some(2));
-        let all: Vec<u32> = (0..netiso_common::MAX_CONTAINERS).collect();
-        assert_eq!(free_slot(all.iter().copied()), None);
+    fn slots_are_the_lowest_free_ones_whose_names_are_free() {
+        let free = |_| Ok(false);
+        assert_eq!(free_slot(&BTreeSet::new(), free).unwrap(), 0);
+        assert_eq!(free_slot(&BTreeSet::from([0, 1, 3]), free).unwrap(), 2);
+        // netiso2 is someone else's link: skipped.
+        let taken = |slot| Ok(slot == 2);
+        assert_eq!(free_slot(&BTreeSet::from([0, 1, 3]), taken).unwrap(), 4);
+        let all: BTreeSet<u32> = (0..netiso_common::MAX_CONTAINERS).collect();
+        let full = free_slot(&all, free).unwrap_err();
+        assert_eq!(Failure::of(&full), Failure::Unavailable);
     }
 
     #[test]

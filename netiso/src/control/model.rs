@@ -86,6 +86,10 @@ pub struct ContainerInfo {
     /// Its own flow of the public interface's fq_codel (unique egress flows), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub egress_flow: Option<u32>,
+    /// An adopted namespace's sysctls as they were before netiso changed them; put
+    /// back when the container is destroyed.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub previous_sysctls: BTreeMap<String, String>,
 }
 
 impl ContainerInfo {

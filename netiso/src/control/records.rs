@@ -105,6 +105,7 @@ mod tests {
             egress_limit: None,
             ingress_limit: None,
             egress_flow: Some(4),
+            previous_sysctls: std::collections::BTreeMap::new(),
         }
     }
 

@@ -9,7 +9,14 @@ use super::{
     manager::{Managed, Manager},
     model::ContainerInfo,
 };
-use crate::net::{NetlinkSocket, container_network, netns};
+use crate::{
+    net::{
+        NetlinkSocket,
+        container_network::{self, ContainerNetwork},
+        netns, sysctl,
+    },
+    ports::Restored,
+};
 
 impl Manager {
     /// Takes over the containers recorded in the state directory whose namespace and
@@ -45,26 +52,50 @@ impl Manager {
         }
         let mut network =
             container_network::recover(&self.host, &info.id, slot, &info.netns, &info.host_veth)?;
-        network.ephemeral_ports = info.ephemeral_ports;
-        network.ports.clone_from(&info.ports);
-        if let Some(warning) = self
+        // Ports another recovered container holds stay with it; this one keeps the rest
+        // (a conflict is reported, never a reason to delete a container).
+        let restored = self
             .ledger
-            .restore(&info.id, info.ephemeral_ports, &info.ports)?
-        {
+            .restore(&info.id, info.ephemeral_ports, &info.ports)?;
+        for warning in &restored.warnings {
             log::warn!("container {}: {warning}", info.id);
         }
-        self.datapath.add_container(&network)?;
+        let adopted = self.adopt_recovered(info, &mut network, restored);
+        if adopted.is_err() {
+            self.ledger.release(&info.id);
+        }
+        adopted
+    }
+
+    /// Gives a recovered container its datapath entries, shaping and flow, and
+    /// records what changed since its record was written.
+    fn adopt_recovered(
+        &mut self,
+        recorded: &ContainerInfo,
+        network: &mut ContainerNetwork,
+        restored: Restored,
+    ) -> anyhow::Result<()> {
+        let mut info = recorded.clone();
+        if restored.ephemeral != info.ephemeral_ports {
+            let range = format!("{} {}", restored.ephemeral.begin, restored.ephemeral.end);
+            netns::run_in(&info.netns, || {
+                sysctl::write("net.ipv4.ip_local_port_range", &range)
+            })??;
+        }
+        (info.ephemeral_ports, info.ports) = (restored.ephemeral, restored.ports);
+        network.ephemeral_ports = info.ephemeral_ports;
+        network.ports.clone_from(&info.ports);
+        network.previous_sysctls.clone_from(&info.previous_sysctls);
+        self.datapath.add_container(network)?;
         // This agent's flags may differ from the last one's (Mesos's Upgrade test).
-        let mut info = info.clone();
         let (egress, ingress) = self
             .shaping
             .existing_limits(info.cpus, info.ingress_limit.is_some());
-        self.shape(&network, egress.as_ref(), ingress.as_ref())?;
+        self.shape(network, egress.as_ref(), ingress.as_ref())?;
         let flow = self.recover_egress_flow(&info);
-        let recorded = (egress, ingress, flow);
+        (info.egress_limit, info.ingress_limit, info.egress_flow) = (egress, ingress, flow);
         let kept = self.set_egress_flow(network.slot, flow).and_then(|()| {
-            if recorded != (info.egress_limit, info.ingress_limit, info.egress_flow) {
-                (info.egress_limit, info.ingress_limit, info.egress_flow) = recorded;
+            if info != *recorded {
                 self.records.write(&info)?;
             }
             Ok(())
@@ -73,8 +104,13 @@ impl Manager {
             self.give_back_egress_flow(flow);
             return Err(error);
         }
-        self.containers
-            .insert(info.id.clone(), Managed { info, network });
+        self.containers.insert(
+            info.id.clone(),
+            Managed {
+                info,
+                network: network.clone(),
+            },
+        );
         Ok(())
     }
 
@@ -149,10 +185,14 @@ impl Manager {
     }
 }
 
-/// Removes the veth and namespace name of a container that cannot be recovered.
+/// Removes the veth and namespace name of a container that cannot be recovered, and
+/// puts back an adopted namespace's sysctls.
 fn remove_leftovers(info: &ContainerInfo) {
     if let Ok(mut socket) = NetlinkSocket::route() {
         let _ = socket.delete_link_named(&info.host_veth);
+    }
+    if !info.previous_sysctls.is_empty() && info.netns.exists() {
+        let _ = netns::run_in(&info.netns, || sysctl::restore(&info.previous_sysctls));
     }
     let _ = container_network::destroy_namespace(&info.id);
 }

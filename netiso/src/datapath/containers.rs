@@ -14,6 +14,7 @@ use netiso_common::{
 
 use super::{AttachMode, Datapath, LINKS_DIR, attach, object, read_container_counters};
 use crate::{
+    failpoints,
     net::{container_network::ContainerNetwork, netns},
     ports::PortRange,
 };
@@ -59,6 +60,7 @@ impl Datapath {
         };
         self.maps.container_echo_ids.set(slot, echo_ids, 0)?;
         let [veth_pin, ..] = self.container_link_pins(slot);
+        failpoints::hit("create.attach")?;
         attach::attach_persistent(
             &mut self.ebpf,
             CONTAINER_VETH_INGRESS_PROGRAM,
@@ -68,6 +70,7 @@ impl Datapath {
             &veth_pin,
         )
         .with_context(|| format!("attaching the container program to {}", container.host_veth))?;
+        failpoints::hit("create.attach_inside")?;
         self.attach_inside(container)
     }
 

@@ -5,20 +5,22 @@
 //! and IPv6 addresses and MTU; its only route is a default route through a link-local
 //! gateway whose neighbour entry is permanent, so a container never sends ARP or NDP.
 use std::{
+    collections::BTreeMap,
     fs::File,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     path::PathBuf,
 };
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use serde::Serialize;
 
 use super::{
     NetlinkSocket, VethEnd,
     host::{HostNetwork, allow_loopback_delivery},
-    netns, sysctl,
+    netns,
+    sysctl::{self, SysctlChanges},
 };
-use crate::ports::PortRange;
+use crate::{failpoints, failure::refuse, ports::PortRange};
 
 /// Gateway a container routes through; answered by the host-side veth's MAC.
 pub const CONTAINER_GATEWAY_V4: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);
@@ -59,6 +61,9 @@ pub struct ContainerNetwork {
     pub container_eth0_index: u32,
     pub ephemeral_ports: PortRange,
     pub ports: Vec<PortRange>,
+    /// An adopted namespace's sysctls as they were before netiso changed them.
+    #[serde(skip)]
+    pub previous_sysctls: BTreeMap<String, String>,
 }
 
 /// Whether `name` is a host-side veth name netiso gives (`netiso<slot>`).
@@ -80,28 +85,66 @@ pub fn check_id(id: &str) -> anyhow::Result<()> {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
     if !valid {
-        bail!("container id '{id}' is invalid: use 1 to 64 letters, digits, '-', '_' or '.'");
+        refuse!(
+            Invalid,
+            "container id '{id}' is invalid: use 1 to 64 letters, digits, '-', '_' or '.'"
+        );
     }
     Ok(())
 }
 
 /// Builds the container's namespace and veth pair. Runs in the host's namespace (the
-/// calling thread's). On failure nothing is left behind.
+/// calling thread's). On failure nothing is left behind: no veth, no namespace name,
+/// and an adopted namespace's sysctls as they were.
 pub fn create(host: &HostNetwork, spec: &ContainerSpec) -> anyhow::Result<ContainerNetwork> {
     check_id(&spec.id)?;
     let netns_name = format!("{NETNS_PREFIX}{}", spec.id);
+    failpoints::hit("create.netns")?;
     let netns_path = match &spec.netns {
-        Some(existing) => netns::name_existing(existing, &netns_name)?,
+        Some(existing) => {
+            let path = netns::name_existing(existing, &netns_name)?;
+            let fits = netns::run_in(&path, || fits_adoption(host))
+                .and_then(|fits| fits)
+                .with_context(|| format!("adopting {}", existing.display()));
+            if let Err(error) = fits {
+                let _ = destroy_namespace(&spec.id);
+                return Err(error);
+            }
+            path
+        }
         None => netns::create_named(&netns_name)?,
     };
-    let built = build(host, spec, netns_path.clone());
+    let built = build(host, spec, netns_path);
     if built.is_err() {
-        // The veth pair goes with the namespace that holds its peer.
         let _ = destroy_namespace(&spec.id);
     }
     built
 }
 
+/// Refuses to adopt a namespace (the calling thread's) whose network is already set
+/// up: netiso gives the container an interface named like the host's public one and
+/// its only default route.
+fn fits_adoption(host: &HostNetwork) -> anyhow::Result<()> {
+    let mut socket = NetlinkSocket::route().context("opening a netlink socket")?;
+    let eth0 = &host.public.name;
+    if socket.link(eth0)?.is_some() {
+        refuse!(
+            Conflict,
+            "the namespace already has an interface named {eth0}; netiso gives the container its own"
+        );
+    }
+    if socket.default_route_ifindex()?.is_some() {
+        refuse!(
+            Conflict,
+            "the namespace already has a default route; netiso gives the container its only route"
+        );
+    }
+    Ok(())
+}
+
+/// Creates the veth pair into the namespace at `netns_path` and configures both ends;
+/// on failure the pair is deleted again (which takes the container's end and what was
+/// configured on it) and the namespace's sysctls are put back.
 fn build(
     host: &HostNetwork,
     spec: &ContainerSpec,
@@ -112,6 +155,7 @@ fn build(
     let netns_file =
         File::open(&netns_path).with_context(|| format!("opening {}", netns_path.display()))?;
     let mut socket = NetlinkSocket::route().context("opening a netlink socket")?;
+    failpoints::hit("create.veth")?;
     socket.create_veth(
         &VethEnd {
             name: &host_veth,
@@ -125,7 +169,23 @@ fn build(
         },
         &netns_file,
     )?;
-    let host_veth_index = socket.require_link(&host_veth)?.index;
+    let configured = configure(host, spec, &mut socket, &host_veth, netns_path);
+    if configured.is_err() {
+        let _ = socket.delete_link_named(&host_veth);
+    }
+    configured
+}
+
+/// Configures both ends of a new veth pair.
+fn configure(
+    host: &HostNetwork,
+    spec: &ContainerSpec,
+    socket: &mut NetlinkSocket,
+    host_veth: &str,
+    netns_path: PathBuf,
+) -> anyhow::Result<ContainerNetwork> {
+    let host_veth_mac = host_veth_mac(spec.slot);
+    let host_veth_index = socket.require_link(host_veth)?.index;
     // The host end is a bare attachment point for the datapath: without IPv6 it sends
     // no router solicitations or listener reports into the container, so the
     // container's link counters hold only its own traffic.
@@ -133,18 +193,32 @@ fn build(
         sysctl::write(&format!("net.ipv6.conf.{host_veth}.disable_ipv6"), "1")?;
     }
     socket.set_up(host_veth_index)?;
-    let container_eth0_index =
-        netns::run_in(&netns_path, || configure_inside(host, spec, host_veth_mac))??;
+    failpoints::hit("create.inside")?;
+    // An adopted namespace outlives the container: remember its sysctls to put back.
+    let adopted = spec.netns.is_some();
+    let (container_eth0_index, previous_sysctls) = netns::run_in(&netns_path, || {
+        let mut sysctls = SysctlChanges::new(adopted);
+        let configured = configure_inside(host, spec, host_veth_mac, &mut sysctls);
+        let previous = sysctls.into_previous();
+        match configured {
+            Ok(index) => Ok((index, previous)),
+            Err(error) => {
+                let _ = sysctl::restore(&previous);
+                Err(error)
+            }
+        }
+    })??;
     Ok(ContainerNetwork {
         id: spec.id.clone(),
         slot: spec.slot,
         netns: netns_path,
-        host_veth,
+        host_veth: host_veth.to_owned(),
         host_veth_index,
         host_veth_mac,
         container_eth0_index,
         ephemeral_ports: spec.ephemeral,
         ports: spec.ports.clone(),
+        previous_sysctls,
     })
 }
 
@@ -154,18 +228,20 @@ fn configure_inside(
     host: &HostNetwork,
     spec: &ContainerSpec,
     gateway_mac: [u8; 6],
+    sysctls: &mut SysctlChanges,
 ) -> anyhow::Result<u32> {
     let eth0 = host.public.name.as_str();
     // Packets from the host and from other containers reach eth0 with the shared host
     // address as their source: accept them (IPv4 would take them for spoofed).
+    // (eth0's own settings go with eth0; the namespace-wide ones are remembered.)
     sysctl::write(&format!("net.ipv4.conf.{eth0}.accept_local"), "1")?;
     sysctl::write(&format!("net.ipv4.conf.{eth0}.rp_filter"), "0")?;
-    sysctl::write("net.ipv4.conf.all.rp_filter", "0")?;
-    allow_loopback_delivery("lo")?;
+    sysctls.set("net.ipv4.conf.all.rp_filter", "0")?;
+    allow_loopback_delivery("lo", sysctls)?;
     // No link-local address of its own: it would equal the host's (same MAC), and the
     // container needs none, since its gateway's neighbour entry is permanent.
     sysctl::write(&format!("net.ipv6.conf.{eth0}.addr_gen_mode"), "1")?;
-    sysctl::write(
+    sysctls.set(
         "net.ipv4.ip_local_port_range",
         &format!("{} {}", spec.ephemeral.begin, spec.ephemeral.end),
     )?;
@@ -174,6 +250,7 @@ fn configure_inside(
     socket.set_up(lo.index)?;
     let link = socket.require_link(eth0)?;
     socket.set_up(link.index)?;
+    failpoints::hit("create.addresses")?;
     for (address, prefix_len, gateway) in [
         (
             host.ipv4.map(IpAddr::V4),
@@ -195,12 +272,21 @@ fn configure_inside(
     Ok(link.index)
 }
 
-/// Removes the container's veth pair and namespace. Idempotent. Runs in the host's
-/// namespace.
+/// Removes the container's veth pair and namespace name, and puts back the sysctls
+/// of an adopted namespace. Idempotent. Runs in the host's namespace.
 pub fn destroy(container: &ContainerNetwork) -> anyhow::Result<()> {
+    failpoints::hit("destroy.veth")?;
     NetlinkSocket::route()
         .context("opening a netlink socket")?
         .delete_link_named(&container.host_veth)?;
+    if !container.previous_sysctls.is_empty() && container.netns.exists() {
+        failpoints::hit("destroy.sysctls")?;
+        netns::run_in(&container.netns, || {
+            sysctl::restore(&container.previous_sysctls)
+        })?
+        .context("putting back the adopted namespace's sysctls")?;
+    }
+    failpoints::hit("destroy.netns")?;
     destroy_namespace(&container.id)
 }
 
@@ -242,5 +328,6 @@ pub fn recover(
         container_eth0_index: eth0_index,
         ephemeral_ports: PortRange { begin: 0, end: 0 },
         ports: Vec::new(),
+        previous_sysctls: BTreeMap::new(),
     })
 }

@@ -4,7 +4,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use anyhow::{Context as _, bail};
 
-use super::{Link, NetlinkSocket, sysctl};
+use super::{Link, NetlinkSocket, sysctl::SysctlChanges};
 
 /// The host side of the network, read from the public interface at start-up.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -42,7 +42,7 @@ impl HostNetwork {
     /// (see [`allow_loopback_delivery`]). Changes two sysctls of the host's `lo`, as
     /// Mesos did.
     pub fn prepare_loopback(&self, lo: &str) -> anyhow::Result<()> {
-        allow_loopback_delivery(lo)
+        allow_loopback_delivery(lo, &mut SysctlChanges::new(false))
     }
 }
 
@@ -51,16 +51,16 @@ impl HostNetwork {
 /// 127.0.0.0/8 addresses need `route_localnet` and the shared host address as source
 /// needs `accept_local`, or IPv4 drops them as martians. What arrives that way comes
 /// from containers, so redirects are never taken from it.
-pub(crate) fn allow_loopback_delivery(lo: &str) -> anyhow::Result<()> {
-    sysctl::write(&format!("net.ipv4.conf.{lo}.route_localnet"), "1")?;
-    sysctl::write(&format!("net.ipv4.conf.{lo}.accept_local"), "1")?;
-    sysctl::write(&format!("net.ipv4.conf.{lo}.accept_redirects"), "0")?;
+pub(crate) fn allow_loopback_delivery(lo: &str, sysctls: &mut SysctlChanges) -> anyhow::Result<()> {
+    sysctls.set(&format!("net.ipv4.conf.{lo}.route_localnet"), "1")?;
+    sysctls.set(&format!("net.ipv4.conf.{lo}.accept_local"), "1")?;
+    sysctls.set(&format!("net.ipv4.conf.{lo}.accept_redirects"), "0")?;
     let ipv6 = format!("net.ipv6.conf.{lo}.accept_redirects");
     if std::path::Path::new("/proc/sys")
         .join(ipv6.replace('.', "/"))
         .exists()
     {
-        sysctl::write(&ipv6, "0")?;
+        sysctls.set(&ipv6, "0")?;
     }
     Ok(())
 }

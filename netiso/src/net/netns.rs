@@ -7,11 +7,13 @@ use std::{
     thread,
 };
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use nix::{
     mount::{MntFlags, MsFlags, mount, umount2},
     sched::{CloneFlags, setns, unshare},
 };
+
+use crate::failure::refuse;
 
 /// Where named namespaces are bind-mounted, as iproute2 expects.
 pub const NETNS_RUN_DIR: &str = "/run/netns";
@@ -93,16 +95,15 @@ fn bind_at_name(
     prepare_run_dir()?;
     let path = named_path(name);
     // create_new: a namespace of that name already existing is an error, not a reuse.
-    File::options()
-        .write(true)
-        .create_new(true)
-        .open(&path)
-        .with_context(|| {
-            format!(
-                "creating {}; does a namespace of that name exist?",
-                path.display()
-            )
-        })?;
+    match File::options().write(true).create_new(true).open(&path) {
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => refuse!(
+            Conflict,
+            "{} exists: a namespace of that name is in use; destroy its container or remove it",
+            path.display()
+        ),
+        Err(e) => return Err(e).with_context(|| format!("creating {}", path.display())),
+    }
     if let Err(error) = mount_at(&path) {
         let _ = fs::remove_file(&path);
         return Err(error)
@@ -129,7 +130,8 @@ pub fn name_existing(source: &Path, name: &str) -> anyhow::Result<PathBuf> {
     let is_netns = nix::sys::statfs::statfs(source)
         .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::NSFS_MAGIC);
     if !is_netns && !kind.is_some_and(|k| k.to_string_lossy().starts_with("net:")) {
-        bail!(
+        refuse!(
+            Invalid,
             "{} is not a network namespace; pass a namespace file such as /run/netns/NAME or /proc/PID/ns/net",
             source.display()
         );

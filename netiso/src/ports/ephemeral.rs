@@ -2,9 +2,10 @@
 //! cuts them.
 use std::collections::BTreeSet;
 
-use anyhow::{Context as _, bail};
+use anyhow::bail;
 
 use super::PortRange;
+use crate::failure::{Failure, refusal};
 
 /// Hands out containers' ephemeral ranges, as Mesos's `EphemeralPortsAllocator`
 /// does: every range is `per_container` ports (a power of two), aligned to its size,
@@ -65,11 +66,14 @@ impl EphemeralAllocator {
         let block = self
             .blocks()
             .find(|b| !self.used.contains(&b.begin))
-            .with_context(|| {
-                format!(
-                    "Failed to allocate ephemeral ports: all {} ranges of {} ports are in use; destroy a container or widen ephemeral_ports in --resources",
-                    self.capacity(),
-                    self.per_container
+            .ok_or_else(|| {
+                refusal(
+                    Failure::Unavailable,
+                    format!(
+                        "Failed to allocate ephemeral ports: all {} ranges of {} ports are in use; destroy a container or widen ephemeral_ports in --resources",
+                        self.capacity(),
+                        self.per_container
+                    ),
                 )
             })?;
         self.used.insert(block.begin);

@@ -6,12 +6,22 @@ use std::collections::{BTreeMap, BTreeSet};
 use anyhow::bail;
 
 use super::{EphemeralAllocator, PortRange};
+use crate::failure::refuse;
 
 /// What one container holds.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Holding {
     ephemeral: PortRange,
     ports: Vec<PortRange>,
+}
+
+/// What a recovered container holds after [`PortLedger::restore`], and what had to
+/// change for it to hold it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Restored {
+    pub ephemeral: PortRange,
+    pub ports: Vec<PortRange>,
+    pub warnings: Vec<String>,
 }
 
 /// The agent's ports (its `ports` resource and its ephemeral pool) and who owns them.
@@ -36,13 +46,22 @@ impl PortLedger {
     /// else's (`id`'s own current ports excepted) and each asked for once.
     pub fn check(&self, id: &str, ports: &[PortRange]) -> anyhow::Result<()> {
         for range in ports {
+            if range.begin > range.end {
+                refuse!(
+                    Invalid,
+                    "port range {}-{} is empty: its begin is after its end",
+                    range.begin,
+                    range.end
+                );
+            }
             if !self
                 .managed
                 .iter()
                 .any(|m| m.begin <= range.begin && range.end <= m.end)
             {
                 let list: Vec<String> = self.managed.iter().map(ToString::to_string).collect();
-                bail!(
+                refuse!(
+                    Invalid,
                     "Some non-ephemeral ports specified in [{range}] are not managed by the agent; it manages [{}]",
                     list.join(",")
                 );
@@ -53,13 +72,16 @@ impl PortLedger {
                 .filter(|(holder, _)| *holder != id)
                 .find(|(_, held)| held.ports.iter().any(|p| p.overlaps(range)))
             {
-                bail!("ports [{range}] overlap ports of container {other}");
+                refuse!(
+                    Conflict,
+                    "ports [{range}] overlap ports of container {other}"
+                );
             }
         }
         let mut seen = BTreeSet::new();
         for port in ports.iter().flat_map(PortRange::ports) {
             if !seen.insert(port) {
-                bail!("port {port} is requested twice");
+                refuse!(Invalid, "port {port} is requested twice");
             }
         }
         Ok(())
@@ -83,47 +105,72 @@ impl PortLedger {
         Ok(ephemeral)
     }
 
-    /// Takes back what a recovered container `id` held before the agent restarted.
-    /// Its non-ephemeral ports must still be free; an ephemeral range that is not one
-    /// of this agent's blocks (the flags changed) is kept outside the allocator, and
-    /// the returned warning says so.
+    /// Takes back what a recovered container `id` held before the agent restarted,
+    /// resolving conflicts rather than losing the container: recorded ports another
+    /// container already holds are left out of its ports, and a recorded ephemeral
+    /// range that overlaps another's is replaced by a fresh one. An ephemeral range that
+    /// is not one of this agent's blocks (the flags changed) is kept outside the
+    /// allocator. What was changed is said in the warnings.
     pub fn restore(
         &mut self,
         id: &str,
         ephemeral: PortRange,
         ports: &[PortRange],
-    ) -> anyhow::Result<Option<String>> {
+    ) -> anyhow::Result<Restored> {
         if self.holdings.contains_key(id) {
             bail!("container {id} already holds ports");
         }
-        if let Some((other, _)) = self.holdings.iter().find(|(_, held)| {
-            held.ports
-                .iter()
-                .chain(std::iter::once(&held.ephemeral))
-                .any(|p| ports.iter().chain([&ephemeral]).any(|r| r.overlaps(p)))
-        }) {
-            bail!("its ports overlap ports of container {other}");
+        let held_by_others = |port: u16| {
+            self.holdings.iter().find(|(_, held)| {
+                held.ephemeral.contains(port) || held.ports.iter().any(|r| r.contains(port))
+            })
+        };
+        let mut warnings = Vec::new();
+        let mut kept = Vec::new();
+        for port in ports.iter().flat_map(PortRange::ports) {
+            match held_by_others(port) {
+                Some((other, _)) => warnings.push(format!(
+                    "port {port} is also recorded for container {other}; left to {other}"
+                )),
+                None => kept.push(port),
+            }
         }
-        let warning = self
-            .ephemeral
-            .allocate_exact(ephemeral)
-            .err()
-            .map(|error| format!("{error:#}; kept, outside the allocator"));
+        let clash = ephemeral.ports().find_map(held_by_others);
+        let ephemeral = match clash {
+            Some((other, _)) => {
+                let fresh = self.ephemeral.allocate()?;
+                warnings.push(format!(
+                    "its ephemeral range {ephemeral} overlaps ports of container {other}; given {fresh} instead"
+                ));
+                fresh
+            }
+            None => {
+                if let Err(error) = self.ephemeral.allocate_exact(ephemeral) {
+                    warnings.push(format!("{error:#}; kept, outside the allocator"));
+                }
+                ephemeral
+            }
+        };
+        let ports = PortRange::merge(&kept);
         self.holdings.insert(
             id.to_owned(),
             Holding {
                 ephemeral,
-                ports: ports.to_vec(),
+                ports: ports.clone(),
             },
         );
-        Ok(warning)
+        Ok(Restored {
+            ephemeral,
+            ports,
+            warnings,
+        })
     }
 
     /// Gives container `id` a new set of non-ephemeral ports; on failure it keeps
     /// its old ones.
     pub fn replace(&mut self, id: &str, ports: &[PortRange]) -> anyhow::Result<()> {
         if !self.holdings.contains_key(id) {
-            bail!("no container {id}; see `netiso container list`");
+            refuse!(NotFound, "no container {id}; see `netiso container list`");
         }
         self.check(id, ports)?;
         if let Some(held) = self.holdings.get_mut(id) {
@@ -223,23 +270,42 @@ mod tests {
     #[test]
     fn restoring_takes_recorded_blocks_and_reports_foreign_ones() {
         let mut ledger = ledger();
+        let a = ledger
+            .restore("a", range(32784, 32799), &[range(31000, 31099)])
+            .unwrap();
         assert_eq!(
-            ledger
-                .restore("a", range(32784, 32799), &[range(31000, 31099)])
-                .unwrap(),
-            None
+            (a.ephemeral, a.ports, a.warnings.len()),
+            (range(32784, 32799), vec![range(31000, 31099)], 0)
         );
         // A block of other flags is kept with a warning.
-        let warning = ledger.restore("b", range(40000, 40015), &[]).unwrap();
-        assert!(warning.unwrap().contains("kept, outside the allocator"));
-        // A conflict with a restored container is an error.
-        assert!(
-            ledger
-                .restore("c", range(32800, 32815), &[range(31050, 31050)])
-                .is_err()
-        );
+        let b = ledger.restore("b", range(40000, 40015), &[]).unwrap();
+        assert_eq!(b.ephemeral, range(40000, 40015));
+        assert!(b.warnings[0].contains("kept, outside the allocator"));
         // New containers get the blocks left free.
         assert_eq!(ledger.reserve("d", &[]).unwrap(), range(32768, 32783));
         assert_eq!(ledger.capacity(), 4);
+    }
+
+    #[test]
+    fn restoring_a_conflict_keeps_the_container_without_what_others_hold() {
+        let mut ledger = ledger();
+        ledger
+            .restore("a", range(32784, 32799), &[range(31000, 31099)])
+            .unwrap();
+        // c's records clash with a: ports 31050 and 31099, and the whole ephemeral range.
+        let c = ledger
+            .restore(
+                "c",
+                range(32784, 32799),
+                &[range(31050, 31050), range(31099, 31101)],
+            )
+            .unwrap();
+        assert_eq!(c.ports, vec![range(31100, 31101)]);
+        assert_eq!(c.ephemeral, range(32768, 32783), "a fresh block");
+        assert_eq!(c.warnings.len(), 3, "{:?}", c.warnings);
+        assert!(c.warnings[0].contains("port 31050 is also recorded for container a"));
+        // What c was given is its: nobody else gets it.
+        assert!(ledger.check("d", &[range(31100, 31100)]).is_err());
+        assert_eq!(ledger.reserve("d", &[]).unwrap(), range(32800, 32815));
     }
 }

@@ -5,11 +5,12 @@ mod ephemeral;
 mod ledger;
 
 pub use ephemeral::{EphemeralAllocator, MIN_EPHEMERAL_PORTS};
-pub use ledger::PortLedger;
+pub use ledger::{PortLedger, Restored};
 use std::{fmt, str::FromStr};
 
-use anyhow::{Context as _, bail};
 use serde::{Deserialize, Serialize};
+
+use crate::failure::refuse;
 
 /// An inclusive range of ports, `begin..=end`. Unlike Mesos's right-open intervals it
 /// can end at 65535.
@@ -22,7 +23,10 @@ pub struct PortRange {
 impl PortRange {
     pub fn new(begin: u16, end: u16) -> anyhow::Result<Self> {
         if begin > end {
-            bail!("port range {begin}-{end} is empty: its begin is after its end");
+            refuse!(
+                Invalid,
+                "port range {begin}-{end} is empty: its begin is after its end"
+            );
         }
         Ok(Self { begin, end })
     }
@@ -48,6 +52,25 @@ impl PortRange {
     pub fn ports(&self) -> impl Iterator<Item = u16> {
         self.begin..=self.end
     }
+
+    /// The fewest ranges that hold exactly `ports` (in any order, repeats allowed),
+    /// in ascending order.
+    pub fn merge(ports: &[u16]) -> Vec<PortRange> {
+        let mut sorted = ports.to_vec();
+        sorted.sort_unstable();
+        sorted.dedup();
+        let mut ranges: Vec<PortRange> = Vec::new();
+        for port in sorted {
+            match ranges.last_mut() {
+                Some(last) if u32::from(last.end) + 1 == u32::from(port) => last.end = port,
+                _ => ranges.push(PortRange {
+                    begin: port,
+                    end: port,
+                }),
+            }
+        }
+        ranges
+    }
 }
 
 impl fmt::Display for PortRange {
@@ -64,9 +87,12 @@ impl FromStr for PortRange {
         let text = text.trim();
         let (begin, end) = text.split_once('-').unwrap_or((text, text));
         let parse = |p: &str| {
-            p.trim()
-                .parse::<u16>()
-                .with_context(|| format!("'{text}' is not a port range like 31000-31499"))
+            p.trim().parse::<u16>().map_err(|_| {
+                crate::failure::refusal(
+                    crate::failure::Failure::Invalid,
+                    format!("'{text}' is not a port range like 31000-31499"),
+                )
+            })
         };
         Self::new(parse(begin)?, parse(end)?)
     }
@@ -83,6 +109,16 @@ pub fn parse_list(text: &str) -> anyhow::Result<Vec<PortRange>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn merges_ports_into_the_fewest_ranges() {
+        let range = |b, e| PortRange::new(b, e).unwrap();
+        assert_eq!(
+            PortRange::merge(&[65535, 5, 6, 7, 9, 6, 65534]),
+            vec![range(5, 7), range(9, 9), range(65534, 65535)]
+        );
+        assert_eq!(PortRange::merge(&[]), vec![]);
+    }
 
     #[test]
     fn parses_ranges_and_single_ports() {

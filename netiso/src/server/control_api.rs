@@ -6,11 +6,13 @@
 //! | GET | /v1/containers | | `[ContainerInfo]` |
 //! | POST | /v1/containers | `CreateRequest` | 201, `ContainerInfo` |
 //! | PUT | /v1/containers/ID | `{"ports"?: [{"begin","end"}], "cpus"?: N}` | 200, `ContainerInfo` |
-//! | DELETE | /v1/containers/ID | | 200, `{"destroyed": ID}` (also when unknown) |
+//! | DELETE | /v1/containers/ID | | 200, `{"destroyed": ID}` (also when unknown; 500 if teardown failed, retry) |
 //! | GET | /v1/statistics | | the `/monitor/statistics` array |
 //! | GET | /v1/statistics/ID | | the same, for one container (404 if unknown) |
 //!
-//! Errors answer `{"error": "…"}` with a 4xx or 5xx status.
+//! Errors answer `{"error": "…"}` with the status of their kind (`crate::failure`):
+//! 400 invalid, 404 unknown container, 409 conflict (id or ports taken), 413 too large,
+//! 503 exhausted or stopping (try again later), 500 internal (the kernel, the disk).
 use std::{fs, os::unix::fs::PermissionsExt as _, path::Path};
 
 use anyhow::{Context as _, bail};
@@ -78,7 +80,7 @@ async fn route(
     let path = request.uri().path().to_owned();
     let method = request.method().clone();
     match (method, path.as_str()) {
-        (Method::GET, "/v1/containers") => answer(manager.list().await, StatusCode::OK, None),
+        (Method::GET, "/v1/containers") => answer(manager.list().await, StatusCode::OK),
         (Method::GET, "/v1/statistics") => statistics(stats, None).await,
         (Method::GET, path) if path.starts_with("/v1/statistics/") => {
             statistics(stats, Some(path.trim_start_matches("/v1/statistics/"))).await
@@ -86,11 +88,7 @@ async fn route(
         (Method::POST, "/v1/containers") => {
             match read_json::<CreateRequest>(request, limits).await {
                 Ok(create) => match create.check_sizes() {
-                    Ok(()) => answer(
-                        manager.create(create).await,
-                        StatusCode::CREATED,
-                        Some(StatusCode::BAD_REQUEST),
-                    ),
+                    Ok(()) => answer(manager.create(create).await, StatusCode::CREATED),
                     Err(too_big) => error(StatusCode::PAYLOAD_TOO_LARGE, too_big),
                 },
                 Err(refusal) => refusal,
@@ -99,11 +97,7 @@ async fn route(
         (Method::PUT, path) if path.starts_with("/v1/containers/") => {
             let id = path.trim_start_matches("/v1/containers/").to_owned();
             match read_json::<UpdateRequest>(request, limits).await {
-                Ok(update) => answer(
-                    manager.update(id, update).await,
-                    StatusCode::OK,
-                    Some(StatusCode::BAD_REQUEST),
-                ),
+                Ok(update) => answer(manager.update(id, update).await, StatusCode::OK),
                 Err(refusal) => refusal,
             }
         }
@@ -113,32 +107,24 @@ async fn route(
                 .destroy(id.clone())
                 .await
                 .map(|()| serde_json::json!({ "destroyed": id }));
-            answer(
-                destroyed,
-                StatusCode::OK,
-                Some(StatusCode::INTERNAL_SERVER_ERROR),
-            )
+            answer(destroyed, StatusCode::OK)
         }
         (_, path) => error(StatusCode::NOT_FOUND, format!("no such endpoint: {path}")),
     }
 }
 
-/// The manager's answer: `ok` with the result, `refused` with its message, or 503
-/// while the agent stops.
+/// The manager's answer: `ok` with the result, or the status of the failure's kind
+/// (`crate::failure`) with its message.
 fn answer<T: serde::Serialize>(
     result: Result<T, RequestError>,
     ok: StatusCode,
-    refused: Option<StatusCode>,
 ) -> Response<Full<Bytes>> {
     match result {
         Ok(value) => json(ok, &value),
-        Err(RequestError::Refused(message)) => error(
-            refused.unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-            message,
-        ),
-        Err(RequestError::ShuttingDown) => error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            RequestError::ShuttingDown.to_string(),
+        Err(refused) => error(
+            StatusCode::from_u16(refused.kind().status())
+                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            refused.to_string(),
         ),
     }
 }
