@@ -19,12 +19,28 @@ use crate::{
 
 /// Runs the agent until SIGINT or SIGTERM. Start-up is synchronous (checks, datapath,
 /// recovery); the async runtime only serves.
+/// Raises the soft limit on open files to the hard one: each container's statistics
+/// probes hold a few descriptors, and a service manager's soft limit (often 1024)
+/// would leave containers past a thousand out of the statistics.
+fn raise_open_files_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => log::info!("open files limit raised from {soft} to {hard}"),
+            Err(error) => log::warn!("cannot raise the open files limit from {soft}: {error}"),
+        },
+        Ok(_) => {}
+        Err(error) => log::warn!("cannot read the open files limit: {error}"),
+    }
+}
+
 pub fn run(args: AgentArgs, api_socket: &Path) -> anyhow::Result<()> {
     if !nix::unistd::geteuid().is_root() {
         bail!(
             "the agent must run as root (it loads eBPF programs and manages namespaces); run it with sudo"
         );
     }
+    raise_open_files_limit();
     let mut args = args;
     // Checks on the flags alone come first; then the host's interfaces.
     let ports = config::check(&args, config::host_ephemeral_range()?)?;

@@ -72,6 +72,11 @@ impl Agent {
     /// lab's pin directory, socket, state directory and resources, plus `extra_args`
     /// (which may bring other resources), and waits until it says it is ready.
     pub fn start(lab: &Lab, extra_args: &[&str]) -> Self {
+        Self::start_with_env(lab, extra_args, &[])
+    }
+
+    /// [`Agent::start`] with environment variables (such as `NETISO_FAILPOINTS`).
+    pub fn start_with_env(lab: &Lab, extra_args: &[&str], env: &[(&str, &str)]) -> Self {
         let pin_root = lab.pin_root().display().to_string();
         let mut args = vec![
             "agent",
@@ -88,15 +93,60 @@ impl Agent {
         let paths = lab.agent_paths();
         args.extend(paths.iter().map(String::as_str));
         args.extend_from_slice(extra_args);
-        Self::start_with_args(&lab.host, &args)
+        Self::spawn(&lab.host, &args, env, None)
     }
 
     /// Starts the agent with exactly `args` in `ns` and waits for its ready line.
     pub fn start_with_args(ns: &Netns, args: &[&str]) -> Self {
-        let child = ns
-            .command(netiso_bin())
+        Self::spawn(ns, args, &[], None)
+    }
+
+    /// [`Agent::start`] with an open files limit of `soft` (and `hard`), as a service
+    /// manager may give it.
+    pub fn start_with_open_files_limit(lab: &Lab, soft: u64, hard: u64) -> Self {
+        let mut args = vec![
+            "agent".to_owned(),
+            "--eth0-name".into(),
+            PUBLIC_IFACE.into(),
+            "--bpffs-root".into(),
+            lab.pin_root().display().to_string(),
+            "--ephemeral_ports_per_container=16".into(),
+            "--resources".into(),
+            LAB_RESOURCES.into(),
+        ];
+        args.extend(lab.agent_paths());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Self::spawn(&lab.host, &args, &[], Some((soft, hard)))
+    }
+
+    fn spawn(
+        ns: &Netns,
+        args: &[&str],
+        env: &[(&str, &str)],
+        open_files: Option<(u64, u64)>,
+    ) -> Self {
+        let mut command = ns.command(netiso_bin());
+        if let Some((soft, hard)) = open_files {
+            use std::os::unix::process::CommandExt as _;
+            // SAFETY: setrlimit is async-signal-safe; nothing else runs in the child.
+            unsafe {
+                command.pre_exec(move || {
+                    let limit = libc::rlimit {
+                        rlim_cur: soft,
+                        rlim_max: hard,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+            }
+        }
+        let child = command
             .args(args)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -144,6 +194,13 @@ impl Agent {
         self.process.id()
     }
 
+    /// How many descriptors the agent has open.
+    pub fn open_files(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .expect("reading the agent's descriptors")
+            .count()
+    }
+
     /// Stops the agent with SIGTERM and waits for it to exit; returns whether it
     /// exited successfully.
     pub fn stop(mut self) -> bool {
@@ -175,6 +232,28 @@ impl Agent {
         (ok, log.join("\n"))
     }
 
+    /// Waits (up to a minute) for the agent to exit on its own and returns its exit
+    /// status and everything it logged.
+    pub fn wait_exit(mut self) -> (std::process::ExitStatus, String) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let status = loop {
+            if let Some(status) = self.process.child_mut().try_wait().expect("waiting") {
+                break status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the agent did not exit; its log:\n{}",
+                self.log()
+            );
+            thread::sleep(Duration::from_millis(20));
+        };
+        let mut log = Vec::new();
+        while let Ok(line) = self.stderr.recv_timeout(Duration::from_secs(5)) {
+            log.push(line);
+        }
+        (status, log.join("\n"))
+    }
+
     /// Kills the agent with SIGKILL (no clean-up code runs) and reaps it.
     pub fn kill(mut self) {
         let child = self.process.child_mut();
@@ -192,6 +271,64 @@ pub fn cli(lab: &Lab, args: &[&str]) -> (bool, serde_json::Value, String) {
     let (ok, stdout, stderr) = run_netiso(&lab.host, &all);
     let json = serde_json::from_str(&stdout).unwrap_or(serde_json::Value::Null);
     (ok, json, stderr)
+}
+
+/// Runs `netiso ARGS… --api-socket <the lab's>` and returns its exit code and stderr.
+pub fn cli_status(lab: &Lab, args: &[&str]) -> (i32, String) {
+    let socket = lab.api_socket().display().to_string();
+    let mut all = args.to_vec();
+    all.extend(["--api-socket", &socket]);
+    let output = lab
+        .host
+        .command(netiso_bin())
+        .args(&all)
+        .output()
+        .expect("running netiso");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// Sends `METHOD path` with `body` to the lab agent's control API over its Unix
+/// socket (HTTP/1.0) and returns the answer.
+pub fn api_request(lab: &Lab, method: &str, path: &str, body: &str) -> HttpAnswer {
+    use std::io::{Read as _, Write as _};
+    let mut stream =
+        std::os::unix::net::UnixStream::connect(lab.api_socket()).expect("connecting to the agent");
+    write!(
+        stream,
+        "{method} {path} HTTP/1.0\r\nHost: netiso\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("sending request");
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    parse_http(&response)
+}
+
+fn parse_http(response: &str) -> HttpAnswer {
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("not an HTTP response: {response:?}"));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status code");
+    let content_type = head
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("content-type")
+                .then(|| value.trim().to_owned())
+        })
+        .unwrap_or_default();
+    HttpAnswer {
+        status,
+        content_type,
+        body: body.to_owned(),
+    }
 }
 
 /// An HTTP answer: status, Content-Type, body.
@@ -218,24 +355,6 @@ pub fn http_get(ns: &Netns, addr: std::net::SocketAddr, path: &str) -> HttpAnswe
         stream
             .read_to_string(&mut response)
             .expect("reading response");
-        let (head, body) = response.split_once("\r\n\r\n").expect("HTTP response");
-        let status = head
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .expect("status code");
-        let content_type = head
-            .lines()
-            .find_map(|l| {
-                let (name, value) = l.split_once(':')?;
-                name.eq_ignore_ascii_case("content-type")
-                    .then(|| value.trim().to_owned())
-            })
-            .unwrap_or_default();
-        HttpAnswer {
-            status,
-            content_type,
-            body: body.to_owned(),
-        }
+        parse_http(&response)
     })
 }

@@ -6,6 +6,7 @@
 pub mod agent;
 pub mod isolation;
 pub mod lab;
+pub mod leaks;
 pub mod netns;
 pub mod packets;
 pub mod test_run;

@@ -9,6 +9,8 @@ use std::{net::SocketAddr, path::PathBuf};
 use anyhow::{Context as _, bail};
 use clap::{ArgAction, Args};
 
+#[cfg(test)]
+mod fuzz;
 mod rates;
 pub mod resources;
 pub mod servers;

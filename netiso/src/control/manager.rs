@@ -10,7 +10,7 @@ use anyhow::Context as _;
 
 use super::{
     model::{ContainerInfo, CreateRequest, UpdateRequest},
-    records::Records,
+    records::{Intent, Records},
 };
 use crate::{
     datapath::Datapath,
@@ -45,6 +45,8 @@ pub struct Manager {
     pub(super) shaping: Shaping,
     pub(super) containers: BTreeMap<String, Managed>,
     pub(super) records: Records,
+    /// Veths of containers recorded by a newer netiso: never touched.
+    pub(super) foreign_veths: Vec<String>,
 }
 
 /// How containers are shaped: the rate policy, whether the kernel has fq_codel for
@@ -133,6 +135,7 @@ impl Manager {
             shaping,
             containers: BTreeMap::new(),
             records: Records::open(state_dir)?,
+            foreign_veths: Vec::new(),
         })
     }
 
@@ -145,7 +148,7 @@ impl Manager {
         let used: BTreeSet<u32> = self.containers.values().map(|m| m.network.slot).collect();
         let mut socket = NetlinkSocket::route().context("opening a netlink socket")?;
         free_slot(&used, |slot| {
-            let name = format!("{}{slot}", container_network::HOST_VETH_PREFIX);
+            let name = container_network::host_veth_name(slot);
             let taken = socket.link(&name)?.is_some();
             if taken {
                 log::warn!("{name} exists but belongs to no container; leaving it alone");
@@ -178,9 +181,21 @@ impl Manager {
             ephemeral,
             ports: request.ports.clone(),
         };
-        let built = self.build(&spec, request.labels, request.cpus, netns.is_some());
+        // Written before the first kernel change: after a crash, recovery finds what
+        // this create had made by these names and removes it.
+        let intent = Intent {
+            id: request.id.clone(),
+            host_veth: container_network::host_veth_name(slot),
+        };
+        let built = self
+            .records
+            .begin(&intent)
+            .and_then(|()| self.build(&spec, request.labels, request.cpus, netns.is_some()));
         if built.is_err() {
             self.ledger.release(&request.id);
+        }
+        if let Err(error) = self.records.end(&request.id) {
+            log::warn!("{error:#}");
         }
         built
     }

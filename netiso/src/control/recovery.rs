@@ -25,7 +25,23 @@ impl Manager {
     /// removed) counts.
     pub fn recover(&mut self) -> anyhow::Result<(usize, usize)> {
         let mut removed = 0;
-        for info in self.records.read_all()? {
+        let intents = self.records.take_intents().unwrap_or_else(|error| {
+            log::warn!("{error:#}");
+            Vec::new()
+        });
+        for intent in intents {
+            log::warn!(
+                "container {} was being created when the agent stopped; removing what it had",
+                intent.id
+            );
+            let mut socket = NetlinkSocket::route().context("opening a netlink socket")?;
+            socket.delete_link_named(&intent.host_veth)?;
+            container_network::destroy_namespace(&intent.id)?;
+            removed += 1;
+        }
+        let recorded = self.records.read_all()?;
+        self.foreign_veths = recorded.foreign_veths;
+        for info in recorded.records {
             if let Err(error) = self.recover_one(&info) {
                 log::warn!(
                     "container {} cannot be recovered ({error:#}); removing what is left of it",
@@ -38,8 +54,23 @@ impl Manager {
             }
         }
         removed += self.remove_orphans()?;
+        // Every port entry must be the ledger's: a crash during an update may have
+        // left ports steered to a container that does not have them.
+        let mut owners = vec![None; usize::from(u16::MAX) + 1];
+        for managed in self.containers.values() {
+            let network = &managed.network;
+            for port in network
+                .ports
+                .iter()
+                .chain([&network.ephemeral_ports])
+                .flat_map(crate::ports::PortRange::ports)
+            {
+                owners[usize::from(port)] = Some(network.slot);
+            }
+        }
         let keep: Vec<u32> = self.containers.values().map(|m| m.network.slot).collect();
-        self.datapath.forget_containers_except(&keep)?;
+        self.datapath
+            .forget_containers_except(&keep, |port| owners[usize::from(port)])?;
         Ok((self.containers.len(), removed))
     }
 
@@ -94,12 +125,14 @@ impl Manager {
         self.shape(network, egress.as_ref(), ingress.as_ref())?;
         let flow = self.recover_egress_flow(&info);
         (info.egress_limit, info.ingress_limit, info.egress_flow) = (egress, ingress, flow);
-        let kept = self.set_egress_flow(network.slot, flow).and_then(|()| {
-            if info != *recorded {
-                self.records.write(&info)?;
+        let kept = self.set_egress_flow(network.slot, flow);
+        if kept.is_ok() && info != *recorded {
+            // A record that cannot be updated (a read-only or full disk) is no reason
+            // to lose the container: the next agent recovers it the same way.
+            if let Err(error) = self.records.write(&info) {
+                log::warn!("container {}: {error:#}", info.id);
             }
-            Ok(())
-        });
+        }
         if let Err(error) = kept {
             self.give_back_egress_flow(flow);
             return Err(error);
@@ -133,6 +166,7 @@ impl Manager {
             .containers
             .values()
             .map(|m| m.info.host_veth.as_str())
+            .chain(self.foreign_veths.iter().map(String::as_str))
             .collect();
         let mut socket = NetlinkSocket::route().context("opening a netlink socket")?;
         let orphans: Vec<_> = socket

@@ -139,12 +139,20 @@ impl Datapath {
 
     /// Forgets every container whose slot is not in `keep`: their ports, veth entries
     /// and pinned links (what a crash between creating and recording a container, or a
-    /// lost state directory, leaves). Returns how many port entries were cleared.
-    pub fn forget_containers_except(&mut self, keep: &[u32]) -> anyhow::Result<usize> {
+    /// lost state directory, leaves); and clears every port entry that `owner` (the
+    /// ledger) does not give to its slot. Returns how many port entries were cleared.
+    pub fn forget_containers_except(
+        &mut self,
+        keep: &[u32],
+        owner_of: impl Fn(u16) -> Option<u32>,
+    ) -> anyhow::Result<usize> {
         let mut cleared = 0;
         for port in 0..=u16::MAX {
             let owner = self.maps.port_owners.get(&u32::from(port), 0)?;
-            if owner.slot().is_some_and(|slot| !keep.contains(&slot)) {
+            if owner
+                .slot()
+                .is_some_and(|slot| Some(slot) != owner_of(port))
+            {
                 self.maps
                     .port_owners
                     .set(u32::from(port), PortOwner::default(), 0)?;
@@ -224,6 +232,8 @@ impl Datapath {
         }
         match self.maps.veth_containers.remove(&container.host_veth_index) {
             Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+            Err(aya::maps::MapError::SyscallError(e))
+                if e.io_error.raw_os_error() == Some(libc::ENOENT) => {}
             Err(error) => return Err(error).context("removing the container's veth entry"),
         }
         self.maps

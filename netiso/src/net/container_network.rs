@@ -20,7 +20,11 @@ use super::{
     netns,
     sysctl::{self, SysctlChanges},
 };
-use crate::{failpoints, failure::refuse, ports::PortRange};
+use crate::{
+    failpoints,
+    failure::{Failure, refusal, refuse},
+    ports::PortRange,
+};
 
 /// Gateway a container routes through; answered by the host-side veth's MAC.
 pub const CONTAINER_GATEWAY_V4: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);
@@ -64,6 +68,11 @@ pub struct ContainerNetwork {
     /// An adopted namespace's sysctls as they were before netiso changed them.
     #[serde(skip)]
     pub previous_sysctls: BTreeMap<String, String>,
+}
+
+/// The host-side veth name of datapath slot `slot`.
+pub fn host_veth_name(slot: u32) -> String {
+    format!("{HOST_VETH_PREFIX}{slot}")
 }
 
 /// Whether `name` is a host-side veth name netiso gives (`netiso<slot>`).
@@ -150,7 +159,7 @@ fn build(
     spec: &ContainerSpec,
     netns_path: PathBuf,
 ) -> anyhow::Result<ContainerNetwork> {
-    let host_veth = format!("{HOST_VETH_PREFIX}{}", spec.slot);
+    let host_veth = host_veth_name(spec.slot);
     let host_veth_mac = host_veth_mac(spec.slot);
     let netns_file =
         File::open(&netns_path).with_context(|| format!("opening {}", netns_path.display()))?;
@@ -266,7 +275,23 @@ fn configure_inside(
         if let Some(address) = address {
             socket.add_address(link.index, address, prefix_len)?;
             socket.add_permanent_neighbour(link.index, gateway, gateway_mac)?;
-            socket.add_default_route(link.index, gateway)?;
+            socket
+                .add_default_route(link.index, gateway)
+                .map_err(|error| {
+                    let exists = error.chain().any(|cause| {
+                        cause
+                            .downcast_ref::<std::io::Error>()
+                            .is_some_and(|e| e.kind() == std::io::ErrorKind::AlreadyExists)
+                    });
+                    if exists {
+                        refusal(
+                            Failure::Conflict,
+                            format!("the namespace already has a default route ({error:#}); netiso gives the container its only route"),
+                        )
+                    } else {
+                        error
+                    }
+                })?;
         }
     }
     Ok(link.index)
@@ -279,8 +304,8 @@ pub fn destroy(container: &ContainerNetwork) -> anyhow::Result<()> {
     NetlinkSocket::route()
         .context("opening a netlink socket")?
         .delete_link_named(&container.host_veth)?;
+    failpoints::hit("destroy.sysctls")?;
     if !container.previous_sysctls.is_empty() && container.netns.exists() {
-        failpoints::hit("destroy.sysctls")?;
         netns::run_in(&container.netns, || {
             sysctl::restore(&container.previous_sysctls)
         })?

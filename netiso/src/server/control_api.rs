@@ -103,10 +103,11 @@ async fn route(
         }
         (Method::DELETE, path) if path.starts_with("/v1/containers/") => {
             let id = path.trim_start_matches("/v1/containers/").to_owned();
-            let destroyed = manager
-                .destroy(id.clone())
-                .await
-                .map(|()| serde_json::json!({ "destroyed": id }));
+            let destroyed = manager.destroy(id.clone()).await.map(|()| {
+                // Its probes must not keep its namespace alive.
+                stats.collector.forget(&id);
+                serde_json::json!({ "destroyed": id })
+            });
             answer(destroyed, StatusCode::OK)
         }
         (_, path) => error(StatusCode::NOT_FOUND, format!("no such endpoint: {path}")),

@@ -76,7 +76,8 @@ async fn route(
         },
         "/metrics" => match stats.entries(None).await {
             Ok(entries) => {
-                let text = prometheus::render(&entries.unwrap_or_default());
+                let failures = stats.collector.probe_failures();
+                let text = prometheus::render(&entries.unwrap_or_default(), &failures);
                 Response::builder()
                     .header(header::CONTENT_TYPE, prometheus::CONTENT_TYPE)
                     .body(Full::new(Bytes::from(text)))

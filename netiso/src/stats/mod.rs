@@ -121,6 +121,11 @@ pub struct Collector {
     rates: Option<Arc<rates::RatesCollector>>,
     /// Each container's sockets and files, kept between scrapes.
     probes: Mutex<HashMap<String, Probe>>,
+    /// Containers whose probe failed (they were left out of scrapes), and how often.
+    probe_failures: Mutex<BTreeMap<String, u64>>,
+    /// One scrape at a time: a scrape's threads are bounded, and two scrapes never
+    /// race on the same probe.
+    scrape: tokio::sync::Mutex<()>,
 }
 
 impl Collector {
@@ -139,6 +144,8 @@ impl Collector {
             counters,
             rates,
             probes: Mutex::new(HashMap::new()),
+            probe_failures: Mutex::new(BTreeMap::new()),
+            scrape: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -150,10 +157,12 @@ impl Collector {
         containers: Vec<ContainerInfo>,
         all: bool,
     ) -> anyhow::Result<Vec<MonitorEntry>> {
+        let one_at_a_time = self.scrape.lock().await;
         if all {
             // Containers gone since the last scrape: close what was open in them.
-            self.probes()
-                .retain(|id, _| containers.iter().any(|c| &c.id == id));
+            let live = |id: &String| containers.iter().any(|c| &c.id == id);
+            self.probes().retain(|id, _| live(id));
+            lock(&self.probe_failures).retain(|id, _| live(id));
         }
         let collector = Arc::clone(self);
         let (reply, answer) = tokio::sync::oneshot::channel();
@@ -163,9 +172,23 @@ impl Collector {
                 let _ = reply.send(collector.collect_here(&containers));
             })
             .context("starting a statistics thread")?;
-        answer
+        let entries = answer
             .await
-            .context("the statistics thread ended without an answer")?
+            .context("the statistics thread ended without an answer")?;
+        drop(one_at_a_time);
+        entries
+    }
+
+    /// Closes what was open in container `id` (it is destroyed), so that its
+    /// namespace does not outlive it.
+    pub fn forget(&self, id: &str) {
+        self.probes().remove(id);
+        lock(&self.probe_failures).remove(id);
+    }
+
+    /// Containers that could not be probed, and how many scrapes left each out.
+    pub fn probe_failures(&self) -> BTreeMap<String, u64> {
+        lock(&self.probe_failures).clone()
     }
 
     /// Reads what the host's namespace knows of every container at once, then goes
@@ -250,9 +273,21 @@ impl Collector {
     }
 
     fn probes(&self) -> std::sync::MutexGuard<'_, HashMap<String, Probe>> {
-        self.probes
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        lock(&self.probes)
+    }
+
+    /// Counts a failed probe of container `id`; the first in a row is a warning.
+    fn probe_failed(&self, id: &str, error: &anyhow::Error) {
+        let mut failures = lock(&self.probe_failures);
+        let count = failures.entry(id.to_owned()).or_insert(0);
+        *count += 1;
+        if *count == 1 {
+            log::warn!(
+                "container {id} cannot be probed for statistics ({error:#}); it is left out of scrapes (netiso_container_statistics_probe_failures_total)"
+            );
+        } else {
+            log::debug!("container {id}: {error:#}; left out");
+        }
     }
 
     /// Runs on a thread that may `setns` (to open a new container's probe); it always
@@ -269,7 +304,10 @@ impl Collector {
             let (inside, veth_index) = match self.read_inside(info, &home, host_view) {
                 Ok(read) => read,
                 Err(error) => {
-                    log::debug!("container {}: {error:#}; left out", info.id);
+                    // A container destroyed during the scrape is not a failure.
+                    if info.netns.exists() {
+                        self.probe_failed(&info.id, &error);
+                    }
                     continue;
                 }
             };
@@ -326,6 +364,12 @@ impl Collector {
         }
         Ok(entries)
     }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Most threads a scrape uses, and fewest containers worth a thread of their own.

@@ -3,7 +3,7 @@
 //! `container_network_*` suffixes (so dashboards port easily, without double counting
 //! next to cAdvisor), base units, counters ending in `_total`. Every sample carries
 //! `container_id` and the container's labels as `label_<name>`.
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use prometheus_client::{
     collector::Collector,
@@ -58,10 +58,21 @@ impl Collector for Families {
     }
 }
 
-/// Renders `entries` as OpenMetrics text.
-pub fn render(entries: &[MonitorEntry]) -> String {
+/// Renders `entries`, and the containers left out because they could not be probed
+/// (`probe_failures`: id → how many scrapes), as OpenMetrics text.
+pub fn render(entries: &[MonitorEntry], probe_failures: &BTreeMap<String, u64>) -> String {
     let mut registry = Registry::with_prefix("netiso");
-    registry.register_collector(Box::new(Families(families(entries))));
+    let mut all = families(entries);
+    all.push(Family {
+        name: "container_statistics_probe_failures",
+        help: "Scrapes that left the container out because it could not be probed (such as too many open files).",
+        kind: MetricType::Counter,
+        samples: probe_failures
+            .iter()
+            .map(|(id, count)| (vec![("container_id".to_owned(), id.clone())], Count(*count)))
+            .collect(),
+    });
+    registry.register_collector(Box::new(Families(all)));
     let mut text = String::new();
     // Writing to a String cannot fail.
     let _ = prometheus_client::encoding::text::encode(&mut text, &registry);

@@ -1,0 +1,178 @@
+//! Everything a lab's agent holds in the kernel and on disk, so that a test can say
+//! that it holds what its live containers need and nothing more: veths, namespaces
+//! and their bind mounts, records, port map and veth map entries, pinned links.
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fs,
+};
+
+use aya::maps::{Array, HashMap, Map, MapData};
+use netiso_common::{PORT_OWNERS_MAP, PortOwner, VETH_CONTAINERS_MAP};
+
+use crate::lab::Lab;
+
+/// The ports a lab agent hands out (its `ports` and ephemeral pool), where leaked
+/// port map entries would be.
+const LAB_PORTS: std::ops::RangeInclusive<u16> = 30001..=32000;
+/// The agent's own pinned links (public ingress and egress, host loopback).
+const AGENT_LINKS: usize = 3;
+
+/// What a lab's agent holds.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Holdings {
+    /// `netiso<slot>` links in the lab's host namespace.
+    pub veths: BTreeSet<String>,
+    /// Names under /run/netns of the lab's containers (`netiso-<container id>`).
+    pub namespaces: BTreeSet<String>,
+    /// Mount points of those names.
+    pub mounts: BTreeSet<String>,
+    /// Files in the state directory's `containers/`.
+    pub records: BTreeSet<String>,
+    /// Port map entries in the lab's port ranges: slot → how many ports.
+    pub port_slots: BTreeMap<u32, usize>,
+    /// Veth map entries: slots.
+    pub veth_slots: BTreeSet<u32>,
+    /// Pinned links beyond the agent's own.
+    pub container_links: usize,
+}
+
+impl Holdings {
+    /// What the lab's agent holds now.
+    pub fn of(lab: &Lab) -> Self {
+        // Container ids are `lab-<lab id>-<name>`, so their namespaces share the
+        // prefix of the lab's own, which are not the agent's.
+        let prefix = format!("netiso-lab-{}-", lab.id);
+        let lab_own: Vec<&str> = [Some(&lab.host), Some(&lab.remote), lab.far.as_ref()]
+            .into_iter()
+            .flatten()
+            .map(crate::netns::Netns::name)
+            .collect();
+        let links = lab.host.exec(&["ip", "-o", "link", "show"]);
+        let veths = String::from_utf8_lossy(&links.stdout)
+            .lines()
+            .filter_map(|line| line.split(": ").nth(1))
+            .map(|name| name.split('@').next().unwrap_or(name).to_owned())
+            .filter(|name| name.starts_with("netiso"))
+            .collect();
+        let namespaces = fs::read_dir("/run/netns")
+            .map(|dir| {
+                dir.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.starts_with(&prefix) && !lab_own.contains(&n.as_str()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mounts = fs::read_to_string("/proc/self/mountinfo")
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| line.split_whitespace().nth(4))
+            .filter(|point| point.starts_with(&format!("/run/netns/{prefix}")))
+            .filter(|point| {
+                !lab_own
+                    .iter()
+                    .any(|own| point.ends_with(&format!("/{own}")))
+            })
+            .map(str::to_owned)
+            .collect();
+        let records = fs::read_dir(lab.state_dir().join("containers"))
+            .map(|dir| {
+                dir.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut port_slots = BTreeMap::new();
+        let owners = pinned(lab, PORT_OWNERS_MAP).map(|map| {
+            Array::<_, PortOwner>::try_from(Map::Array(map)).expect("the port map is an array")
+        });
+        if let Some(owners) = owners {
+            for port in LAB_PORTS {
+                let owner = owners
+                    .get(&u32::from(port), 0)
+                    .expect("reading the port map");
+                if let Some(slot) = owner.container.checked_sub(1) {
+                    *port_slots.entry(slot).or_insert(0) += 1;
+                }
+            }
+        }
+        let veth_slots = pinned(lab, VETH_CONTAINERS_MAP)
+            .map(|map| {
+                HashMap::<_, u32, u32>::try_from(Map::HashMap(map))
+                    .expect("the veth map is a hash map")
+                    .iter()
+                    .filter_map(Result::ok)
+                    .map(|(_, slot)| slot)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let container_links = fs::read_dir(lab.pin_root().join("links"))
+            .map_or(0, |dir| dir.count().saturating_sub(AGENT_LINKS));
+        Self {
+            veths,
+            namespaces,
+            mounts,
+            records,
+            port_slots,
+            veth_slots,
+            container_links,
+        }
+    }
+
+    /// What an agent whose containers are `containers` (the control API's list)
+    /// should hold.
+    pub fn expected(containers: &serde_json::Value) -> Self {
+        let containers = containers.as_array().cloned().unwrap_or_default();
+        let text = |c: &serde_json::Value, key: &str| c[key].as_str().unwrap_or("").to_owned();
+        let slot = |c: &serde_json::Value| {
+            text(c, "host_veth")
+                .trim_start_matches("netiso")
+                .parse::<u32>()
+                .expect("a netiso<slot> veth")
+        };
+        let ports = |c: &serde_json::Value| {
+            let ranges = c["ports"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .chain([c["ephemeral_ports"].clone()]);
+            ranges
+                .map(|r| {
+                    let (begin, end) = (r["begin"].as_u64().unwrap(), r["end"].as_u64().unwrap());
+                    usize::try_from(end - begin + 1).unwrap()
+                })
+                .sum::<usize>()
+        };
+        let namespaces: BTreeSet<String> = containers
+            .iter()
+            .map(|c| format!("netiso-{}", text(c, "id")))
+            .collect();
+        Self {
+            veths: containers.iter().map(|c| text(c, "host_veth")).collect(),
+            mounts: namespaces
+                .iter()
+                .map(|n| format!("/run/netns/{n}"))
+                .collect(),
+            namespaces,
+            records: containers
+                .iter()
+                .map(|c| format!("{}.json", text(c, "id")))
+                .collect(),
+            port_slots: containers.iter().map(|c| (slot(c), ports(c))).collect(),
+            veth_slots: containers.iter().map(slot).collect(),
+            container_links: 3 * containers.len(),
+        }
+    }
+}
+
+fn pinned(lab: &Lab, name: &str) -> Option<MapData> {
+    MapData::from_pin(lab.pin_root().join(name)).ok()
+}
+
+/// Asserts that the lab's agent holds exactly what its live containers (as
+/// `container list` shows them) need; `context` says when.
+pub fn assert_holds_only_live_containers(lab: &Lab, containers: &serde_json::Value, context: &str) {
+    let expected = Holdings::expected(containers);
+    let held = Holdings::of(lab);
+    assert_eq!(held, expected, "{context}: held (left) vs needed (right)");
+}
