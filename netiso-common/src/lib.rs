@@ -343,13 +343,15 @@ pub struct EchoIdRange {
 // SAFETY: two u16 fields, no padding.
 unsafe impl aya::Pod for EchoIdRange {}
 
-/// A fragmented datagram a container sends: its fragments share the destination, the
-/// protocol and the identification (the source is always the host's address).
+/// A fragmented datagram between a container and a peer: its fragments share the
+/// peer's address, the protocol and the identification (the container's end is always
+/// the host's address).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct FragmentKey {
-    /// The destination address; an IPv4 address fills the first 4 bytes.
-    pub dst: [u8; 16],
+    /// The peer: the destination of a datagram a container sends, the source of one
+    /// it receives. An IPv4 address fills the first 4 bytes.
+    pub peer: [u8; 16],
     /// IPv4's 16-bit or IPv6's 32-bit identification.
     pub id: u32,
     pub protocol: u8,
@@ -418,6 +420,7 @@ pub const CONTAINER_ECHO_IDS_MAP: &str = "CONTAINER_ECHO_IDS";
 pub const HOST_PORT_ACCESS_MAP: &str = "HOST_PORT_ACCESS";
 pub const HOST_ADDRESSES_MAP: &str = "HOST_ADDRESSES";
 pub const EGRESS_POLICERS_MAP: &str = "EGRESS_POLICERS";
+pub const INBOUND_FRAGMENTS_MAP: &str = "INBOUND_FRAGMENTS";
 
 /// `HOST_PORT_ACCESS` value of a host port containers may not reach (0: they may).
 pub const HOST_PORT_CLOSED: u8 = 1;

@@ -133,7 +133,7 @@ fn decide(
     // containers' ports.
     let host_only = !local && is_other_host_address(&flow);
     let key = FragmentKey {
-        dst: flow.dst,
+        peer: flow.dst,
         id: flow.fragment_id,
         protocol: flow.protocol,
         ipv6: u8::from(flow.ipv6),

@@ -75,6 +75,15 @@ pub static FRAGMENT_ROUTES: LruHashMap<
     { MAX_FRAGMENTED_DATAGRAMS as usize },
 > = LruHashMap::new();
 
+/// Fragmented datagrams arriving from the network for a container: the container its
+/// first fragment (the only one with ports) went to, so later fragments follow.
+#[btf_map]
+pub static INBOUND_FRAGMENTS: LruHashMap<
+    FragmentKey,
+    PortOwner,
+    { MAX_FRAGMENTED_DATAGRAMS as usize },
+> = LruHashMap::new();
+
 /// Adds one packet of `bytes` bytes to the public interface's counters.
 #[inline(always)]
 pub fn count_public_iface(direction: Direction, class: TrafficClass, bytes: u32) {

@@ -1,5 +1,7 @@
 //! Ingress of the host's public interface: packets arriving from the network.
-//! - TCP/UDP for the host's address to a port a container owns: to that container.
+//! - TCP/UDP for the host's address to a port a container owns: to that container;
+//!   a fragmented datagram's later fragments (no ports) follow its first
+//!   (`INBOUND_FRAGMENTS`).
 //! - ICMP echo replies to a container's echo request: to that container.
 //! - ICMP errors quoting a packet a container sent: to that container.
 //! - Everything else: to the host stack, unchanged.
@@ -14,12 +16,12 @@ use aya_ebpf::{
     macros::classifier,
     programs::TcContext,
 };
-use netiso_common::{Direction, PortOwner};
+use netiso_common::{Direction, FragmentKey, PortOwner};
 
 use crate::{
     deliver::deliver_to,
     echo::{checksum_offset, identifier_offset, reply_owner},
-    maps::{config, count_container, count_public_iface, port_owner},
+    maps::{INBOUND_FRAGMENTS, config, count_container, count_public_iface, port_owner},
     packet::{Flow, Fragment, Icmp, Parsed, Quoted, classify, icmp, parse, ports},
 };
 
@@ -43,24 +45,40 @@ fn steer(ctx: &TcContext) -> Option<i32> {
         return None;
     };
     let config = config()?;
-    // Fragments go to the host: only the first carries ports, so they could not all
-    // reach the same container.
-    if flow.fragment != Fragment::Whole || !flow.is_for_host(config) {
+    if !flow.is_for_host(config) {
         return None;
     }
-    let owner = if flow.has_ports() {
-        let (_, dport) = ports(ctx, &flow)?;
-        port_owner(dport)?
-    } else if flow.is_icmp() {
-        icmp_owner(ctx, &flow)?
-    } else {
-        return None;
+    let fragment = FragmentKey {
+        peer: flow.src,
+        id: flow.fragment_id,
+        protocol: flow.protocol,
+        ipv6: u8::from(flow.ipv6),
+        _pad: [0; 2],
+    };
+    let owner = match flow.fragment {
+        // SAFETY: copied at once. Unknown (its first fragment went to the host, or
+        // has not arrived): to the host.
+        Fragment::Later => unsafe { INBOUND_FRAGMENTS.get(fragment) }.copied()?,
+        _ if flow.has_ports() => {
+            let (_, dport) = ports(ctx, &flow)?;
+            let owner = port_owner(dport);
+            if flow.fragment == Fragment::First && owner.is_none() {
+                // An identification reused for the host: later fragments are its.
+                let _ = INBOUND_FRAGMENTS.remove(fragment);
+            }
+            owner?
+        }
+        Fragment::Whole if flow.is_icmp() => icmp_owner(ctx, &flow)?,
+        _ => return None,
     };
     if flow.has_impossible_source(config) {
         if let Some(slot) = owner.slot() {
             count_container(slot, |c| c.rx_dropped_spoofed_source += 1);
         }
         return Some(TC_ACT_SHOT);
+    }
+    if flow.fragment == Fragment::First {
+        let _ = INBOUND_FRAGMENTS.insert(fragment, owner, 0);
     }
     deliver_to(owner, ctx.len())
 }

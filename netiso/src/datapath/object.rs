@@ -8,17 +8,17 @@ use netiso_common::{
     CONTAINER_COUNTERS_MAP, CONTAINER_ECHO_IDS_MAP, CONTAINER_SHAPING_MAP, ContainerCounters,
     ContainerShaping, DATAPATH_CONFIG_MAP, DatapathConfig, ECHO_OWNERS_MAP, EGRESS_POLICERS_MAP,
     EchoConversation, EchoIdRange, EchoKey, EgressPolicer, FRAGMENT_ROUTES_MAP, FragmentKey,
-    FragmentRoute, HOST_ADDRESSES_MAP, HOST_PORT_ACCESS_MAP, HostAddress, MAX_CONTAINERS,
-    MAX_ECHO_CONVERSATIONS, MAX_FRAGMENTED_DATAGRAMS, MAX_HOST_ADDRESSES, PORT_OWNERS_MAP,
-    PUBLIC_IFACE_COUNTER_SLOTS, PUBLIC_IFACE_COUNTERS_MAP, PortOwner, TrafficCounters,
-    VETH_CONTAINERS_MAP,
+    FragmentRoute, HOST_ADDRESSES_MAP, HOST_PORT_ACCESS_MAP, HostAddress, INBOUND_FRAGMENTS_MAP,
+    MAX_CONTAINERS, MAX_ECHO_CONVERSATIONS, MAX_FRAGMENTED_DATAGRAMS, MAX_HOST_ADDRESSES,
+    PORT_OWNERS_MAP, PUBLIC_IFACE_COUNTER_SLOTS, PUBLIC_IFACE_COUNTERS_MAP, PortOwner,
+    TrafficCounters, VETH_CONTAINERS_MAP,
 };
 
 /// The eBPF object built from `netiso-ebpf` by `build.rs`.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netiso"));
 
 /// Every pinned map with its layout: (name, key size, value size, entries).
-pub(super) const PINNED_MAPS: [(&str, usize, usize, u32); 12] = [
+pub(super) const PINNED_MAPS: [(&str, usize, usize, u32); 13] = [
     (
         PUBLIC_IFACE_COUNTERS_MAP,
         size_of::<u32>(),
@@ -84,6 +84,12 @@ pub(super) const PINNED_MAPS: [(&str, usize, usize, u32); 12] = [
         size_of::<u32>(),
         size_of::<EgressPolicer>(),
         MAX_CONTAINERS,
+    ),
+    (
+        INBOUND_FRAGMENTS_MAP,
+        size_of::<FragmentKey>(),
+        size_of::<PortOwner>(),
+        MAX_FRAGMENTED_DATAGRAMS,
     ),
     (
         FRAGMENT_ROUTES_MAP,

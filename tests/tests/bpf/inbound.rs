@@ -74,20 +74,57 @@ fn ipv4_options_and_ipv6_extension_headers_are_walked_to_the_ports() {
 }
 
 #[test]
-fn fragments_vlan_tags_and_truncated_transport_headers_go_to_the_host() {
+fn fragments_follow_their_first_fragment_to_its_ports_owner() {
     let ebpf = datapath();
-    let udp = udp_segment(1, 31001, 8);
-    let first_v4 = frame(
-        ETH_P_IP,
-        &ipv4_packet_full(REMOTE_IPV4, HOST_IPV4, IPPROTO_UDP, &[], 0x2000, &udp),
-    );
-    let later_v4 = frame(
-        ETH_P_IP,
-        &ipv4_packet_full(REMOTE_IPV4, HOST_IPV4, IPPROTO_UDP, &[], 0x0003, &udp),
-    );
-    let mut frag6 = ipv6_fragment_header(IPPROTO_UDP, 0, true);
-    frag6.extend(&udp);
-    let first_v6 = v6(REMOTE_IPV6, HOST_IPV6, 44, &frag6);
+    let udp = |dport| udp_segment(1, dport, 8);
+    let v4_fragment = |id, offset, more, payload: &[u8]| {
+        frame(
+            ETH_P_IP,
+            &ipv4_fragment(
+                REMOTE_IPV4,
+                HOST_IPV4,
+                IPPROTO_UDP,
+                id,
+                offset,
+                more,
+                payload,
+            ),
+        )
+    };
+    let v6_fragment = |id, offset, more, payload: &[u8]| {
+        let mut packet = ipv6_fragment(IPPROTO_UDP, offset, more, id);
+        packet.extend_from_slice(payload);
+        v6(REMOTE_IPV6, HOST_IPV6, 44, &packet)
+    };
+    // A datagram for container 0's port 31001, in three fragments, both families.
+    let to_c0 = [
+        v4_fragment(7, 0, true, &udp(31001)),
+        v4_fragment(7, 2, true, &[0x5a; 16]),
+        v4_fragment(7, 4, false, &[0x5a; 8]),
+        v6_fragment(9, 0, true, &udp(31001)),
+        v6_fragment(9, 2, false, &[0x5a; 8]),
+    ];
+    for f in &to_c0 {
+        assert_eq!(run(&ebpf, PUBLIC_INGRESS_PROGRAM, f), REDIRECT);
+    }
+    // Later fragments of unknown datagrams, and a datagram for a port nobody owns
+    // reusing an identification: the host's.
+    for f in [
+        v4_fragment(8, 2, false, &[0x5a; 8]),
+        v6_fragment(10, 2, false, &[0x5a; 8]),
+        v4_fragment(7, 0, true, &udp(32502)),
+        v4_fragment(7, 2, false, &[0x5a; 8]),
+    ] {
+        assert_eq!(run(&ebpf, PUBLIC_INGRESS_PROGRAM, &f), PIPE);
+    }
+    let delivered: Vec<&[u8]> = to_c0.iter().map(Vec::as_slice).collect();
+    assert_eq!(counters(&ebpf, 0), rx(&delivered));
+    assert_eq!(counters(&ebpf, 1), ContainerCounters::default());
+}
+
+#[test]
+fn vlan_tags_and_truncated_transport_headers_go_to_the_host() {
+    let ebpf = datapath();
     let inner = udp4_in(31001);
     let mut vlan = frame(ETH_P_8021Q, &[0, 100]);
     vlan.extend_from_slice(&inner[12..]);
@@ -95,7 +132,7 @@ fn fragments_vlan_tags_and_truncated_transport_headers_go_to_the_host() {
     short_tcp.truncate(14 + 20 + 10);
     let mut short_udp = udp6_in(31001);
     short_udp.truncate(14 + 40 + 6);
-    for f in [first_v4, later_v4, first_v6, vlan, short_tcp, short_udp] {
+    for f in [vlan, short_tcp, short_udp] {
         assert_eq!(run(&ebpf, PUBLIC_INGRESS_PROGRAM, &f), PIPE);
     }
     assert_eq!(counters(&ebpf, 0), ContainerCounters::default());

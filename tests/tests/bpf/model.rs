@@ -282,9 +282,11 @@ pub(crate) struct Model {
     pub(crate) counters: [ContainerCounters; 2],
     /// The datagrams whose first fragment a container sent.
     fragments: Table<FragmentId, (u32, Route)>,
+    /// The datagrams from the network whose first fragment went to a container.
+    inbound_fragments: Table<FragmentId, u32>,
 }
 
-/// (destination, identification, protocol, IPv6).
+/// (peer address, identification, protocol, IPv6).
 type FragmentId = ([u8; 16], u32, u8, bool);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -304,18 +306,25 @@ impl Model {
         let Parsed::Ip(flow) = parse(frame) else {
             return Verdict::Pipe;
         };
-        if flow.fragment != Fragment::Whole || !flow.is_host(&flow.dst) {
+        if !flow.is_host(&flow.dst) {
             return Verdict::Pipe;
         }
-        let slot = if flow.has_ports() {
-            let Some((_, dport)) = flow.ports(frame) else {
-                return Verdict::Pipe;
-            };
-            owner(dport)
-        } else if flow.is_icmp() {
-            Self::icmp_owner(frame, &flow)
-        } else {
-            None
+        // Later fragments follow their datagram's first, if it went to a container.
+        let key = (flow.src, flow.fragment_id, flow.protocol, flow.ipv6);
+        let slot = match flow.fragment {
+            Fragment::Later => self.inbound_fragments.get(&key).copied(),
+            _ if flow.has_ports() => {
+                let Some((_, dport)) = flow.ports(frame) else {
+                    return Verdict::Pipe;
+                };
+                let slot = owner(dport);
+                if flow.fragment == Fragment::First && slot.is_none() {
+                    self.inbound_fragments.remove(&key);
+                }
+                slot
+            }
+            Fragment::Whole if flow.is_icmp() => Self::icmp_owner(frame, &flow),
+            _ => None,
         };
         let Some(slot) = slot else {
             return Verdict::Pipe;
@@ -324,6 +333,9 @@ impl Model {
         if flow.impossible_source() {
             counters.rx_dropped_spoofed_source += 1;
             return Verdict::Shot;
+        }
+        if flow.fragment == Fragment::First {
+            self.inbound_fragments.insert(key, slot);
         }
         counters.rx_packets += 1;
         counters.rx_bytes += frame.len() as u64;

@@ -317,3 +317,33 @@ fn containers_keep_working_while_the_datapath_is_down_and_after_it_is_taken_over
     }
     assert_eq!(lab.counters(1).rx_packets, c2.rx_packets + 30);
 }
+
+#[test]
+fn fragmented_datagrams_from_the_network_reach_the_owner_of_their_port() {
+    // A 4000-byte answer (a large DNS reply, say) leaves the remote in three
+    // fragments; only the first carries the port, and all must reach container 2.
+    let lab = two_containers();
+    let c2 = &lab.container(1).netns;
+    for (addr, port) in [
+        (IpAddr::V4(HOST_IPV4), 31700),
+        (IpAddr::V6(HOST_IPV6), 31701),
+    ] {
+        let socket = c2.run(|| {
+            UdpSocket::bind(SocketAddr::new(addr, port)).expect("binding in the container")
+        });
+        socket
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        send_udp(&lab.lab.remote, SocketAddr::new(addr, port), 3, 4000);
+        let mut buf = [0u8; 8192];
+        for i in 0..3 {
+            let received = socket
+                .recv(&mut buf)
+                .unwrap_or_else(|e| panic!("datagram {i} to {addr}: {e}"));
+            assert_eq!(received, 4000);
+        }
+    }
+    // Three fragments per datagram, six datagrams.
+    assert!(lab.counters(1).rx_packets >= 18, "{:?}", lab.counters(1));
+    assert_eq!(lab.counters(0).rx_packets, 0);
+}
