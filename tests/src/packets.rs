@@ -241,13 +241,8 @@ pub fn ipv6_ext_header(next: u8, len_words: u8) -> Vec<u8> {
     header
 }
 
-/// An IPv6 fragment header announcing `next`, with `offset_words` in 8-byte units and
-/// the more-fragments flag.
-pub fn ipv6_fragment_header(next: u8, offset_words: u16, more: bool) -> Vec<u8> {
-    ipv6_fragment(next, offset_words, more, 7)
-}
-
-/// [`ipv6_fragment_header`] with the identification `id`.
+/// An IPv6 fragment header: `offset_words` 8-byte units in, more to come or not, of
+/// datagram `id`.
 pub fn ipv6_fragment(next: u8, offset_words: u16, more: bool, id: u32) -> Vec<u8> {
     let field = (offset_words << 3) | u16::from(more);
     let mut header = vec![next, 0];

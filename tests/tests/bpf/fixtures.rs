@@ -21,7 +21,7 @@ pub(crate) use netiso_tests::{
         ETH_P_8021Q, ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, IPPROTO_GRE, IPPROTO_HOPOPTS, IPPROTO_ICMP,
         IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, arp_request, echo, frame, icmp_error,
         internet_checksum, ipv4_fragment, ipv4_packet, ipv4_packet_full, ipv6_ext_header,
-        ipv6_fragment, ipv6_fragment_header, ipv6_packet, tcp_segment, udp_segment, with_macs,
+        ipv6_fragment, ipv6_packet, tcp_segment, udp_segment, with_macs,
     },
     test_run::{FLOWS_QDISC, configure_as_lab_host, enable_unique_flows, load_programs},
 };
