@@ -9,6 +9,7 @@ pub mod lab;
 pub mod leaks;
 pub mod netns;
 pub mod packets;
+pub mod soak;
 pub mod test_run;
 pub mod wait;
 

@@ -15,6 +15,7 @@ mod public_counters;
 mod rate_limits;
 mod reachability;
 mod scrapes;
+mod soak;
 mod state_dir;
 mod statistics;
 mod statistics_format;
