@@ -18,8 +18,8 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use netiso_common::{
-    DatapathConfig, FRAGMENTS_TO_CONTAINER, FRAGMENTS_TO_HOST, FRAGMENTS_TO_NETWORK, FragmentKey,
-    FragmentRoute, HOST_PORT_CLOSED, HostAddress, PortOwner,
+    DatapathConfig, FRAGMENTS_TO_CONTAINER, FRAGMENTS_TO_HOST, FRAGMENTS_TO_NETWORK, FragmentRoute,
+    HOST_PORT_CLOSED, HostAddress, PortOwner,
 };
 
 use crate::{
@@ -132,13 +132,7 @@ fn decide(
     // The host's other addresses are the host's alone: only the shared one has
     // containers' ports.
     let host_only = !local && is_other_host_address(&flow);
-    let key = FragmentKey {
-        peer: flow.dst,
-        id: flow.fragment_id,
-        protocol: flow.protocol,
-        ipv6: u8::from(flow.ipv6),
-        _pad: [0; 2],
-    };
+    let key = flow.fragment_key(flow.dst);
     if flow.fragment == Fragment::Later {
         // SAFETY: copied at once.
         let recorded = unsafe { FRAGMENT_ROUTES.get(key) }.copied();

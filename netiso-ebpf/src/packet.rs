@@ -1,7 +1,7 @@
 //! Reading packet headers. Reads go through `bpf_skb_load_bytes`, which also works on
 //! non-linear skbs, and a read past the end of the packet is an error, never garbage.
 use aya_ebpf::programs::TcContext;
-use netiso_common::{DatapathConfig, TrafficClass};
+use netiso_common::{DatapathConfig, FragmentKey, TrafficClass};
 
 const ETH_HLEN: usize = 14;
 const ETH_P_IP: u16 = 0x0800;
@@ -99,6 +99,19 @@ pub struct Flow {
 }
 
 impl Flow {
+    /// The key of the (possibly) fragmented datagram this packet belongs to, whose
+    /// other end is `peer`.
+    #[inline(always)]
+    pub fn fragment_key(&self, peer: [u8; 16]) -> FragmentKey {
+        FragmentKey {
+            peer,
+            id: self.fragment_id,
+            protocol: self.protocol,
+            ipv6: u8::from(self.ipv6),
+            _pad: [0; 2],
+        }
+    }
+
     pub fn has_ports(&self) -> bool {
         self.protocol == IPPROTO_TCP || self.protocol == IPPROTO_UDP
     }
@@ -265,10 +278,13 @@ fn parse_ipv6(ctx: &TcContext) -> Parsed {
         };
         let header_len = match next {
             IPV6_FRAGMENT => {
-                let (Ok(frag), Ok(id)) = (
-                    ctx.load::<u16>(offset + 2).map(u16::from_be),
-                    ctx.load::<u32>(offset + 4).map(u32::from_be),
-                ) else {
+                // One load at a time, each checked: verifiers before 5.17 refuse the
+                // code LLVM makes of two loads checked together (it reads a stack slot
+                // that one path leaves unwritten).
+                let Ok(frag) = ctx.load::<u16>(offset + 2).map(u16::from_be) else {
+                    return Parsed::Malformed;
+                };
+                let Ok(id) = ctx.load::<u32>(offset + 4).map(u32::from_be) else {
                     return Parsed::Malformed;
                 };
                 fragment_id = id;

@@ -16,7 +16,7 @@ use aya_ebpf::{
     macros::classifier,
     programs::TcContext,
 };
-use netiso_common::{Direction, FragmentKey, PortOwner};
+use netiso_common::{Direction, PortOwner};
 
 use crate::{
     deliver::deliver_to,
@@ -48,13 +48,7 @@ fn steer(ctx: &TcContext) -> Option<i32> {
     if !flow.is_for_host(config) {
         return None;
     }
-    let fragment = FragmentKey {
-        peer: flow.src,
-        id: flow.fragment_id,
-        protocol: flow.protocol,
-        ipv6: u8::from(flow.ipv6),
-        _pad: [0; 2],
-    };
+    let fragment = flow.fragment_key(flow.src);
     let owner = match flow.fragment {
         // SAFETY: copied at once. Unknown (its first fragment went to the host, or
         // has not arrived): to the host.

@@ -1,6 +1,7 @@
-//! `cargo xtask vm-test`: runs the kernel-dependent tests on Debian's generic 6.1 kernel
-//! under virtme-ng. 6.1 has no tcx, so this exercises the netlink attach path, and it
-//! has fq_codel, which the host kernel lacks.
+//! `cargo xtask vm-test`: runs the kernel-dependent tests on Debian's generic kernels
+//! under virtme-ng: 12's 6.1 (no tcx, so the netlink attach path; fq_codel, which the
+//! host kernel lacks) and, with `--kernel 5.10`, 11's 5.10, the oldest kernel netiso
+//! supports (the first with `bpf_redirect_peer`).
 use std::{
     env,
     fmt::Write as _,
@@ -18,8 +19,64 @@ use crate::{
     setup,
 };
 
-/// Debian's meta package whose dependency names the current generic 6.1 kernel.
+/// Debian's meta package whose dependency names the current generic kernel.
 const KERNEL_META_PACKAGE: &str = "linux-image-amd64";
+
+/// A kernel the VM tests boot.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Kernel {
+    /// Debian 12's 6.1, from this machine's own apt sources.
+    #[default]
+    #[value(name = "6.1")]
+    Debian12,
+    /// Debian 11's 5.10, from Debian's security archive (signed by the archive keys
+    /// this machine already trusts).
+    #[value(name = "5.10")]
+    Debian11,
+}
+
+impl Kernel {
+    fn name(self) -> &'static str {
+        match self {
+            Kernel::Debian12 => "6.1",
+            Kernel::Debian11 => "5.10",
+        }
+    }
+
+    /// apt options that make apt read this kernel's archive (none: the machine's).
+    fn apt_options(self, cache: &Path) -> anyhow::Result<Vec<String>> {
+        let Kernel::Debian11 = self else {
+            return Ok(Vec::new());
+        };
+        let apt = cache.join("bullseye-apt");
+        let sources = apt.join("sources.list");
+        let options = vec![
+            format!("-oDir::Etc::SourceList={}", sources.display()),
+            "-oDir::Etc::SourceParts=/dev/null".to_owned(),
+            format!("-oDir::State::Lists={}", apt.join("lists").display()),
+            format!("-oDir::Cache={}", apt.join("cache").display()),
+            "-oDir::State::status=/dev/null".to_owned(),
+        ];
+        if !apt.join("lists").exists() {
+            for dir in ["lists/partial", "cache/archives/partial"] {
+                fs::create_dir_all(apt.join(dir))?;
+            }
+            fs::write(
+                &sources,
+                "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian-security bullseye-security main\n",
+            )?;
+            let updated = cmd::run(
+                "reading Debian 11's security archive index (apt-get update, private lists)",
+                Command::new("apt-get").arg("update").args(&options),
+            );
+            if let Err(error) = updated {
+                let _ = fs::remove_dir_all(apt.join("lists"));
+                return Err(error);
+            }
+        }
+        Ok(options)
+    }
+}
 /// Test binaries of this package run in the VM: all of them touch the kernel.
 const TEST_PACKAGE: &str = "netiso-tests";
 const VM_TIMEOUT: Duration = Duration::from_secs(40 * 60);
@@ -29,15 +86,18 @@ pub struct VmTestArgs {
     /// Only run tests whose name contains this text.
     #[arg(long)]
     pub filter: Option<String>,
+    /// The kernel to boot.
+    #[arg(long, value_enum, default_value_t)]
+    pub kernel: Kernel,
 }
 
 pub fn run(args: VmTestArgs) -> anyhow::Result<()> {
     setup::ensure()?;
-    let vmlinuz = kernel()?;
+    let vmlinuz = kernel(args.kernel)?;
     build_test_agent()?;
-    let out_dir = workspace_root().join("target/vm-test");
+    let out_dir = workspace_root().join(format!("target/vm-test-{}", args.kernel.name()));
     let _ = fs::remove_dir_all(&out_dir);
-    fs::create_dir_all(&out_dir).context("creating target/vm-test")?;
+    fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
     // The guest runs copies, so the host may rebuild while the VM runs.
     let binaries = copy_into(
         &out_dir,
@@ -102,17 +162,23 @@ pub fn run(args: VmTestArgs) -> anyhow::Result<()> {
     println!("    VM run took {:.0}s", started.elapsed().as_secs_f64());
     if report.failed() > 0 || status.trim() != "0" {
         eprintln!("--- test output from the VM ---\n{log}");
-        bail!("VM tests failed; full output in target/vm-test/tests.log");
+        bail!(
+            "VM tests failed; full output in {}",
+            out_dir.join("tests.log").display()
+        );
     }
     if report.passed() == 0 {
-        bail!("the VM ran no test; output in target/vm-test/tests.log");
+        bail!(
+            "the VM ran no test; output in {}",
+            out_dir.join("tests.log").display()
+        );
     }
     Ok(())
 }
 
 /// Downloads and unpacks Debian's generic kernel into a cache (never installed on the
 /// host) and returns its vmlinuz.
-fn kernel() -> anyhow::Result<PathBuf> {
+fn kernel(which: Kernel) -> anyhow::Result<PathBuf> {
     let cache = env::var_os("NETISO_VM_CACHE").map_or_else(
         || {
             PathBuf::from(env::var_os("HOME").unwrap_or_else(|| "/root".into()))
@@ -120,7 +186,13 @@ fn kernel() -> anyhow::Result<PathBuf> {
         },
         PathBuf::from,
     );
-    let depends = output(Command::new("apt-cache").args(["depends", KERNEL_META_PACKAGE]))?;
+    fs::create_dir_all(&cache).with_context(|| format!("creating {}", cache.display()))?;
+    let apt_options = which.apt_options(&cache)?;
+    let depends = output(
+        Command::new("apt-cache")
+            .args(&apt_options)
+            .args(["depends", KERNEL_META_PACKAGE]),
+    )?;
     let package = String::from_utf8_lossy(&depends.stdout)
         .lines()
         .find_map(|l| {
@@ -138,10 +210,10 @@ fn kernel() -> anyhow::Result<PathBuf> {
     if vmlinuz.exists() {
         return Ok(vmlinuz);
     }
-    fs::create_dir_all(&cache).with_context(|| format!("creating {}", cache.display()))?;
     cmd::run(
         &format!("downloading {package} into {}", cache.display()),
         Command::new("apt-get")
+            .args(&apt_options)
             .args(["download", &package])
             .current_dir(&cache),
     )?;

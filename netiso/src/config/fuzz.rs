@@ -17,23 +17,19 @@ use crate::{
     ports::{self, PortRange},
 };
 
-/// A small, fast, seeded generator (xorshift64*): no dependency for tests.
-struct Random(u64);
+/// The few things the fuzzer draws.
+trait Draw {
+    fn below(&mut self, n: usize) -> usize;
+    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str;
+}
 
-impl Random {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
+impl Draw for fastrand::Rng {
     fn below(&mut self, n: usize) -> usize {
-        usize::try_from(self.next() % n as u64).unwrap_or(0)
+        self.usize(..n)
     }
 
     fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
-        items[self.below(items.len())]
+        items[self.usize(..items.len())]
     }
 }
 
@@ -112,7 +108,7 @@ const SEEDS: &[&str] = &[
 
 /// A random input: pieces glued together, or a seed with pieces inserted, removed or
 /// replaced.
-fn input(random: &mut Random) -> String {
+fn input(random: &mut fastrand::Rng) -> String {
     if random.below(2) == 0 {
         (0..random.below(12)).map(|_| random.pick(PIECES)).collect()
     } else {
@@ -130,10 +126,25 @@ fn input(random: &mut Random) -> String {
     }
 }
 
+/// Inputs per parser: 3000, or `NETISO_PARSER_FUZZ_INPUTS` for a longer run (whose
+/// seeds `NETISO_FUZZ_SEED` shifts).
+fn inputs() -> (usize, u64) {
+    let var = |name: &str| std::env::var(name).ok();
+    (
+        var("NETISO_PARSER_FUZZ_INPUTS")
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(3000),
+        var("NETISO_FUZZ_SEED")
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0),
+    )
+}
+
 /// Runs `parse` on many inputs: no panic, and every error one line.
 fn fuzz<T>(what: &str, seed: u64, parse: impl Fn(&str) -> Result<T, String>) {
-    let mut random = Random(seed);
-    for _ in 0..3000 {
+    let (count, shift) = inputs();
+    let mut random = fastrand::Rng::with_seed(seed.wrapping_add(shift));
+    for _ in 0..count {
         let text = input(&mut random);
         let outcome = catch_unwind(AssertUnwindSafe(|| parse(&text)));
         match outcome {
@@ -200,8 +211,9 @@ fn agent_flags_never_panic_and_refuse_in_one_line() {
         #[command(flatten)]
         agent: AgentArgs,
     }
-    let mut random = Random(9);
-    for _ in 0..2000 {
+    let (count, shift) = inputs();
+    let mut random = fastrand::Rng::with_seed(9_u64.wrapping_add(shift));
+    for _ in 0..count {
         let flag = random.pick(FLAGS);
         let value = input(&mut random);
         let argv = ["agent".to_owned(), format!("{flag}={value}")];

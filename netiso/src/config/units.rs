@@ -68,7 +68,9 @@ impl FromStr for MesosDuration {
         let value: f64 = number
             .parse()
             .with_context(|| format!("'{text}' is not a duration like 50ms or 5secs"))?;
-        Ok(Self(Duration::from_secs_f64(value * seconds_per_unit)))
+        Duration::try_from_secs_f64(value * seconds_per_unit)
+            .map(Self)
+            .map_err(|_| anyhow::anyhow!("duration '{text}' is too long"))
     }
 }
 
@@ -93,6 +95,17 @@ mod tests {
             "12500000000B".parse::<Bytes>().unwrap(),
             Bytes(12_500_000_000),
             "64-bit rates: 100 Gbit/s"
+        );
+    }
+
+    #[test]
+    fn durations_too_long_for_a_duration_are_refused() {
+        let error = "999999999999999999991024ms"
+            .parse::<MesosDuration>()
+            .unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "duration '999999999999999999991024ms' is too long"
         );
     }
 

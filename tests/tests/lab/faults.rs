@@ -94,15 +94,20 @@ fn a_failed_adoption_is_undone_and_a_foreign_veth_name_blocks_nothing() {
     let before = sysctls(&runtime);
     let id = lab.container_id("adopted");
     let netns = format!("/run/netns/{}", runtime.name());
-    let args = [
-        "container",
-        "create",
-        &id,
-        "--netns",
-        &netns,
-        "--ports",
-        "31000-31009",
-    ];
+    let adopt = |ports: &str| {
+        let args = [
+            "container",
+            "create",
+            &id,
+            "--netns",
+            &netns,
+            "--ports",
+            ports,
+        ];
+        args.map(str::to_owned)
+    };
+    let args = adopt("31000-31009");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let (code, stderr) = cli_status(&lab, &args);
     assert_eq!(code, 5, "a conflict: {stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
@@ -136,15 +141,8 @@ fn a_failed_adoption_is_undone_and_a_foreign_veth_name_blocks_nothing() {
 
     // Without the route the adoption works, and destroying puts the sysctls back.
     runtime.ip(&["-6", "route", "del", "default"]);
-    let args = [
-        "container",
-        "create",
-        &id,
-        "--netns",
-        &netns,
-        "--ports",
-        "31010-31019",
-    ];
+    let args = adopt("31010-31019");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let (ok, _, stderr) = cli(&lab, &args);
     assert!(ok, "{stderr}");
     assert_ne!(sysctls(&runtime), before);
