@@ -26,7 +26,7 @@ fn raise_open_files_limit() {
     use nix::sys::resource::{Resource, getrlimit, setrlimit};
     match getrlimit(Resource::RLIMIT_NOFILE) {
         Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
-            Ok(()) => log::info!("open files limit raised from {soft} to {hard}"),
+            Ok(()) => log::debug!("open files limit raised from {soft} to {hard}"),
             Err(error) => log::warn!("cannot raise the open files limit from {soft}: {error}"),
         },
         Ok(_) => {}

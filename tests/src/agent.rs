@@ -185,6 +185,27 @@ impl Agent {
         agent
     }
 
+    /// Waits (up to 30 seconds: the VM is slow) for the agent to write a line
+    /// containing `text` to stderr; the lines read on the way are consumed. Returns
+    /// whether it did, and what was read.
+    pub fn wait_for_log(&self, text: &str) -> (bool, String) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let mut read = Vec::new();
+        while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+            match self.stderr.recv_timeout(left) {
+                Ok(line) => {
+                    let found = line.contains(text);
+                    read.push(line);
+                    if found {
+                        return (true, read.join("\n"));
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        (false, read.join("\n"))
+    }
+
     /// What the agent wrote to stderr so far.
     pub fn log(&self) -> String {
         self.stderr.try_iter().collect::<Vec<_>>().join("\n")

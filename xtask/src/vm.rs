@@ -86,47 +86,101 @@ pub struct VmTestArgs {
     /// Only run tests whose name contains this text.
     #[arg(long)]
     pub filter: Option<String>,
-    /// The kernel to boot.
-    #[arg(long, value_enum, default_value_t)]
-    pub kernel: Kernel,
+    /// A kernel to boot; repeat for several. Without it, every supported kernel
+    /// (6.1 and 5.10), side by side.
+    #[arg(long = "kernel", value_enum)]
+    pub kernels: Vec<Kernel>,
+}
+
+/// What a VM run left.
+struct VmRun {
+    kernel: Kernel,
+    log: String,
+    status: String,
+    seconds: f64,
+    out_dir: PathBuf,
 }
 
 pub fn run(args: VmTestArgs) -> anyhow::Result<()> {
     setup::ensure()?;
-    let vmlinuz = kernel(args.kernel)?;
+    let kernels = if args.kernels.is_empty() {
+        vec![Kernel::Debian12, Kernel::Debian11]
+    } else {
+        args.kernels.clone()
+    };
+    let vmlinuzes = kernels
+        .iter()
+        .map(|k| kernel(*k))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     build_test_agent()?;
-    let out_dir = workspace_root().join(format!("target/vm-test-{}", args.kernel.name()));
-    let _ = fs::remove_dir_all(&out_dir);
-    fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
-    // The guest runs copies, so the host may rebuild while the VM runs.
-    let binaries = copy_into(
-        &out_dir,
-        &[
-            vec![workspace_root().join("target/debug/netiso")],
-            test_binaries()?,
-        ]
-        .concat(),
-    )?;
-    let (netiso, binaries) = binaries.split_first().context("no binaries")?;
-    let script = out_dir.join("guest.sh");
-    fs::write(
-        &script,
-        guest_script(netiso, binaries, &out_dir, args.filter.as_deref()),
-    )
-    .context("writing the guest script")?;
-
+    let built = [
+        vec![workspace_root().join("target/debug/netiso")],
+        test_binaries()?,
+    ]
+    .concat();
     let vng = setup::vng().context("virtme-ng (vng) is missing; run `cargo xtask setup`")?;
     step(&format!(
-        "booting {} under emulation and running {} test binaries (a few minutes)",
-        vmlinuz.display(),
-        binaries.len()
+        "booting {} under emulation, side by side, and running {} test binaries in each (several minutes)",
+        vmlinuzes
+            .iter()
+            .map(|v| v.display().to_string())
+            .collect::<Vec<_>>()
+            .join(" and "),
+        built.len() - 1
     ));
+    let runs: Vec<anyhow::Result<VmRun>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = kernels
+            .iter()
+            .zip(&vmlinuzes)
+            .map(|(kernel, vmlinuz)| {
+                let (built, vng, filter) = (&built, &vng, args.filter.as_deref());
+                scope.spawn(move || boot_and_test(*kernel, vmlinuz, built, filter, vng))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a VM runner panicked")))
+            })
+            .collect()
+    });
+    let mut failures = Vec::new();
+    for run in runs {
+        match run.and_then(|run| report(&run)) {
+            Ok(()) => {}
+            Err(error) => failures.push(format!("{error:#}")),
+        }
+    }
+    if !failures.is_empty() {
+        bail!("{}", failures.join("; "));
+    }
+    Ok(())
+}
+
+/// Copies the binaries into the kernel's own directory (the guest runs copies, so the
+/// host may rebuild meanwhile), boots it and runs the tests.
+fn boot_and_test(
+    kernel: Kernel,
+    vmlinuz: &Path,
+    built: &[PathBuf],
+    filter: Option<&str>,
+    vng: &Path,
+) -> anyhow::Result<VmRun> {
+    let out_dir = workspace_root().join(format!("target/vm-test-{}", kernel.name()));
+    let _ = fs::remove_dir_all(&out_dir);
+    fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+    let binaries = copy_into(&out_dir, built)?;
+    let (netiso, binaries) = binaries.split_first().context("no binaries")?;
+    let script = out_dir.join("guest.sh");
+    fs::write(&script, guest_script(netiso, binaries, &out_dir, filter))
+        .context("writing the guest script")?;
     let started = Instant::now();
     let mut vm = Command::new("timeout");
     vm.arg(VM_TIMEOUT.as_secs().to_string())
         .arg(vng)
         .arg("--run")
-        .arg(&vmlinuz)
+        .arg(vmlinuz)
         // KVM here is PVM, on which stock kernels do not boot; emulation works.
         .args(["--disable-kvm", "--cpus", "2", "--memory", "2G"])
         .arg("--rwdir")
@@ -139,38 +193,59 @@ pub fn run(args: VmTestArgs) -> anyhow::Result<()> {
     let status = fs::read_to_string(out_dir.join("status")).unwrap_or_default();
     if status.trim().is_empty() {
         bail!(
-            "the VM did not finish its tests (vng {}, after {:.0}s): {}",
+            "the {} VM did not finish its tests (vng {}, after {:.0}s): {}",
+            kernel.name(),
             vm_output.status,
             started.elapsed().as_secs_f64(),
             String::from_utf8_lossy(&vm_output.stderr).trim()
         );
     }
-    let report = Report::parse(&log);
-    let kernel = log
+    Ok(VmRun {
+        kernel,
+        log,
+        status,
+        seconds: started.elapsed().as_secs_f64(),
+        out_dir,
+    })
+}
+
+/// Prints a VM run's verdicts; fails if a test failed or none ran.
+fn report(run: &VmRun) -> anyhow::Result<()> {
+    let report = Report::parse(&run.log);
+    let kernel = run
+        .log
         .lines()
         .next()
         .and_then(|l| l.strip_prefix("kernel "))
-        .unwrap_or("?");
+        .unwrap_or(run.kernel.name());
     for (name, verdict) in &report.results {
         println!("    vm {kernel}: {verdict:<7} {name}");
     }
     println!(
-        "vm-test: {} passed, {} failed",
+        "vm-test {}: {} passed, {} failed; the VM run took {:.0}s",
+        run.kernel.name(),
         report.passed(),
-        report.failed()
+        report.failed(),
+        run.seconds
     );
-    println!("    VM run took {:.0}s", started.elapsed().as_secs_f64());
-    if report.failed() > 0 || status.trim() != "0" {
-        eprintln!("--- test output from the VM ---\n{log}");
+    let log_path = run.out_dir.join("tests.log");
+    if report.failed() > 0 || run.status.trim() != "0" {
+        eprintln!(
+            "--- test output from the {} VM ---\n{}",
+            run.kernel.name(),
+            run.log
+        );
         bail!(
-            "VM tests failed; full output in {}",
-            out_dir.join("tests.log").display()
+            "VM tests on {} failed; full output in {}",
+            run.kernel.name(),
+            log_path.display()
         );
     }
     if report.passed() == 0 {
         bail!(
-            "the VM ran no test; output in {}",
-            out_dir.join("tests.log").display()
+            "the {} VM ran no test; output in {}",
+            run.kernel.name(),
+            log_path.display()
         );
     }
     Ok(())

@@ -218,7 +218,7 @@ fn a_rejected_update_changes_nothing_and_restarts_keep_every_container() {
         .sum();
     assert_eq!(total, 110, "every port once: {union:?}");
     assert_holds_only_live_containers(&lab, &listed, "after recovering a conflict");
-    assert!(agent.log().contains("is also recorded for container"));
+    assert!(agent.wait_for_log("is also recorded for container").0);
     assert!(serves_from_remote(&lab, &b, 31105));
 }
 

@@ -75,7 +75,7 @@ fn the_open_files_limit_is_raised_and_containers_that_cannot_be_probed_are_count
         .filter(|l| l.starts_with("netiso_container_statistics_probe_failures_total{"))
         .collect();
     assert_eq!(failures.len(), ids.len() - seen, "{}", metrics.body);
-    assert!(agent.log().contains("cannot be probed for statistics"));
+    assert!(agent.wait_for_log("cannot be probed for statistics").0);
 }
 
 #[test]
