@@ -6,6 +6,9 @@ use netiso_tests::{
 
 #[test]
 fn a_reader_that_goes_away_ends_the_cli_quietly() {
+    if netiso_tests::skipped_in_vm("agent logic, the same on every kernel: the host runs it") {
+        return;
+    }
     let lab = Lab::new();
     let _agent = Agent::start(&lab, &[]);
     for name in ["a", "b", "c"] {

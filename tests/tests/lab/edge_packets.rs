@@ -1,7 +1,7 @@
 //! Edge packets through a real interface: raw frames from `remote` to the host's
-//! public interface. Packets with IPv4 options or IPv6 extension headers reach the
-//! owner of their port; fragments, VLAN-tagged and truncated frames go to the host and
-//! never to a container. (Each decision is also checked in tests/bpf/inbound.rs; frames
+//! public interface. Packets with IPv4 options or IPv6 extension headers, and a
+//! fragmented datagram's fragments, reach the owner of their port; VLAN-tagged and
+//! truncated frames go to the host and never to a container. (Each decision is also checked in tests/bpf/inbound.rs; frames
 //! shorter than an IP header can only be sent this way.)
 use std::{
     net::{SocketAddr, UdpSocket},
@@ -78,10 +78,11 @@ fn raw_edge_frames_reach_the_owner_or_the_host_and_never_another_container() {
     );
     assert_eq!(lab.counters(0).rx_packets, 2);
 
-    // The rest is addressed to container 1's port 31003 too, but must not reach it.
-    let c1_victim = bound(&lab, "0.0.0.0:31003".parse().unwrap(), false);
+    // The rest is addressed to container 1's port 31003 too: the fragmented datagram
+    // reaches it (its second fragment following the first), the others must not.
+    let c1_port = bound(&lab, "0.0.0.0:31003".parse().unwrap(), false);
     let host_socket = bound(&lab, "0.0.0.0:31003".parse().unwrap(), true);
-    // A datagram in two fragments: the host reassembles it.
+    // A datagram in two fragments: container 1 reassembles it.
     let payload = udp_segment(40000, 31003, 16); // 24 bytes: 16 + 8
     let mut first = ipv4_packet_full(
         REMOTE_IPV4,
@@ -123,10 +124,9 @@ fn raw_edge_frames_reach_the_owner_or_the_host_and_never_another_container() {
             truncated_udp,
         ],
     );
-    // The host got the reassembled datagram: so the fragments went to the host.
-    let n = host_socket
+    let n = c1_port
         .recv(&mut buf)
-        .expect("the reassembled datagram at the host");
+        .expect("the reassembled datagram in container 1");
     assert_eq!(n, 16);
     // All five frames crossed the public interface: fragments and the truncated UDP
     // as ipv4_udp, the VLAN-tagged and the truncated IP header as other.
@@ -146,8 +146,13 @@ fn raw_edge_frames_reach_the_owner_or_the_host_and_never_another_container() {
     assert_eq!(grew(TrafficClass::Ipv4Udp), 3);
     assert_eq!(grew(TrafficClass::Other), 2);
     assert!(
-        nothing_waiting(&c1_victim),
-        "container 1 must receive none of them"
+        nothing_waiting(&c1_port),
+        "container 1 receives none of the others"
     );
-    assert_eq!(lab.counters(0).rx_packets, 2, "nothing more was steered");
+    assert!(nothing_waiting(&host_socket), "nor does the host's socket");
+    assert_eq!(
+        lab.counters(0).rx_packets,
+        4,
+        "the two fragments, nothing more, were steered"
+    );
 }

@@ -113,6 +113,9 @@ fn control_request(lab: &Lab, method: &str, path: &str, body: &[u8]) -> u16 {
 
 #[test]
 fn the_servers_bound_bodies_labels_and_idle_connections() {
+    if netiso_tests::skipped_in_vm("agent logic, the same on every kernel: the host runs it") {
+        return;
+    }
     let lab = Lab::new();
     let _agent = Agent::start(&lab, &["--http_timeout=1secs", "--http_max_connections=4"]);
     // Bodies and labels.
@@ -220,6 +223,9 @@ fn cpu_ticks(pid: u32) -> u64 {
 
 #[test]
 fn out_of_descriptors_the_agent_backs_off_instead_of_spinning() {
+    if netiso_tests::skipped_in_vm("agent logic, the same on every kernel: the host runs it") {
+        return;
+    }
     let lab = Lab::new();
     let agent = Agent::start(&lab, &[]);
     // A service manager's low limit, and more clients than it allows.

@@ -22,6 +22,9 @@ fn ids(list: &serde_json::Value) -> Vec<String> {
 
 #[test]
 fn bad_records_are_named_and_the_rest_recovered() {
+    if netiso_tests::skipped_in_vm("agent logic, the same on every kernel: the host runs it") {
+        return;
+    }
     let lab = Lab::new();
     let agent = Agent::start(&lab, &[]);
     let [torn, newer, good] = ["torn", "newer", "good"].map(|n| lab.container_id(n));
@@ -98,6 +101,9 @@ impl Drop for SmallDisk {
 
 #[test]
 fn a_full_or_read_only_state_directory_refuses_creates_cleanly_and_keeps_containers() {
+    if netiso_tests::skipped_in_vm("agent logic, the same on every kernel: the host runs it") {
+        return;
+    }
     let lab = Lab::new();
     let disk = SmallDisk::mount(lab.state_dir(), "256k");
     let agent = Agent::start(&lab, &[]);
