@@ -231,12 +231,11 @@ fn a_failed_destroy_keeps_the_container_until_a_retry_succeeds() {
         return;
     }
     let lab = Lab::new();
-    let armed = lab.state_dir().with_extension("failpoints");
-    let armed_path = armed.display().to_string();
-    let _agent = Agent::start_with_env(&lab, &[], &[("NETISO_FAILPOINTS_FILE", &armed_path)]);
+    let failpoints = Failpoints::new(&lab);
+    let _agent = failpoints.start_agent(&lab, &[]);
     let a = lab.container_id("a");
     assert!(cli(&lab, &["container", "create", &a, "--ports", "31000-31009"]).0);
-    fs::write(&armed, "destroy.netns=error").unwrap();
+    failpoints.arm("destroy.netns", "error");
     let (code, stderr) = cli_status(&lab, &["container", "destroy", &a]);
     assert_eq!(code, 1, "an internal failure: {stderr}");
     assert!(stderr.contains("failpoint destroy.netns"), "{stderr}");
@@ -250,12 +249,11 @@ fn a_failed_destroy_keeps_the_container_until_a_retry_succeeds() {
     let b = lab.container_id("b");
     let (code, _) = cli_status(&lab, &["container", "create", &b, "--ports", "31005"]);
     assert_eq!(code, 5, "its ports are not given away");
-    fs::write(&armed, "").unwrap();
+    failpoints.disarm();
     let (ok, _, stderr) = cli(&lab, &["container", "destroy", &a]);
     assert!(ok, "the retry finishes the job: {stderr}");
     assert_holds_only_live_containers(&lab, &serde_json::json!([]), "after the retry");
     assert!(cli(&lab, &["container", "create", &b, "--ports", "31005"]).0);
-    let _ = fs::remove_file(&armed);
 }
 
 #[test]
@@ -377,21 +375,42 @@ const RATES_PER_CPU: [&str; 3] = [
     "--ingress_rate_per_cpu=10MB",
 ];
 
-/// Arms `point` with `action` in the agent reading `armed`.
-fn arm(armed: &Path, point: &str, action: &str) {
-    fs::write(armed, format!("{point}={action}")).unwrap();
+/// The failpoints file of a lab's agents (`NETISO_FAILPOINTS_FILE`), armed and
+/// disarmed while they run; removed when dropped.
+struct Failpoints(std::path::PathBuf);
+
+impl Failpoints {
+    fn new(lab: &Lab) -> Self {
+        Self(lab.state_dir().with_extension("failpoints"))
+    }
+
+    /// Starts the lab's agent with `args`, reading this file.
+    fn start_agent(&self, lab: &Lab, args: &[&str]) -> Agent {
+        let path = self.0.display().to_string();
+        Agent::start_with_env(lab, args, &[("NETISO_FAILPOINTS_FILE", &path)])
+    }
+
+    /// Makes `point` do `action` (`error`, `panic`, `crash`).
+    fn arm(&self, point: &str, action: &str) {
+        fs::write(&self.0, format!("{point}={action}")).unwrap();
+    }
+
+    fn disarm(&self) {
+        fs::write(&self.0, "").unwrap();
+    }
+}
+
+impl Drop for Failpoints {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.0);
+    }
 }
 
 #[test]
 fn a_failing_step_anywhere_in_create_update_or_destroy_leaves_nothing() {
     let lab = Lab::new();
-    let armed = lab.state_dir().with_extension("failpoints");
-    let armed_path = armed.display().to_string();
-    let _agent = Agent::start_with_env(
-        &lab,
-        &RATES_PER_CPU,
-        &[("NETISO_FAILPOINTS_FILE", &armed_path)],
-    );
+    let failpoints = Failpoints::new(&lab);
+    let _agent = failpoints.start_agent(&lab, &RATES_PER_CPU);
     // A container that lives through it all, and an adopted namespace.
     let keep = lab.container_id("keep");
     assert!(
@@ -407,7 +426,7 @@ fn a_failing_step_anywhere_in_create_update_or_destroy_leaves_nothing() {
     let a = lab.container_id("a");
     for adopt in [false, true] {
         for point in failpoints::CREATE {
-            arm(&armed, point, "error");
+            failpoints.arm(point, "error");
             let mut args = vec!["container", "create", &a, "--ports", "31000-31009"];
             if adopt {
                 args.extend(["--netns", &netns]);
@@ -421,10 +440,10 @@ fn a_failing_step_anywhere_in_create_update_or_destroy_leaves_nothing() {
             }
         }
     }
-    fs::write(&armed, "").unwrap();
+    failpoints.disarm();
     assert!(cli(&lab, &["container", "create", &a, "--ports", "31000-31009"]).0);
     for point in failpoints::UPDATE {
-        arm(&armed, point, "error");
+        failpoints.arm(point, "error");
         let args = [
             "container",
             "update",
@@ -450,11 +469,11 @@ fn a_failing_step_anywhere_in_create_update_or_destroy_leaves_nothing() {
         );
         assert!(a_now.get("cpus").is_none(), "{point}");
         assert_holds_only_live_containers(&lab, &listed, point);
-        fs::write(&armed, "").unwrap();
+        failpoints.disarm();
         assert!(serves_from_remote(&lab, &a, 31001), "{point}: still served");
     }
     for point in failpoints::DESTROY {
-        arm(&armed, point, "error");
+        failpoints.arm(point, "error");
         let (code, stderr) = cli_status(&lab, &["container", "destroy", &a]);
         assert_eq!(code, 1, "{point}: {stderr}");
         assert_eq!(
@@ -463,11 +482,10 @@ fn a_failing_step_anywhere_in_create_update_or_destroy_leaves_nothing() {
             "{point}: still listed"
         );
     }
-    fs::write(&armed, "").unwrap();
+    failpoints.disarm();
     assert!(cli(&lab, &["container", "destroy", &a]).0);
     assert_holds_only_live_containers(&lab, &list(&lab), "after destroy");
     assert!(serves_from_remote(&lab, &keep, 31901));
-    let _ = fs::remove_file(&armed);
 }
 
 #[test]
@@ -476,14 +494,12 @@ fn a_crash_between_any_two_steps_leaves_each_container_whole_or_gone() {
         return;
     }
     let lab = Lab::new();
-    let armed = lab.state_dir().with_extension("failpoints");
-    let armed_path = armed.display().to_string();
-    let env = [("NETISO_FAILPOINTS_FILE", armed_path.as_str())];
+    let failpoints = Failpoints::new(&lab);
     let args = RATES_PER_CPU;
     let keep = lab.container_id("keep");
     let a = lab.container_id("a");
     {
-        let _agent = Agent::start_with_env(&lab, &args, &env);
+        let _agent = failpoints.start_agent(&lab, &args);
         assert!(
             cli(
                 &lab,
@@ -515,7 +531,7 @@ fn a_crash_between_any_two_steps_leaves_each_container_whole_or_gone() {
     .flat_map(|(points, command)| points.iter().map(move |p| (*p, command.clone())))
     .collect();
     for (point, command) in operations {
-        let agent = Agent::start_with_env(&lab, &args, &env);
+        let agent = failpoints.start_agent(&lab, &args);
         // Each operation starts from its own state: a exists for update and destroy.
         let exists = list(&lab)
             .as_array()
@@ -530,13 +546,13 @@ fn a_crash_between_any_two_steps_leaves_each_container_whole_or_gone() {
             };
             assert!(cli(&lab, setup).0, "{point}: setting up");
         }
-        arm(&armed, point, "crash");
+        failpoints.arm(point, "crash");
         let (code, stderr) = cli_status(&lab, &command);
         assert_ne!(code, 0, "{point}: {stderr}");
         let (status, _) = agent.wait_exit();
         assert_eq!(status.code(), None, "{point}: killed");
-        fs::write(&armed, "").unwrap();
-        let _agent = Agent::start_with_env(&lab, &args, &env);
+        failpoints.disarm();
+        let _agent = failpoints.start_agent(&lab, &args);
         let listed = list(&lab);
         assert_holds_only_live_containers(&lab, &listed, point);
         let a_now = listed
@@ -558,5 +574,4 @@ fn a_crash_between_any_two_steps_leaves_each_container_whole_or_gone() {
             "{point}: the other is untouched"
         );
     }
-    let _ = fs::remove_file(&armed);
 }

@@ -27,6 +27,15 @@ fn two_containers() -> IsolationLab {
     lab
 }
 
+/// A UDP socket bound to `addr` in `netns`, waiting at most 10 seconds per datagram.
+fn udp_socket_in(netns: &netiso_tests::netns::Netns, addr: SocketAddr) -> UdpSocket {
+    let socket = netns.run(|| UdpSocket::bind(addr).expect("binding in the container"));
+    socket
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    socket
+}
+
 fn host_addresses() -> [IpAddr; 2] {
     [IpAddr::V4(HOST_IPV4), IpAddr::V6(HOST_IPV6)]
 }
@@ -141,12 +150,7 @@ fn remote_udp_is_counted_exactly_and_delivered_to_the_owner() {
         (IpAddr::V4(HOST_IPV4), 31600),
         (IpAddr::V6(HOST_IPV6), 31601),
     ] {
-        let socket = c2.run(|| {
-            UdpSocket::bind(SocketAddr::new(addr, port)).expect("binding in the container")
-        });
-        socket
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
+        let socket = udp_socket_in(c2, SocketAddr::new(addr, port));
         send_udp(&lab.lab.remote, SocketAddr::new(addr, port), count, 32);
         let mut buf = [0u8; 64];
         for _ in 0..count {
@@ -328,12 +332,7 @@ fn fragmented_datagrams_from_the_network_reach_the_owner_of_their_port() {
         (IpAddr::V4(HOST_IPV4), 31700),
         (IpAddr::V6(HOST_IPV6), 31701),
     ] {
-        let socket = c2.run(|| {
-            UdpSocket::bind(SocketAddr::new(addr, port)).expect("binding in the container")
-        });
-        socket
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
+        let socket = udp_socket_in(c2, SocketAddr::new(addr, port));
         send_udp(&lab.lab.remote, SocketAddr::new(addr, port), 3, 4000);
         let mut buf = [0u8; 8192];
         for i in 0..3 {
