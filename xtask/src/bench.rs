@@ -1,5 +1,6 @@
-//! `cargo xtask bench [datapath|stats|soak]`: the benchmarks, in release mode. Figures
-//! are printed, never asserted (the soak does check that nothing leaked).
+//! `cargo xtask bench [datapath|stats|soak|fuzz]`: the benchmarks, in release mode, and
+//! the long forms of the soak and fuzz tests. Figures are printed, never asserted (the
+//! soak does check that nothing leaked, the fuzzers that nothing disagreed).
 use clap::ValueEnum;
 
 use crate::{
@@ -19,6 +20,9 @@ pub enum Bench {
     /// descriptors before and after, leaks (about half an hour;
     /// NETISO_SOAK_CYCLES=N for fewer).
     Soak,
+    /// The fuzzers' long runs: a million frames through the datapath and its model,
+    /// 200 000 inputs per parser (`cargo xtask fuzz` with its defaults).
+    Fuzz,
 }
 
 /// Runs `which`, or every benchmark.
@@ -53,6 +57,13 @@ pub fn run(which: Option<Bench>) -> anyhow::Result<()> {
                 cargo().args(["bench", "--package", "netiso-tests", "--bench", name]),
             )?;
         }
+    }
+    if which.is_none_or(|b| b == Bench::Fuzz) {
+        crate::fuzz::run(&crate::fuzz::FuzzArgs {
+            frames: 1_000_000,
+            seed: None,
+            parser_inputs: 200_000,
+        })?;
     }
     Ok(())
 }

@@ -1,6 +1,8 @@
-//! `cargo xtask fuzz`: a long run of the datapath fuzzer (tests/tests/bpf/fuzz.rs),
-//! which compares the tc programs with a plain-Rust model on generated frames. The
-//! test run prints frames per second and the disagreements (it fails on any).
+//! `cargo xtask fuzz`: long runs of the fuzzers: the datapath's (tests/tests/bpf/fuzz.rs),
+//! which compares the tc programs with a plain-Rust model on generated frames and
+//! prints frames per second and the disagreements (it fails on any), and the parsers'
+//! (netiso/src/config/fuzz.rs: flags, `--resources`, sizes, durations, ports, ids, API
+//! bodies; no panic, every refusal one line).
 use clap::Args;
 
 use crate::{
@@ -13,9 +15,12 @@ pub struct FuzzArgs {
     /// Frames to generate.
     #[arg(long, default_value_t = 1_000_000)]
     pub frames: u64,
-    /// Seed of the generator [default: the clock].
+    /// Seed of the generators [default: the clock].
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Inputs per parser.
+    #[arg(long, default_value_t = 200_000)]
+    pub parser_inputs: u64,
 }
 
 pub fn run(args: &FuzzArgs) -> anyhow::Result<()> {
@@ -35,6 +40,16 @@ pub fn run(args: &FuzzArgs) -> anyhow::Result<()> {
             ])
             .arg("--nocapture")
             .env("NETISO_FUZZ_FRAMES", args.frames.to_string())
+            .env("NETISO_FUZZ_SEED", seed.to_string()),
+    )?;
+    cmd::run(
+        &format!(
+            "fuzzing the parsers: {} inputs each, seed {seed}",
+            args.parser_inputs
+        ),
+        cargo()
+            .args(["test", "--package", "netiso", "--lib", "config::fuzz"])
+            .env("NETISO_PARSER_FUZZ_INPUTS", args.parser_inputs.to_string())
             .env("NETISO_FUZZ_SEED", seed.to_string()),
     )
 }
