@@ -271,6 +271,8 @@ fn errors_have_the_status_and_exit_code_of_their_kind() {
         ],
     );
     let a = lab.container_id("a");
+    // Ids of the lab, so that a regression that creates them leaves nothing behind.
+    let x = lab.container_id("x");
     assert!(cli(&lab, &["container", "create", &a, "--ports", "31000-31009"]).0);
     let post =
         |body: serde_json::Value| api_request(&lab, "POST", "/v1/containers", &body.to_string());
@@ -286,17 +288,17 @@ fn errors_have_the_status_and_exit_code_of_their_kind() {
             "existing id",
         ),
         (
-            post(serde_json::json!({"id": "x", "ports": [{"begin": 31005, "end": 31005}]})).status,
+            post(serde_json::json!({"id": x, "ports": [{"begin": 31005, "end": 31005}]})).status,
             409,
             "ports taken",
         ),
         (
-            post(serde_json::json!({"id": "x", "ports": [{"begin": 20, "end": 20}]})).status,
+            post(serde_json::json!({"id": x, "ports": [{"begin": 20, "end": 20}]})).status,
             400,
             "ports not the agent's",
         ),
         (
-            post(serde_json::json!({"id": "x", "ports": [{"begin": 31500, "end": 31400}]})).status,
+            post(serde_json::json!({"id": x, "ports": [{"begin": 31500, "end": 31400}]})).status,
             400,
             "an empty range",
         ),
@@ -306,7 +308,7 @@ fn errors_have_the_status_and_exit_code_of_their_kind() {
             "unknown id on update",
         ),
         (
-            post(serde_json::json!({"id": "x", "labels": {"big": "v".repeat(2000)}})).status,
+            post(serde_json::json!({"id": x, "labels": {"big": "v".repeat(2000)}})).status,
             413,
             "a label too large",
         ),
@@ -332,7 +334,7 @@ fn errors_have_the_status_and_exit_code_of_their_kind() {
             7,
         ),
         (
-            cli_status(&lab, &["container", "create", "x", "--ports", "99999"]).0,
+            cli_status(&lab, &["container", "create", &x, "--ports", "99999"]).0,
             3,
         ),
     ];
