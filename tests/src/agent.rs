@@ -312,17 +312,22 @@ pub fn cli_status(lab: &Lab, args: &[&str]) -> (i32, String) {
 }
 
 /// Sends `METHOD path` with `body` to the lab agent's control API over its Unix
-/// socket (HTTP/1.0) and returns the answer.
-pub fn api_request(lab: &Lab, method: &str, path: &str, body: &str) -> HttpAnswer {
+/// socket and returns the answer (waiting at most 10 seconds; the server may answer,
+/// as with 413, before it has read the whole body).
+pub fn api_request(lab: &Lab, method: &str, path: &str, body: impl AsRef<[u8]>) -> HttpAnswer {
     use std::io::{Read as _, Write as _};
+    let body = body.as_ref();
     let mut stream =
         std::os::unix::net::UnixStream::connect(lab.api_socket()).expect("connecting to the agent");
-    write!(
-        stream,
-        "{method} {path} HTTP/1.0\r\nHost: netiso\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("setting a read timeout");
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: netiso\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
-    )
-    .expect("sending request");
+    );
+    stream.write_all(head.as_bytes()).expect("sending request");
+    let _ = stream.write_all(body);
     let mut response = String::new();
     let _ = stream.read_to_string(&mut response);
     parse_http(&response)

@@ -82,7 +82,7 @@ pub fn soak(lab: &Lab, agent: &Agent, cycles: usize, progress_every: usize) -> S
         lab,
         "POST",
         "/v1/containers",
-        &format!(r#"{{"id":"{steady}","ports":[{{"begin":31900,"end":31909}}]}}"#),
+        format!(r#"{{"id":"{steady}","ports":[{{"begin":31900,"end":31909}}]}}"#),
     );
     assert_eq!(created.status, 201, "{}", created.body);
     let container = Netns::existing(&format!("netiso-{steady}"));

@@ -275,7 +275,7 @@ fn errors_have_the_status_and_exit_code_of_their_kind() {
     let x = lab.container_id("x");
     assert!(cli(&lab, &["container", "create", &a, "--ports", "31000-31009"]).0);
     let post =
-        |body: serde_json::Value| api_request(&lab, "POST", "/v1/containers", &body.to_string());
+        |body: serde_json::Value| api_request(&lab, "POST", "/v1/containers", body.to_string());
     let cases = [
         (
             post(serde_json::json!({"id": "bad id!"})).status,

@@ -3,14 +3,13 @@
 //! asked), `--container_host_ports` narrows the rest, and neither server can be
 //! stalled by idle connections or fed unbounded bodies and labels.
 use std::{
-    io::{Read as _, Write as _},
+    io::Read as _,
     net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket},
-    os::unix::net::UnixStream,
     time::{Duration, Instant},
 };
 
 use netiso_tests::{
-    agent::{AGENT_HTTP, Agent, agent_http, cli, http_get},
+    agent::{AGENT_HTTP, Agent, agent_http, api_request, cli, http_get},
     lab::{HOST_IPV4, Lab},
     netns::Netns,
 };
@@ -91,24 +90,7 @@ fn container_host_ports_open_only_what_is_listed() {
 
 /// Sends a raw HTTP request on the control socket; the status of the answer.
 fn control_request(lab: &Lab, method: &str, path: &str, body: &[u8]) -> u16 {
-    let mut stream = UnixStream::connect(lab.api_socket()).expect("the control socket");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: netiso\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    stream.write_all(head.as_bytes()).unwrap();
-    // The server may answer (413) before it has read everything.
-    let _ = stream.write_all(body);
-    let mut answer = String::new();
-    let _ = stream.read_to_string(&mut answer);
-    answer
-        .split_whitespace()
-        .nth(1)
-        .and_then(|status| status.parse().ok())
-        .unwrap_or_else(|| panic!("no HTTP answer: {answer:?}"))
+    api_request(lab, method, path, body).status
 }
 
 #[test]
