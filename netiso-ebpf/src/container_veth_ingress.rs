@@ -12,8 +12,8 @@
 //! Later fragments carry no ports, so they follow their datagram's first fragment:
 //! where it went, and only if the same container sent it (`FRAGMENT_ROUTES`).
 use aya_ebpf::{
-    bindings::{BPF_F_INGRESS, TC_ACT_PIPE, TC_ACT_SHOT},
-    helpers::{bpf_redirect, bpf_redirect_neigh},
+    bindings::{TC_ACT_PIPE, TC_ACT_SHOT},
+    helpers::bpf_redirect_neigh,
     macros::classifier,
     programs::TcContext,
 };
@@ -24,7 +24,7 @@ use netiso_common::{
 
 use crate::{
     container_checks::{DropReason, check_icmp, check_source, check_source_port},
-    deliver::deliver_to,
+    deliver::{Origin, deliver_to, into_loopback},
     echo,
     egress_flow::assign_container_flow,
     egress_policer,
@@ -86,12 +86,12 @@ pub fn container_veth_ingress(ctx: TcContext) -> i32 {
     });
     match route {
         Route::Container(owner) => {
-            if let Some(verdict) = deliver_to(owner, ctx.len()) {
+            if let Some(verdict) = deliver_to(&ctx, owner, config, Origin::Outside) {
                 return verdict;
             }
-            to_host_lo(&ctx, config)
+            into_loopback(&ctx, config.host_lo_ifindex)
         }
-        Route::Host => to_host_lo(&ctx, config),
+        Route::Host => into_loopback(&ctx, config.host_lo_ifindex),
         Route::Network => {
             assign_container_flow(&ctx, slot);
             // SAFETY: helper call; a null params pointer means "look the next hop up".
@@ -229,17 +229,4 @@ fn is_other_host_address(flow: &Flow) -> bool {
     };
     // SAFETY: only checked for presence.
     unsafe { HOST_ADDRESSES.get(key) }.is_some()
-}
-
-/// Into the host's loopback. The loopback takes a frame as addressed to it only with
-/// its own (all-zero) MAC as destination; frames the container sent to its gateway
-/// carry the gateway's.
-#[inline(always)]
-fn to_host_lo(ctx: &TcContext, config: &DatapathConfig) -> i32 {
-    if ctx.load::<[u8; 6]>(0).is_ok_and(|mac| mac != [0; 6]) && ctx.store(0, &[0u8; 6], 0).is_err()
-    {
-        return TC_ACT_SHOT;
-    }
-    // SAFETY: helper call.
-    unsafe { bpf_redirect(config.host_lo_ifindex, u64::from(BPF_F_INGRESS)) as i32 }
 }

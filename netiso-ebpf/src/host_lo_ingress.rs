@@ -4,7 +4,7 @@
 use aya_ebpf::{bindings::TC_ACT_PIPE, macros::classifier, programs::TcContext};
 
 use crate::{
-    deliver::deliver_to,
+    deliver::{Origin, deliver_to},
     maps::{config, port_owner},
     packet::{Fragment, Parsed, parse, ports},
 };
@@ -22,9 +22,10 @@ fn steer(ctx: &TcContext) -> Option<i32> {
     if !flow.has_ports() || flow.fragment == Fragment::Later {
         return None;
     }
-    if !(flow.is_for_loopback() || flow.is_for_host(config()?)) {
+    let config = config()?;
+    if !(flow.is_for_loopback() || flow.is_for_host(config)) {
         return None;
     }
     let (_, dport) = ports(ctx, &flow)?;
-    deliver_to(port_owner(dport)?, ctx.len())
+    deliver_to(ctx, port_owner(dport)?, config, Origin::Host)
 }

@@ -19,14 +19,11 @@ use aya_ebpf::{
 use netiso_common::{Direction, PortOwner};
 
 use crate::{
-    deliver::deliver_to,
+    deliver::{Origin, PACKET_HOST, deliver_to},
     echo::{checksum_offset, identifier_offset, reply_owner},
     maps::{INBOUND_FRAGMENTS, config, count_container, count_public_iface, port_owner},
     packet::{Flow, Fragment, Icmp, Parsed, Quoted, classify, icmp, parse, ports},
 };
-
-/// `skb->pkt_type` of a frame addressed to this host.
-const PACKET_HOST: u32 = 0;
 
 #[classifier]
 pub fn public_ingress(ctx: TcContext) -> i32 {
@@ -74,7 +71,7 @@ fn steer(ctx: &TcContext) -> Option<i32> {
     if flow.fragment == Fragment::First {
         let _ = INBOUND_FRAGMENTS.insert(fragment, owner, 0);
     }
-    deliver_to(owner, ctx.len())
+    deliver_to(ctx, owner, config, Origin::Outside)
 }
 
 /// The container an ICMP message is for: the one whose echo request it answers, or

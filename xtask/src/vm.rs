@@ -97,9 +97,10 @@ const VM_TIMEOUT: Duration = Duration::from_secs(40 * 60);
 
 #[derive(Debug, Default, Args)]
 pub struct VmTestArgs {
-    /// Only run tests whose name contains this text.
+    /// Only run tests whose name contains this text; repeat for several (a test runs
+    /// if it matches any).
     #[arg(long)]
-    pub filter: Option<String>,
+    pub filter: Vec<String>,
     /// A kernel to boot; repeat for several. Without it, every supported kernel
     /// (6.1 and 5.10), side by side.
     #[arg(long = "kernel", value_enum)]
@@ -151,12 +152,12 @@ pub fn run(args: VmTestArgs) -> anyhow::Result<()> {
             .zip(&vmlinuzes)
             .map(|(kernel, vmlinuz)| {
                 let (built, vng) = (&built, &vng);
-                let filters = match (&args.filter, kernel) {
-                    (Some(filter), _) => Filters::All(vec![filter.clone()]),
-                    (None, Kernel::Debian11) if beside => {
+                let filters = match kernel {
+                    _ if !args.filter.is_empty() => Filters::All(args.filter.clone()),
+                    Kernel::Debian11 if beside => {
                         Filters::Lab(LAB_TESTS_BESIDE.map(str::to_owned).to_vec())
                     }
-                    (None, _) => Filters::All(Vec::new()),
+                    _ => Filters::All(Vec::new()),
                 };
                 scope.spawn(move || boot_and_test(*kernel, vmlinuz, built, &filters, vng))
             })

@@ -5,7 +5,7 @@
 //! flows seen where packets arrive.
 use std::{
     io::{Read as _, Write as _},
-    net::{SocketAddr, TcpListener, TcpStream},
+    net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream},
     process::Stdio,
     thread,
     time::{Duration, Instant},
@@ -13,7 +13,9 @@ use std::{
 
 use netiso_tests::{
     agent::{Agent, agent_http, cli, http_get},
-    lab::{HOST_IPV4, Lab, REMOTE_IPV4, start_iperf3_server},
+    lab::{
+        HOST_IPV4, HOST_IPV6, Lab, REMOTE_IPV4, send_tcp, start_iperf3_server, start_tcp_listener,
+    },
     netns::Netns,
 };
 use serde_json::Value;
@@ -223,6 +225,62 @@ fn small_ingress_limit_takes_twenty_kib_more_than_nine_seconds() {
     lab.remote
         .run(|| TcpStream::connect((HOST_IPV4, 9100)).expect("connect"));
     assert!(fast.join().unwrap());
+}
+
+#[test]
+fn a_container_behind_an_ingress_limit_is_reached_from_the_host_and_other_containers() {
+    // Shaped packets go out of the host end of the veth instead of straight to the
+    // container's eth0: the container's kernel must still take them as its own,
+    // whichever MAC they were sent to (loopback's, the gateway's) and whichever
+    // namespace routed them.
+    let lab = Lab::new();
+    let _agent = Agent::start(
+        &lab,
+        &[
+            "--ingress_rate_limit_per_container=10MB",
+            "--minimum_ingress_rate_limit=0B",
+        ],
+    );
+    let (web, _) = create(&lab, "web", &[]);
+    let client_id = lab.container_id("client");
+    let (ok, _, stderr) = cli(
+        &lab,
+        &["container", "create", &client_id, "--ports", "31100-31109"],
+    );
+    assert!(ok, "creating {client_id}: {stderr}");
+    let client = Netns::existing(&format!("netiso-{client_id}"));
+    let cases: [(&Netns, IpAddr, &str); 5] = [
+        (
+            &lab.host,
+            IpAddr::V4(HOST_IPV4),
+            "from the host to its address",
+        ),
+        (
+            &lab.host,
+            IpAddr::V6(HOST_IPV6),
+            "from the host to its IPv6 address",
+        ),
+        (
+            &lab.host,
+            IpAddr::V4(Ipv4Addr::LOCALHOST),
+            "from the host to 127.0.0.1",
+        ),
+        (&client, IpAddr::V4(HOST_IPV4), "from another container"),
+        (
+            &client,
+            IpAddr::V4(Ipv4Addr::LOCALHOST),
+            "from 127.0.0.1 in another container",
+        ),
+    ];
+    for (from, to, what) in cases {
+        let server = start_tcp_listener(&web, to, 31001);
+        assert!(
+            send_tcp(from, SocketAddr::new(to, 31001), what),
+            "{what}: no connection"
+        );
+        let received = server.wait_with_output().stdout;
+        assert_eq!(String::from_utf8_lossy(&received), what, "{what}");
+    }
 }
 
 #[test]
