@@ -92,6 +92,9 @@ pub enum ContainerCommand {
         /// worth.
         #[arg(long, value_name = "N")]
         cpus: Option<f64>,
+        /// The name of the container's interface (default: the public interface's).
+        #[arg(long, value_name = "NAME")]
+        interface: Option<String>,
     },
     /// List the containers as JSON.
     List,
@@ -155,6 +158,7 @@ fn container(socket: &std::path::Path, command: ContainerCommand) -> anyhow::Res
             pid,
             labels,
             cpus,
+            interface,
         } => {
             let labels = labels
                 .iter()
@@ -171,6 +175,8 @@ fn container(socket: &std::path::Path, command: ContainerCommand) -> anyhow::Res
                 pid,
                 labels,
                 cpus,
+                interface,
+                attachment: None,
             };
             client::call(
                 socket,

@@ -15,9 +15,11 @@
 //! - `tc`: htb/fq_codel shaping, the rate policy, unique egress flows;
 //! - `stats`: per-container statistics (Mesos JSON, Prometheus);
 //! - `server`: the read-only HTTP server and the control API server;
-//! - `doctor`: what the kernel offers, probed.
+//! - `doctor`: what the kernel offers, probed;
+//! - [`cni`]: the CNI plugin (the same binary, run by a runtime with `CNI_COMMAND`).
 mod agent;
 pub mod cli;
+pub mod cni;
 mod config;
 mod control;
 pub mod datapath;

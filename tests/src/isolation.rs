@@ -104,6 +104,7 @@ impl IsolationLab {
             id: format!("lab-{}-{name}", self.lab.id),
             netns: None,
             slot: self.containers.len() as u32,
+            interface: PUBLIC_IFACE.to_owned(),
             ephemeral: ephemeral.parse::<PortRange>().expect("ephemeral range"),
             ports: parse_list(ports).expect("port ranges"),
         };

@@ -142,6 +142,35 @@ impl Lab {
         format!("lab-{}-{name}", self.id)
     }
 
+    /// A namespace as a container runtime makes one (for netiso to adopt); named
+    /// apart from the agent's, removed on drop.
+    pub fn runtime_netns(&self, name: &str) -> Netns {
+        Netns::create(&format!("{}{name}", self.runtime_netns_prefix()))
+    }
+
+    pub fn runtime_netns_prefix(&self) -> String {
+        format!("{LAB_PREFIX}{}-rt-", self.id)
+    }
+
+    /// A CNI container id (`CNI_CONTAINERID`) for this lab. The agent's id for an
+    /// attachment starts with the first 12 letters and digits of it, and this prefix
+    /// of them names the lab: see [`Lab::cni_namespace_prefix`].
+    pub fn cni_container_id(&self, name: &str) -> String {
+        format!("{}{name}", self.cni_id_prefix())
+    }
+
+    fn cni_id_prefix(&self) -> String {
+        let (pid, counter) = self.id.split_once('-').expect("lab ids are PID-N");
+        let number = |text: &str| text.parse::<u64>().expect("lab ids are numbers");
+        format!("l{:x}{:x}x", number(pid), number(counter))
+    }
+
+    /// What the names of the namespaces of this lab's CNI attachments start with.
+    pub fn cni_namespace_prefix(&self) -> String {
+        let prefix: String = self.cni_id_prefix().chars().take(12).collect();
+        format!("netiso-cni-{prefix}")
+    }
+
     pub fn agent_paths(&self) -> Vec<String> {
         vec![
             "--api-socket".into(),

@@ -40,8 +40,15 @@ impl Holdings {
     /// What the lab's agent holds now.
     pub fn of(lab: &Lab) -> Self {
         // Container ids are `lab-<lab id>-<name>`, so their namespaces share the
-        // prefix of the lab's own, which are not the agent's.
+        // prefix of the lab's own, which are not the agent's; CNI attachments' ids
+        // start with the lab's CNI container ids.
         let prefix = format!("netiso-lab-{}-", lab.id);
+        let cni_prefix = lab.cni_namespace_prefix();
+        let runtimes = lab.runtime_netns_prefix();
+        let agents = |name: &str| {
+            (name.starts_with(&prefix) && !name.starts_with(&runtimes))
+                || name.starts_with(&cni_prefix)
+        };
         let lab_own: Vec<&str> = [Some(&lab.host), Some(&lab.remote), lab.far.as_ref()]
             .into_iter()
             .flatten()
@@ -58,7 +65,7 @@ impl Holdings {
             .map(|dir| {
                 dir.flatten()
                     .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .filter(|n| n.starts_with(&prefix) && !lab_own.contains(&n.as_str()))
+                    .filter(|n| agents(n) && !lab_own.contains(&n.as_str()))
                     .collect()
             })
             .unwrap_or_default();
@@ -66,7 +73,7 @@ impl Holdings {
             .unwrap_or_default()
             .lines()
             .filter_map(|line| line.split_whitespace().nth(4))
-            .filter(|point| point.starts_with(&format!("/run/netns/{prefix}")))
+            .filter(|point| point.strip_prefix("/run/netns/").is_some_and(agents))
             .filter(|point| {
                 !lab_own
                     .iter()

@@ -10,7 +10,7 @@ use crate::failure::Failure;
 
 use super::{
     manager::Manager,
-    model::{ContainerInfo, CreateRequest, UpdateRequest},
+    model::{ContainerInfo, CreateRequest, HostInfo, UpdateRequest},
 };
 
 /// Why a request to the manager got no result.
@@ -48,6 +48,8 @@ type Reply<T> = oneshot::Sender<Result<T, (Failure, String)>>;
 /// A request for the manager thread, with where to send the answer.
 enum Command {
     List(Reply<Vec<ContainerInfo>>),
+    Get(String, Reply<ContainerInfo>),
+    Host(Reply<HostInfo>),
     Create(CreateRequest, Reply<ContainerInfo>),
     Update(String, UpdateRequest, Reply<ContainerInfo>),
     Destroy(String, Reply<()>),
@@ -63,6 +65,12 @@ fn serve(manager: &mut Manager, requests: mpsc::Receiver<Command>) {
         match command {
             Command::List(reply) => {
                 let _ = reply.send(Ok(manager.list()));
+            }
+            Command::Get(id, reply) => {
+                let _ = reply.send(manager.get(&id).map_err(failed));
+            }
+            Command::Host(reply) => {
+                let _ = reply.send(Ok(manager.host()));
             }
             Command::Create(request, reply) => {
                 let _ = reply.send(manager.create(request).map_err(failed));
@@ -119,6 +127,16 @@ impl ManagerHandle {
     /// The containers, as the manager knows them now.
     pub async fn list(&self) -> Result<Vec<ContainerInfo>, RequestError> {
         self.ask(Command::List).await
+    }
+
+    pub async fn get(&self, id: String) -> Result<ContainerInfo, RequestError> {
+        self.ask(|reply| Command::Get(id, reply)).await
+    }
+
+    /// What containers are given of the host; answered by the manager thread, so
+    /// an answer also says it is alive.
+    pub async fn host(&self) -> Result<HostInfo, RequestError> {
+        self.ask(Command::Host).await
     }
 
     pub async fn create(&self, request: CreateRequest) -> Result<ContainerInfo, RequestError> {

@@ -9,7 +9,7 @@ use std::{
 use anyhow::Context as _;
 
 use super::{
-    model::{ContainerInfo, CreateRequest, UpdateRequest},
+    model::{ContainerInfo, CreateRequest, HostInfo, UpdateRequest, format_mac},
     records::{Intent, Records},
 };
 use crate::{
@@ -143,6 +143,37 @@ impl Manager {
         self.containers.values().map(|m| m.info.clone()).collect()
     }
 
+    /// Container `id`, or a refusal naming it.
+    pub fn get(&self, id: &str) -> anyhow::Result<ContainerInfo> {
+        match self.containers.get(id) {
+            Some(managed) => Ok(managed.info.clone()),
+            None => refuse!(NotFound, "no container {id}"),
+        }
+    }
+
+    /// What a container is given of the host: the shared addresses, MAC and MTU, and
+    /// the gateways containers route through.
+    pub fn host(&self) -> HostInfo {
+        HostInfo {
+            interface: self.host.public.name.clone(),
+            mac: format_mac(self.host.public.mac),
+            mtu: self.host.public.mtu,
+            ipv4: self.host.ipv4,
+            ipv6: self.host.ipv6,
+            gateway_ipv4: container_network::CONTAINER_GATEWAY_V4,
+            gateway_ipv6: container_network::CONTAINER_GATEWAY_V6,
+            containers: self.containers.len(),
+        }
+    }
+
+    /// The name of a container's interface (records from before it could be chosen
+    /// have none: the public interface's).
+    pub fn interface_of<'a>(&'a self, info: &'a ContainerInfo) -> &'a str {
+        info.interface
+            .as_deref()
+            .unwrap_or(self.host.public.name.as_str())
+    }
+
     /// A slot for a new container: free in the datapath, its veth name unused.
     fn free_slot(&self) -> anyhow::Result<u32> {
         let used: BTreeSet<u32> = self.containers.values().map(|m| m.network.slot).collect();
@@ -171,6 +202,11 @@ impl Manager {
             check_cpus(cpus)?;
         }
         let netns = adopted_netns(&request)?;
+        let interface = request
+            .interface
+            .clone()
+            .unwrap_or_else(|| self.host.public.name.clone());
+        container_network::check_interface_name(&interface)?;
         self.ledger.check(&request.id, &request.ports)?;
         let slot = self.free_slot()?;
         let ephemeral = self.ledger.reserve(&request.id, &request.ports)?;
@@ -178,6 +214,7 @@ impl Manager {
             id: request.id.clone(),
             netns: netns.clone(),
             slot,
+            interface,
             ephemeral,
             ports: request.ports.clone(),
         };
@@ -190,11 +227,11 @@ impl Manager {
         let built = self
             .records
             .begin(&intent)
-            .and_then(|()| self.build(&spec, request.labels, request.cpus, netns.is_some()));
+            .and_then(|()| self.build(&spec, request));
         if built.is_err() {
-            self.ledger.release(&request.id);
+            self.ledger.release(&spec.id);
         }
-        if let Err(error) = self.records.end(&request.id) {
+        if let Err(error) = self.records.end(&spec.id) {
             log::warn!("{error:#}");
         }
         built
@@ -203,12 +240,11 @@ impl Manager {
     fn build(
         &mut self,
         spec: &ContainerSpec,
-        labels: BTreeMap<String, String>,
-        cpus: Option<f64>,
-        adopted: bool,
+        request: CreateRequest,
     ) -> anyhow::Result<ContainerInfo> {
         let network = container_network::create(&self.host, spec)?;
         let egress_flow = self.take_egress_flow(&spec.id);
+        let cpus = request.cpus;
         let (egress_limit, ingress_limit) = self.shaping.new_limits(cpus);
         let info = ContainerInfo {
             id: spec.id.clone(),
@@ -216,8 +252,10 @@ impl Manager {
             ephemeral_ports: spec.ephemeral,
             ports: spec.ports.clone(),
             host_veth: network.host_veth.clone(),
-            adopted,
-            labels,
+            adopted: spec.netns.is_some(),
+            interface: Some(spec.interface.clone()),
+            attachment: request.attachment,
+            labels: request.labels,
             cpus,
             egress_limit,
             ingress_limit,

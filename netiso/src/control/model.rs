@@ -24,6 +24,65 @@ pub struct CreateRequest {
     /// CPUs of the container, for rate limits per CPU.
     #[serde(default)]
     pub cpus: Option<f64>,
+    /// The name of the container's interface (default: the public interface's).
+    #[serde(default)]
+    pub interface: Option<String>,
+    /// The CNI attachment this container is, when the CNI plugin made it.
+    #[serde(default)]
+    pub attachment: Option<CniAttachment>,
+}
+
+/// What identifies a CNI attachment: the network, the runtime's container id and the
+/// interface name (CNI_CONTAINERID and CNI_IFNAME).
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct CniAttachment {
+    pub network: String,
+    pub container_id: String,
+    pub ifname: String,
+}
+
+impl CniAttachment {
+    /// The agent's id for this attachment: "cni-", up to 12 characters of the runtime's
+    /// container id (to recognise it), and a hash of the whole key (to tell apart
+    /// networks, interfaces and ids that start alike). Stable across versions.
+    pub fn agent_id(&self) -> String {
+        use std::hash::Hasher as _;
+        let mut hash = fnv::FnvHasher::default();
+        for part in [&self.network, &self.container_id, &self.ifname] {
+            hash.write(part.as_bytes());
+            hash.write_u8(0);
+        }
+        let readable: String = self
+            .container_id
+            .chars()
+            .filter(char::is_ascii_alphanumeric)
+            .take(12)
+            .collect();
+        format!("cni-{readable}-{:016x}", hash.finish())
+    }
+}
+
+/// What containers are given of the host (`GET /v1/host`): what the CNI plugin
+/// reports as the attachment's interfaces, addresses and routes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HostInfo {
+    /// The public interface, whose name, MAC, MTU and addresses containers share.
+    pub interface: String,
+    pub mac: String,
+    pub mtu: u32,
+    pub ipv4: Option<std::net::Ipv4Addr>,
+    pub ipv6: Option<std::net::Ipv6Addr>,
+    /// The link-local gateways containers route through.
+    pub gateway_ipv4: std::net::Ipv4Addr,
+    pub gateway_ipv6: std::net::Ipv6Addr,
+    /// How many containers the agent has.
+    pub containers: usize,
+}
+
+/// A MAC as `ip` prints it.
+pub fn format_mac(mac: [u8; 6]) -> String {
+    let [a, b, c, d, e, f] = mac;
+    format!("{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{f:02x}")
 }
 
 /// Most labels a container may have, and their sizes: labels go with every scrape.
@@ -74,6 +133,13 @@ pub struct ContainerInfo {
     pub host_veth: String,
     /// Whether the namespace was adopted (it outlives the container).
     pub adopted: bool,
+    /// The container's interface (absent in records from before it could be chosen:
+    /// the public interface's name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interface: Option<String>,
+    /// The CNI attachment this container is, if the CNI plugin made it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attachment: Option<CniAttachment>,
     pub labels: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpus: Option<f64>,
@@ -104,6 +170,31 @@ impl ContainerInfo {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn attachment_ids_are_valid_distinct_and_stable() {
+        let attachment = |network: &str, id: &str, ifname: &str| CniAttachment {
+            network: network.into(),
+            container_id: id.into(),
+            ifname: ifname.into(),
+        };
+        let podman = attachment("netiso", &"ab12".repeat(16), "eth0");
+        let id = podman.agent_id();
+        crate::net::container_network::check_id(&id).unwrap();
+        // A change of hash would orphan every attachment made before it.
+        assert_eq!(id, "cni-ab12ab12ab12-925406566d09045c");
+        let others = [
+            attachment("other", &"ab12".repeat(16), "eth0"),
+            attachment("netiso", &"ab12".repeat(16), "eth1"),
+            attachment("netiso", "default-web/1", "eth0"),
+            attachment("netisoab12", &"ab12".repeat(16)[4..], "eth0"),
+        ];
+        for other in others {
+            let other_id = other.agent_id();
+            crate::net::container_network::check_id(&other_id).unwrap();
+            assert_ne!(other_id, id);
+        }
+    }
 
     #[test]
     fn labels_are_bounded() {

@@ -246,6 +246,8 @@ mod tests {
             ports: vec![PortRange::new(31000, 31009).unwrap()],
             host_veth: "netiso3".into(),
             adopted: false,
+            interface: Some("eth0".into()),
+            attachment: None,
             labels: std::collections::BTreeMap::new(),
             cpus: None,
             egress_limit: None,

@@ -81,8 +81,13 @@ impl Manager {
         if !info.netns.exists() {
             bail!("its namespace {} is gone", info.netns.display());
         }
-        let mut network =
-            container_network::recover(&self.host, &info.id, slot, &info.netns, &info.host_veth)?;
+        let mut network = container_network::recover(
+            self.interface_of(info),
+            &info.id,
+            slot,
+            &info.netns,
+            &info.host_veth,
+        )?;
         // Ports another recovered container holds stay with it; this one keeps the rest
         // (a conflict is reported, never a reason to delete a container).
         let restored = self

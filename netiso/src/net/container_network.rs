@@ -1,7 +1,8 @@
 //! What a container's network is made of, and how it is built and torn down: a
 //! network namespace per container (made, or adopted from a runtime) and a veth pair
 //! into it. This is plumbing only; the container's lifecycle (ports, datapath entries,
-//! shaping, records) is `crate::control::manager`'s. The container end is named like the public interface and carries the host's MAC, IPv4
+//! shaping, records) is `crate::control::manager`'s. The container end is named like
+//! the public interface (or as a CNI runtime asks) and carries the host's MAC, IPv4
 //! and IPv6 addresses and MTU; its only route is a default route through a link-local
 //! gateway whose neighbour entry is permanent, so a container never sends ARP or NDP.
 use std::{
@@ -44,6 +45,8 @@ pub struct ContainerSpec {
     pub netns: Option<PathBuf>,
     /// Index into the datapath's per-container maps.
     pub slot: u32,
+    /// The name of the container's end of the veth pair.
+    pub interface: String,
     pub ephemeral: PortRange,
     pub ports: Vec<PortRange>,
 }
@@ -87,6 +90,24 @@ pub fn host_veth_mac(slot: u32) -> [u8; 6] {
     [0x02, 0x6e, 0x69, 0x00, hi, lo]
 }
 
+/// Refuses an interface name the kernel would not take (or `ip` could not name).
+pub fn check_interface_name(name: &str) -> anyhow::Result<()> {
+    let valid = !name.is_empty()
+        && name.len() < libc::IFNAMSIZ
+        && name != "."
+        && name != ".."
+        && name
+            .chars()
+            .all(|c| c.is_ascii_graphic() && !matches!(c, '/' | ':'));
+    if !valid {
+        refuse!(
+            Invalid,
+            "interface name '{name}' is invalid: use 1 to 15 printable characters without '/', ':' or spaces"
+        );
+    }
+    Ok(())
+}
+
 pub fn check_id(id: &str) -> anyhow::Result<()> {
     let valid = !id.is_empty()
         && id.len() <= 64
@@ -112,7 +133,7 @@ pub fn create(host: &HostNetwork, spec: &ContainerSpec) -> anyhow::Result<Contai
     let netns_path = match &spec.netns {
         Some(existing) => {
             let path = netns::name_existing(existing, &netns_name)?;
-            let fits = netns::run_in(&path, || fits_adoption(host))
+            let fits = netns::run_in(&path, || fits_adoption(&spec.interface))
                 .and_then(|fits| fits)
                 .with_context(|| format!("adopting {}", existing.display()));
             if let Err(error) = fits {
@@ -131,11 +152,9 @@ pub fn create(host: &HostNetwork, spec: &ContainerSpec) -> anyhow::Result<Contai
 }
 
 /// Refuses to adopt a namespace (the calling thread's) whose network is already set
-/// up: netiso gives the container an interface named like the host's public one and
-/// its only default route.
-fn fits_adoption(host: &HostNetwork) -> anyhow::Result<()> {
+/// up: netiso gives the container its interface and its only default route.
+fn fits_adoption(eth0: &str) -> anyhow::Result<()> {
     let mut socket = NetlinkSocket::route().context("opening a netlink socket")?;
-    let eth0 = &host.public.name;
     if socket.link(eth0)?.is_some() {
         refuse!(
             Conflict,
@@ -172,7 +191,7 @@ fn build(
             mtu: host.public.mtu,
         },
         &VethEnd {
-            name: &host.public.name,
+            name: &spec.interface,
             mac: host.public.mac,
             mtu: host.public.mtu,
         },
@@ -239,7 +258,7 @@ fn configure_inside(
     gateway_mac: [u8; 6],
     sysctls: &mut SysctlChanges,
 ) -> anyhow::Result<u32> {
-    let eth0 = host.public.name.as_str();
+    let eth0 = spec.interface.as_str();
     // Packets from the host and from other containers reach eth0 with the shared host
     // address as their source: accept them (IPv4 would take them for spoofed).
     // (eth0's own settings go with eth0; the namespace-wide ones are remembered.)
@@ -323,9 +342,9 @@ pub fn destroy_namespace(id: &str) -> anyhow::Result<()> {
 }
 
 /// Rebuilds the description of a container the agent made before it restarted, from
-/// the kernel: its veth and its eth0 must still be there.
+/// the kernel: its veth and its interface `eth0` must still be there.
 pub fn recover(
-    host: &HostNetwork,
+    eth0: &str,
     id: &str,
     slot: u32,
     netns: &std::path::Path,
@@ -335,11 +354,10 @@ pub fn recover(
         .context("opening a netlink socket")?
         .link(host_veth)?
         .with_context(|| format!("its veth {host_veth} is gone"))?;
-    let eth0 = host.public.name.clone();
     let eth0_index = netns::run_in(netns, || -> anyhow::Result<u32> {
         NetlinkSocket::route()
             .context("opening a netlink socket")?
-            .link(&eth0)?
+            .link(eth0)?
             .map(|l| l.index)
             .with_context(|| format!("its {eth0} is gone"))
     })??;

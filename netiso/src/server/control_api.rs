@@ -4,6 +4,8 @@
 //! | method | path | body | answer |
 //! | --- | --- | --- | --- |
 //! | GET | /v1/containers | | `[ContainerInfo]` |
+//! | GET | /v1/containers/ID | | `ContainerInfo` (404 if unknown) |
+//! | GET | /v1/host | | `HostInfo`: what containers share of the host |
 //! | POST | /v1/containers | `CreateRequest` | 201, `ContainerInfo` |
 //! | PUT | /v1/containers/ID | `{"ports"?: [{"begin","end"}], "cpus"?: N}` | 200, `ContainerInfo` |
 //! | DELETE | /v1/containers/ID | | 200, `{"destroyed": ID}` (also when unknown; 500 if teardown failed, retry) |
@@ -81,6 +83,11 @@ async fn route(
     let method = request.method().clone();
     match (method, path.as_str()) {
         (Method::GET, "/v1/containers") => answer(manager.list().await, StatusCode::OK),
+        (Method::GET, "/v1/host") => answer(manager.host().await, StatusCode::OK),
+        (Method::GET, path) if path.starts_with("/v1/containers/") => {
+            let id = path.trim_start_matches("/v1/containers/").to_owned();
+            answer(manager.get(id).await, StatusCode::OK)
+        }
         (Method::GET, "/v1/statistics") => statistics(stats, None).await,
         (Method::GET, path) if path.starts_with("/v1/statistics/") => {
             statistics(stats, Some(path.trim_start_matches("/v1/statistics/"))).await

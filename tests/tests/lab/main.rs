@@ -1,6 +1,7 @@
 //! Lab tests: real namespaces, real packets, the real agent binary. Every test builds
 //! its own lab (`netiso_tests::lab`) and removes it, also when it fails.
 mod cli;
+mod cni;
 mod doctor;
 mod edge_packets;
 mod egress_flows;

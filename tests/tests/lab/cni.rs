@@ -1,0 +1,413 @@
+//! The CNI plugin run exactly as runtimes run it: the `netiso` binary with the `CNI_*`
+//! environment and the network configuration on stdin, its answer on stdout and its
+//! exit status, against a lab agent. Runtime namespaces are made here, as podman makes
+//! `/run/netns/netns-<uuid>`.
+use std::{
+    io::Write as _,
+    net::{IpAddr, SocketAddr},
+    process::Stdio,
+};
+
+use netiso_tests::{
+    agent::{Agent, cli, netiso_bin},
+    lab::{HOST_IPV4, HOST_IPV6, Lab, mac_of, send_tcp, start_tcp_listener},
+    leaks::assert_holds_only_live_containers,
+    netns::Netns,
+};
+use serde_json::{Value, json};
+
+const VERSIONS: [&str; 7] = [
+    "0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0",
+];
+
+/// What one run of the plugin gave: exit success, stdout as JSON (Null if empty),
+/// stderr.
+struct Run {
+    ok: bool,
+    out: Value,
+    err: String,
+}
+
+impl Run {
+    /// The error code of a failed run, checking the error's shape on the way.
+    fn code(&self) -> u64 {
+        assert!(!self.ok, "expected a failure, got {}", self.out);
+        assert!(
+            self.out["msg"].as_str().is_some_and(|m| !m.is_empty()),
+            "{}",
+            self.out
+        );
+        assert!(self.out["cniVersion"].is_string(), "{}", self.out);
+        self.out["code"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no code in {}", self.out))
+    }
+}
+
+/// Runs the plugin in the lab's host namespace, as a runtime on that host would.
+fn plugin(lab: &Lab, command: &str, env: &[(&str, &str)], stdin: &Value) -> Run {
+    let mut child = lab
+        .host
+        .command(netiso_bin())
+        .env_clear()
+        .env("CNI_COMMAND", command)
+        .env("CNI_PATH", "/opt/cni/bin")
+        .envs(env.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("running the plugin");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.to_string().as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    Run {
+        ok: output.status.success(),
+        out: if text.trim().is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text)
+                .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {text}"))
+        },
+        err: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+fn config(lab: &Lab, version: &str, network: &str) -> Value {
+    json!({
+        "cniVersion": version,
+        "name": network,
+        "type": "netiso",
+        "socket": lab.api_socket(),
+        "dns": { "nameservers": ["198.18.0.53"] },
+    })
+}
+
+/// A runtime's attachment: its namespace and environment.
+struct Sandbox {
+    netns: Netns,
+    id: String,
+    ifname: &'static str,
+}
+
+impl Sandbox {
+    fn new(lab: &Lab, name: &str) -> Self {
+        Self {
+            netns: lab.runtime_netns(name),
+            id: lab.cni_container_id(name),
+            ifname: "eth0",
+        }
+    }
+
+    fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("CNI_CONTAINERID", self.id.clone()),
+            ("CNI_NETNS", self.netns.path().display().to_string()),
+            ("CNI_IFNAME", self.ifname.to_owned()),
+        ]
+    }
+
+    fn run(&self, lab: &Lab, command: &str, extra: &[(&str, &str)], stdin: &Value) -> Run {
+        let env = self.env();
+        let mut all: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        all.extend_from_slice(extra);
+        plugin(lab, command, &all, stdin)
+    }
+}
+
+fn list(lab: &Lab) -> Value {
+    let (ok, list, stderr) = cli(lab, &["container", "list"]);
+    assert!(ok, "{stderr}");
+    list
+}
+
+fn with_ports(mut config: Value, mappings: Value) -> Value {
+    config["runtimeConfig"] = json!({ "portMappings": mappings });
+    config
+}
+
+#[test]
+fn version_answers_every_version_even_with_dummy_values() {
+    let lab = Lab::new();
+    for version in VERSIONS {
+        let env = [
+            ("CNI_NETNS", "dummy"),
+            ("CNI_CONTAINERID", "dummy"),
+            ("CNI_IFNAME", "dummy"),
+        ];
+        let run = plugin(&lab, "VERSION", &env, &json!({ "cniVersion": version }));
+        assert!(run.ok, "{version}: {}", run.err);
+        assert_eq!(run.out["cniVersion"], version);
+        assert_eq!(run.out["supportedVersions"], json!(VERSIONS));
+    }
+}
+
+#[test]
+fn add_gives_the_runtime_namespace_the_hosts_addresses_and_its_ports() {
+    let lab = Lab::new();
+    let _agent = Agent::start(&lab, &[]);
+    let web = Sandbox::new(&lab, "web");
+    let stdin = with_ports(
+        config(&lab, "1.0.0", "netiso"),
+        json!([
+            { "hostPort": 31001, "containerPort": 31001, "protocol": "tcp" },
+            { "hostPort": 31001, "containerPort": 31001, "protocol": "udp" },
+            { "hostPort": 31002, "containerPort": 31002, "protocol": "tcp", "hostIP": "198.18.0.1" },
+        ]),
+    );
+    let args = [(
+        "CNI_ARGS",
+        "IgnoreUnknown=1;K8S_POD_NAME=web;NETISO_PORTS=31005",
+    )];
+    let added = web.run(&lab, "ADD", &args, &stdin);
+    assert!(added.ok, "ADD: {} {}", added.out, added.err);
+    let result = &added.out;
+    assert_eq!(result["cniVersion"], "1.0.0");
+    let interfaces = result["interfaces"].as_array().unwrap();
+    assert_eq!(interfaces.len(), 2, "{result}");
+    assert!(
+        interfaces[0]["name"]
+            .as_str()
+            .unwrap()
+            .starts_with("netiso")
+    );
+    assert!(interfaces[0].get("sandbox").is_none(), "{result}");
+    assert_eq!(interfaces[1]["name"], "eth0");
+    assert_eq!(
+        interfaces[1]["sandbox"],
+        web.netns.path().display().to_string()
+    );
+    let [a, b, c, d, e, f] = mac_of(&web.netns, "eth0");
+    assert_eq!(
+        interfaces[1]["mac"],
+        format!("{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{f:02x}")
+    );
+    assert_eq!(
+        result["ips"],
+        json!([
+            { "address": format!("{HOST_IPV4}/32"), "gateway": "169.254.1.1", "interface": 1 },
+            { "address": format!("{HOST_IPV6}/128"), "gateway": "fe80::1", "interface": 1 },
+        ])
+    );
+    assert_eq!(
+        result["routes"],
+        json!([{ "dst": "0.0.0.0/0", "gw": "169.254.1.1" }, { "dst": "::/0", "gw": "fe80::1" }])
+    );
+    assert_eq!(result["dns"], json!({ "nameservers": ["198.18.0.53"] }));
+
+    // The agent has it as a container with the runtime's labels and the ports.
+    let containers = list(&lab);
+    let container = &containers[0];
+    assert_eq!(container["attachment"]["container_id"], web.id.as_str());
+    assert_eq!(container["labels"], json!({ "K8S_POD_NAME": "web" }));
+    assert_eq!(
+        container["ports"],
+        json!([{ "begin": 31001, "end": 31002 }, { "begin": 31005, "end": 31005 }])
+    );
+    // The remote reaches a service in the runtime's namespace at the host's address.
+    for address in [IpAddr::V4(HOST_IPV4), IpAddr::V6(HOST_IPV6)] {
+        let server = start_tcp_listener(&web.netns, address, 31001);
+        assert!(send_tcp(
+            &lab.remote,
+            SocketAddr::new(address, 31001),
+            "hello"
+        ));
+        assert_eq!(
+            String::from_utf8_lossy(&server.wait_with_output().stdout),
+            "hello"
+        );
+    }
+    let checked = web.run(&lab, "CHECK", &[], &stdin);
+    assert!(checked.ok, "CHECK: {} {}", checked.out, checked.err);
+
+    let deleted = web.run(&lab, "DEL", &[], &stdin);
+    assert!(deleted.ok, "DEL: {} {}", deleted.out, deleted.err);
+    assert_eq!(deleted.out, Value::Null);
+    assert_holds_only_live_containers(&lab, &list(&lab), "after DEL");
+    // The runtime's namespace lives on, without what netiso put there.
+    let links = web.netns.exec(&["ip", "-o", "link", "show"]);
+    assert!(!String::from_utf8_lossy(&links.stdout).contains("eth0"));
+    assert_eq!(web.run(&lab, "CHECK", &[], &stdin).code(), 3);
+}
+
+#[test]
+fn results_take_the_shape_of_each_version() {
+    let lab = Lab::new();
+    let _agent = Agent::start(&lab, &[]);
+    for version in VERSIONS {
+        let sandbox = Sandbox::new(&lab, &format!("v{}", version.replace('.', "")));
+        let stdin = config(&lab, version, "netiso");
+        let added = sandbox.run(&lab, "ADD", &[], &stdin);
+        assert!(added.ok, "{version}: {} {}", added.out, added.err);
+        let result = &added.out;
+        assert_eq!(result["cniVersion"], version);
+        match version {
+            "0.1.0" | "0.2.0" => {
+                assert_eq!(result["ip4"]["ip"], format!("{HOST_IPV4}/32"), "{result}");
+                assert_eq!(result["ip4"]["gateway"], "169.254.1.1");
+                assert_eq!(result["ip6"]["ip"], format!("{HOST_IPV6}/128"));
+                assert_eq!(result["ip4"]["routes"][0]["dst"], "0.0.0.0/0");
+                assert!(result.get("interfaces").is_none(), "{result}");
+            }
+            "0.3.0" | "0.3.1" | "0.4.0" => {
+                assert_eq!(result["ips"][0]["version"], "4", "{result}");
+                assert_eq!(result["ips"][1]["version"], "6", "{result}");
+            }
+            _ => assert!(result["ips"][0].get("version").is_none(), "{result}"),
+        }
+        let deleted = sandbox.run(&lab, "DEL", &[], &stdin);
+        assert!(deleted.ok, "{version}: {}", deleted.err);
+    }
+    assert_holds_only_live_containers(&lab, &list(&lab), "after every version");
+}
+
+#[test]
+fn del_succeeds_whatever_is_left() {
+    let lab = Lab::new();
+    let _agent = Agent::start(&lab, &[]);
+    let stdin = config(&lab, "1.0.0", "netiso");
+    // Never added, and with containerd's empty CNI_NETNS.
+    let unknown = Sandbox::new(&lab, "unknown");
+    assert!(unknown.run(&lab, "DEL", &[], &stdin).ok);
+    assert!(unknown.run(&lab, "DEL", &[("CNI_NETNS", "")], &stdin).ok);
+    // Added, then deleted with an empty CNI_NETNS, twice.
+    let a = Sandbox::new(&lab, "a");
+    assert!(a.run(&lab, "ADD", &[], &stdin).ok);
+    for _ in 0..2 {
+        let deleted = a.run(&lab, "DEL", &[("CNI_NETNS", "")], &stdin);
+        assert!(deleted.ok, "{}", deleted.err);
+    }
+    assert_eq!(list(&lab), json!([]));
+    // Added, then the runtime's namespace went away before DEL.
+    let b = Sandbox::new(&lab, "b");
+    assert!(b.run(&lab, "ADD", &[], &stdin).ok);
+    let env = b.env();
+    let b_id = b.id.clone();
+    drop(b);
+    let gone: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    assert!(plugin(&lab, "DEL", &gone, &stdin).ok);
+    assert_eq!(list(&lab), json!([]), "{b_id} is gone");
+    // A failed ADD (a port outside the agent's), then its DEL.
+    let c = Sandbox::new(&lab, "c");
+    let refused = c.run(&lab, "ADD", &[("CNI_ARGS", "NETISO_PORTS=80")], &stdin);
+    assert_eq!(refused.code(), 7, "{}", refused.out);
+    assert!(c.run(&lab, "DEL", &[], &stdin).ok);
+    assert_holds_only_live_containers(&lab, &list(&lab), "after every DEL");
+}
+
+#[test]
+fn errors_are_the_specs_json_and_leave_nothing() {
+    let lab = Lab::new();
+    let agent = Agent::start(&lab, &[]);
+    let stdin = config(&lab, "1.0.0", "netiso");
+    let sandbox = Sandbox::new(&lab, "s");
+    let code = |command: &str, extra: &[(&str, &str)], stdin: &Value| {
+        sandbox.run(&lab, command, extra, stdin).code()
+    };
+    // Undecodable, an unknown version, no name.
+    let garbage = json!("not a configuration");
+    assert_eq!(code("ADD", &[], &garbage), 6);
+    assert_eq!(
+        code("ADD", &[], &json!({ "cniVersion": "9.0.0", "name": "n" })),
+        1
+    );
+    assert_eq!(code("ADD", &[], &json!({ "cniVersion": "1.0.0" })), 7);
+    // The environment.
+    assert_eq!(code("ADD", &[("CNI_NETNS", "")], &stdin), 4);
+    assert_eq!(code("ADD", &[("CNI_ARGS", "broken")], &stdin), 4);
+    // Ports: translation (not yet), a foreign hostIP, outside the agent's ports.
+    let translated = with_ports(
+        stdin.clone(),
+        json!([{ "hostPort": 31080, "containerPort": 80, "protocol": "tcp" }]),
+    );
+    assert_eq!(code("ADD", &[], &translated), 2);
+    let foreign = with_ports(
+        stdin.clone(),
+        json!([{ "hostPort": 31080, "containerPort": 31080, "hostIP": "127.0.0.1" }]),
+    );
+    assert_eq!(code("ADD", &[], &foreign), 7);
+    assert_eq!(code("ADD", &[("CNI_ARGS", "NETISO_PORTS=80")], &stdin), 7);
+    // Ports another attachment has.
+    let first = Sandbox::new(&lab, "first");
+    let taken = [("CNI_ARGS", "NETISO_PORTS=31500")];
+    assert!(first.run(&lab, "ADD", &taken, &stdin).ok);
+    let conflict = sandbox.run(&lab, "ADD", &taken, &stdin);
+    assert_eq!(conflict.code(), 101);
+    assert!(
+        conflict.out["msg"].as_str().unwrap().contains("31500"),
+        "{}",
+        conflict.out
+    );
+    // An interface of that name already in the namespace.
+    sandbox.netns.ip(&[
+        "link", "add", "eth0", "type", "veth", "peer", "name", "eth0peer",
+    ]);
+    let exists = sandbox.run(&lab, "ADD", &[], &stdin);
+    assert_eq!(exists.code(), 101);
+    assert!(
+        exists.out["msg"].as_str().unwrap().contains("eth0"),
+        "{}",
+        exists.out
+    );
+    sandbox.netns.ip(&["link", "del", "eth0"]);
+    // The same attachment twice.
+    let again = first.run(&lab, "ADD", &[], &stdin);
+    assert_eq!(again.code(), 101, "{}", again.out);
+    assert_eq!(list(&lab).as_array().unwrap().len(), 1);
+    assert_holds_only_live_containers(&lab, &list(&lab), "after the refused ADDs");
+    // The agent down: try again later, and STATUS says it is not available.
+    assert!(first.run(&lab, "DEL", &[], &stdin).ok);
+    let status_stdin = config(&lab, "1.1.0", "netiso");
+    assert!(plugin(&lab, "STATUS", &[], &status_stdin).ok);
+    assert!(agent.stop());
+    assert_eq!(code("ADD", &[], &stdin), 11);
+    assert_eq!(code("DEL", &[], &stdin), 11);
+    let status = plugin(&lab, "STATUS", &[], &status_stdin);
+    assert_eq!(status.code(), 50);
+    // STATUS and GC are 1.1.0's.
+    assert_eq!(plugin(&lab, "STATUS", &[], &stdin).code(), 1);
+}
+
+#[test]
+fn gc_removes_only_this_networks_stale_attachments() {
+    let lab = Lab::new();
+    let _agent = Agent::start(&lab, &[]);
+    let ours = config(&lab, "1.1.0", "netiso");
+    let theirs = config(&lab, "1.1.0", "other");
+    let kept = Sandbox::new(&lab, "kept");
+    let stale = Sandbox::new(&lab, "stale");
+    let other = Sandbox::new(&lab, "other");
+    assert!(kept.run(&lab, "ADD", &[], &ours).ok);
+    assert!(stale.run(&lab, "ADD", &[], &ours).ok);
+    let on_other = other.run(&lab, "ADD", &[], &theirs);
+    assert!(on_other.ok, "{}", on_other.err);
+    let cli_id = lab.container_id("cli");
+    let (ok, _, stderr) = cli(&lab, &["container", "create", &cli_id]);
+    assert!(ok, "{stderr}");
+    let mut gc = ours.clone();
+    gc["cni.dev/valid-attachments"] = json!([{ "containerID": kept.id, "ifname": "eth0" }]);
+    let collected = plugin(&lab, "GC", &[], &gc);
+    assert!(collected.ok, "{} {}", collected.out, collected.err);
+    let containers = list(&lab);
+    let mut left: Vec<String> = containers
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            c["attachment"]["container_id"]
+                .as_str()
+                .unwrap_or("cli")
+                .to_owned()
+        })
+        .collect();
+    left.sort();
+    let mut expected = vec![kept.id.clone(), other.id.clone(), "cli".to_owned()];
+    expected.sort();
+    assert_eq!(left, expected);
+    assert_holds_only_live_containers(&lab, &containers, "after GC");
+}
