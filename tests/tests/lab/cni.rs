@@ -411,3 +411,52 @@ fn gc_removes_only_this_networks_stale_attachments() {
     assert_eq!(left, expected);
     assert_holds_only_live_containers(&lab, &containers, "after GC");
 }
+
+#[test]
+fn fifty_parallel_adds_get_disjoint_ports_and_fifty_dels_leave_nothing() {
+    const N: u16 = 50;
+    let lab = Lab::new();
+    let _agent = Agent::start(&lab, &[]);
+    let stdin = config(&lab, "1.0.0", "netiso");
+    let sandboxes: Vec<Sandbox> = (0..N)
+        .map(|i| Sandbox::new(&lab, &format!("p{i}")))
+        .collect();
+    let in_parallel = |command: &'static str| {
+        std::thread::scope(|scope| {
+            let runs: Vec<_> = sandboxes
+                .iter()
+                .zip(0..N)
+                .map(|(sandbox, i)| {
+                    let (lab, stdin) = (&lab, &stdin);
+                    scope.spawn(move || {
+                        let ports = format!("NETISO_PORTS={}", 31000 + 10 * i);
+                        sandbox.run(lab, command, &[("CNI_ARGS", &ports)], stdin)
+                    })
+                })
+                .collect();
+            for run in runs {
+                let run = run.join().unwrap();
+                assert!(run.ok, "{command}: {} {}", run.out, run.err);
+            }
+        });
+    };
+    in_parallel("ADD");
+    let containers = list(&lab);
+    let containers = containers.as_array().unwrap();
+    assert_eq!(containers.len(), usize::from(N));
+    let mut owned: Vec<(u64, u64)> = containers
+        .iter()
+        .flat_map(|c| {
+            let ranges = c["ports"].as_array().unwrap().iter().cloned();
+            ranges.chain([c["ephemeral_ports"].clone()])
+        })
+        .map(|r| (r["begin"].as_u64().unwrap(), r["end"].as_u64().unwrap()))
+        .collect();
+    owned.sort_unstable();
+    assert_eq!(owned.len(), 2 * usize::from(N));
+    for pair in owned.windows(2) {
+        assert!(pair[0].1 < pair[1].0, "overlapping ranges {pair:?}");
+    }
+    in_parallel("DEL");
+    assert_holds_only_live_containers(&lab, &list(&lab), "after 50 parallel DELs");
+}
