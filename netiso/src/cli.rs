@@ -177,6 +177,7 @@ fn container(socket: &std::path::Path, command: ContainerCommand) -> anyhow::Res
                 cpus,
                 interface,
                 attachment: None,
+                bandwidth: None,
             };
             client::call(
                 socket,

@@ -6,7 +6,11 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::error::{CniError, code};
-use crate::{control::model::HostInfo, ports::PortRange};
+use crate::{
+    control::model::{Bandwidth, HostInfo},
+    ports::PortRange,
+    tc::HtbConfig,
+};
 
 /// The spec versions the plugin speaks, oldest first (those of the reference plugins).
 pub const SUPPORTED_VERSIONS: [&str; 7] = [
@@ -46,6 +50,43 @@ pub struct RuntimeConfig {
     /// The runtime's names for the container, per network (podman).
     #[serde(default)]
     pub aliases: BTreeMap<String, Vec<String>>,
+    /// Capability `bandwidth`.
+    #[serde(default)]
+    pub bandwidth: Option<BandwidthEntry>,
+}
+
+/// The `bandwidth` capability's entry: rates in bit/s, bursts in bits (0 or absent:
+/// that direction keeps the agent's limit).
+#[derive(Debug, Default, Deserialize)]
+pub struct BandwidthEntry {
+    #[serde(rename = "ingressRate", default)]
+    pub ingress_rate: u64,
+    #[serde(rename = "ingressBurst", default)]
+    pub ingress_burst: u64,
+    #[serde(rename = "egressRate", default)]
+    pub egress_rate: u64,
+    #[serde(rename = "egressBurst", default)]
+    pub egress_burst: u64,
+}
+
+impl BandwidthEntry {
+    /// As the agent's limits, in bytes: a burst becomes htb's bucket at the rate.
+    pub fn limits(&self) -> Bandwidth {
+        let limit = |rate_bits: u64, burst_bits: u64| {
+            (rate_bits >= 8).then(|| {
+                let burst = (burst_bits >= 8).then_some(burst_bits / 8);
+                HtbConfig {
+                    rate: rate_bits / 8,
+                    ceil: burst.map(|_| rate_bits / 8),
+                    burst,
+                }
+            })
+        };
+        Bandwidth {
+            egress: limit(self.egress_rate, self.egress_burst),
+            ingress: limit(self.ingress_rate, self.ingress_burst),
+        }
+    }
 }
 
 /// One `portMappings` entry (capability `portMappings`).
@@ -305,6 +346,27 @@ mod tests {
         assert_eq!(code, code::INVALID_CONFIG);
         assert!(msg.contains("198.18.0.1 and 2001:db8::1"), "{msg}");
         assert!(with(r#"{"hostPort":8080,"containerPort":8080,"hostIP":"::"}"#).is_ok());
+    }
+
+    #[test]
+    fn bandwidth_in_bits_becomes_limits_in_bytes() {
+        let config = NetworkConfig::parse(
+            br#"{"cniVersion":"1.0.0","name":"n","runtimeConfig":{"bandwidth":
+                {"ingressRate":800000,"ingressBurst":80000,"egressRate":1600000}}}"#,
+        )
+        .unwrap();
+        let limits = config.runtime_config.bandwidth.unwrap().limits();
+        let ingress = limits.ingress.unwrap();
+        assert_eq!(
+            (ingress.rate, ingress.ceil, ingress.burst),
+            (100_000, Some(100_000), Some(10_000))
+        );
+        let egress = limits.egress.unwrap();
+        assert_eq!(
+            (egress.rate, egress.ceil, egress.burst),
+            (200_000, None, None)
+        );
+        assert_eq!(BandwidthEntry::default().limits(), Bandwidth::default());
     }
 
     #[test]

@@ -223,6 +223,7 @@ fn add(config: &NetworkConfig, env: &Environment) -> Result<Value, CniError> {
         cpus: None,
         interface: Some(env.ifname.clone()),
         attachment: Some(attachment),
+        bandwidth: config.runtime_config.bandwidth.as_ref().map(|b| b.limits()),
     };
     let body = serde_json::to_value(&request).expect("a request serializes");
     let container: ContainerInfo =

@@ -9,7 +9,7 @@ use std::{
 use anyhow::Context as _;
 
 use super::{
-    model::{ContainerInfo, CreateRequest, HostInfo, UpdateRequest, format_mac},
+    model::{Bandwidth, ContainerInfo, CreateRequest, HostInfo, UpdateRequest, format_mac},
     records::{Intent, Records},
 };
 use crate::{
@@ -62,25 +62,54 @@ pub struct Shaping {
 type Limits = (Option<HtbConfig>, Option<HtbConfig>);
 
 impl Shaping {
-    /// The (egress, ingress) limits of a new container with `cpus`.
-    pub(super) fn new_limits(&self, cpus: Option<f64>) -> Limits {
-        (
+    /// The (egress, ingress) limits of a new container with `cpus` and limits of its
+    /// own, `bandwidth`.
+    pub(super) fn new_limits(&self, cpus: Option<f64>, bandwidth: Option<&Bandwidth>) -> Limits {
+        let flags = (
             self.rates.egress.limit(cpus),
             self.rates.ingress.limit(cpus),
-        )
+        );
+        with_bandwidth(flags, bandwidth)
     }
 
     /// The limits of an existing container with `cpus`: egress follows the agent's
     /// flags; ingress reaches a container created without an ingress limit only if
     /// existing containers are to be isolated (Mesos's Upgrade semantics).
-    pub(super) fn existing_limits(&self, cpus: Option<f64>, had_ingress_limit: bool) -> Limits {
+    pub(super) fn existing_limits(
+        &self,
+        cpus: Option<f64>,
+        had_ingress_limit: bool,
+        bandwidth: Option<&Bandwidth>,
+    ) -> Limits {
         let ingress = if had_ingress_limit || self.rates.ingress_isolate_existing_containers {
             self.rates.ingress.limit(cpus)
         } else {
             None
         };
-        (self.rates.egress.limit(cpus), ingress)
+        with_bandwidth((self.rates.egress.limit(cpus), ingress), bandwidth)
     }
+}
+
+/// The agent's limits `flags`, with the directions a container set itself replaced.
+fn with_bandwidth(flags: Limits, bandwidth: Option<&Bandwidth>) -> Limits {
+    let (egress, ingress) = flags;
+    match bandwidth {
+        Some(own) => (own.egress.or(egress), own.ingress.or(ingress)),
+        None => (egress, ingress),
+    }
+}
+
+/// Refuses limits of a container's own that htb cannot have.
+fn check_bandwidth(bandwidth: &Bandwidth) -> anyhow::Result<()> {
+    for (direction, limit) in [
+        ("egress", &bandwidth.egress),
+        ("ingress", &bandwidth.ingress),
+    ] {
+        if limit.as_ref().is_some_and(|l| l.rate == 0) {
+            refuse!(Invalid, "the {direction} rate must be above 0 bytes/s");
+        }
+    }
+    Ok(())
 }
 
 /// The namespace a create request adopts, if any: a path, or a process's.
@@ -201,6 +230,9 @@ impl Manager {
         if let Some(cpus) = request.cpus {
             check_cpus(cpus)?;
         }
+        if let Some(bandwidth) = &request.bandwidth {
+            check_bandwidth(bandwidth)?;
+        }
         let netns = adopted_netns(&request)?;
         let interface = request
             .interface
@@ -245,7 +277,8 @@ impl Manager {
         let network = container_network::create(&self.host, spec)?;
         let egress_flow = self.take_egress_flow(&spec.id);
         let cpus = request.cpus;
-        let (egress_limit, ingress_limit) = self.shaping.new_limits(cpus);
+        let (egress_limit, ingress_limit) =
+            self.shaping.new_limits(cpus, request.bandwidth.as_ref());
         let info = ContainerInfo {
             id: spec.id.clone(),
             netns: network.netns.clone(),
@@ -255,6 +288,7 @@ impl Manager {
             adopted: spec.netns.is_some(),
             interface: Some(spec.interface.clone()),
             attachment: request.attachment,
+            bandwidth: request.bandwidth,
             labels: request.labels,
             cpus,
             egress_limit,
@@ -332,9 +366,11 @@ impl Manager {
             network.ports = ports;
         }
         if let Some(cpus) = update.cpus {
-            let (egress, ingress) = self
-                .shaping
-                .existing_limits(Some(cpus), old.ingress_limit.is_some());
+            let (egress, ingress) = self.shaping.existing_limits(
+                Some(cpus),
+                old.ingress_limit.is_some(),
+                old.bandwidth.as_ref(),
+            );
             (new.cpus, new.egress_limit, new.ingress_limit) = (Some(cpus), egress, ingress);
         }
         if new == old {
@@ -541,23 +577,26 @@ mod tests {
     #[test]
     fn new_containers_get_both_limits_and_existing_ones_follow_mesos_upgrade_rules() {
         let keep = shaping(false);
-        assert_eq!(rates(keep.new_limits(Some(2.0))), (Some(2000), Some(4000)));
+        assert_eq!(
+            rates(keep.new_limits(Some(2.0), None)),
+            (Some(2000), Some(4000))
+        );
         // A container without an ingress limit keeps none unless existing containers
         // are to be isolated; one with a limit follows the new rate.
         assert_eq!(
-            rates(keep.existing_limits(Some(3.0), false)),
+            rates(keep.existing_limits(Some(3.0), false, None)),
             (Some(3000), None)
         );
         assert_eq!(
-            rates(keep.existing_limits(Some(3.0), true)),
+            rates(keep.existing_limits(Some(3.0), true, None)),
             (Some(3000), Some(6000))
         );
         assert_eq!(
-            rates(shaping(true).existing_limits(Some(1.0), false)),
+            rates(shaping(true).existing_limits(Some(1.0), false, None)),
             (Some(1000), Some(2000))
         );
         assert_eq!(
-            rates(Shaping::default().new_limits(Some(8.0))),
+            rates(Shaping::default().new_limits(Some(8.0), None)),
             (None, None)
         );
     }

@@ -30,6 +30,21 @@ pub struct CreateRequest {
     /// The CNI attachment this container is, when the CNI plugin made it.
     #[serde(default)]
     pub attachment: Option<CniAttachment>,
+    /// Limits of its own, overriding the agent's rate flags for it.
+    #[serde(default)]
+    pub bandwidth: Option<Bandwidth>,
+}
+
+/// Limits a container asked for itself (CNI's `bandwidth` capability): a direction
+/// given here overrides the agent's rate flags (and their CPU scaling) for it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Bandwidth {
+    /// What the container sends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress: Option<HtbConfig>,
+    /// What it receives.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress: Option<HtbConfig>,
 }
 
 /// What identifies a CNI attachment: the network, the runtime's container id and the
@@ -140,6 +155,9 @@ pub struct ContainerInfo {
     /// The CNI attachment this container is, if the CNI plugin made it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attachment: Option<CniAttachment>,
+    /// Limits it asked for itself, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bandwidth: Option<Bandwidth>,
     pub labels: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpus: Option<f64>,

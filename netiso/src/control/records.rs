@@ -248,6 +248,7 @@ mod tests {
             adopted: false,
             interface: Some("eth0".into()),
             attachment: None,
+            bandwidth: None,
             labels: std::collections::BTreeMap::new(),
             cpus: None,
             egress_limit: None,

@@ -124,9 +124,11 @@ impl Manager {
         network.previous_sysctls.clone_from(&info.previous_sysctls);
         self.datapath.add_container(network)?;
         // This agent's flags may differ from the last one's (Mesos's Upgrade test).
-        let (egress, ingress) = self
-            .shaping
-            .existing_limits(info.cpus, info.ingress_limit.is_some());
+        let (egress, ingress) = self.shaping.existing_limits(
+            info.cpus,
+            info.ingress_limit.is_some(),
+            info.bandwidth.as_ref(),
+        );
         self.shape(network, egress.as_ref(), ingress.as_ref())?;
         let flow = self.recover_egress_flow(&info);
         (info.egress_limit, info.ingress_limit, info.egress_flow) = (egress, ingress, flow);
