@@ -223,7 +223,11 @@ fn add(config: &NetworkConfig, env: &Environment) -> Result<Value, CniError> {
         cpus: None,
         interface: Some(env.ifname.clone()),
         attachment: Some(attachment),
-        bandwidth: config.runtime_config.bandwidth.as_ref().map(|b| b.limits()),
+        bandwidth: config
+            .runtime_config
+            .bandwidth
+            .as_ref()
+            .map(config::BandwidthEntry::limits),
     };
     let body = serde_json::to_value(&request).expect("a request serializes");
     let container: ContainerInfo =

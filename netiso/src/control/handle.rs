@@ -50,7 +50,7 @@ enum Command {
     List(Reply<Vec<ContainerInfo>>),
     Get(String, Reply<ContainerInfo>),
     Host(Reply<HostInfo>),
-    Create(CreateRequest, Reply<ContainerInfo>),
+    Create(Box<CreateRequest>, Reply<ContainerInfo>),
     Update(String, UpdateRequest, Reply<ContainerInfo>),
     Destroy(String, Reply<()>),
 }
@@ -73,7 +73,7 @@ fn serve(manager: &mut Manager, requests: mpsc::Receiver<Command>) {
                 let _ = reply.send(Ok(manager.host()));
             }
             Command::Create(request, reply) => {
-                let _ = reply.send(manager.create(request).map_err(failed));
+                let _ = reply.send(manager.create(*request).map_err(failed));
             }
             Command::Update(id, update, reply) => {
                 let _ = reply.send(manager.update(&id, update).map_err(failed));
@@ -140,7 +140,8 @@ impl ManagerHandle {
     }
 
     pub async fn create(&self, request: CreateRequest) -> Result<ContainerInfo, RequestError> {
-        self.ask(|reply| Command::Create(request, reply)).await
+        self.ask(|reply| Command::Create(Box::new(request), reply))
+            .await
     }
 
     pub async fn update(
