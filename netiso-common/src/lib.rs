@@ -139,6 +139,23 @@ impl PortOwner {
 // SAFETY: two u32 fields, no padding.
 unsafe impl aya::Pod for PortOwner {}
 
+/// A port inside a container: the key of `CONTAINER_PORT_TRANSLATIONS`, whose value is
+/// the host port it is published on.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ContainerPort {
+    pub slot: u32,
+    pub port: u16,
+    pub _pad: u16,
+}
+
+#[cfg(feature = "user")]
+// SAFETY: a u32, a u16 and explicit padding: 8 bytes, no implicit padding.
+unsafe impl aya::Pod for ContainerPort {}
+
+/// Most published ports whose container port differs, over all containers.
+pub const MAX_PORT_TRANSLATIONS: u32 = 16384;
+
 /// Host-wide facts the programs need. One entry, written by the agent at start-up.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -421,6 +438,8 @@ pub const HOST_PORT_ACCESS_MAP: &str = "HOST_PORT_ACCESS";
 pub const HOST_ADDRESSES_MAP: &str = "HOST_ADDRESSES";
 pub const EGRESS_POLICERS_MAP: &str = "EGRESS_POLICERS";
 pub const INBOUND_FRAGMENTS_MAP: &str = "INBOUND_FRAGMENTS";
+pub const PORT_TRANSLATIONS_MAP: &str = "PORT_TRANSLATIONS";
+pub const CONTAINER_PORT_TRANSLATIONS_MAP: &str = "CONTAINER_PORT_TRANSLATIONS";
 
 /// `HOST_PORT_ACCESS` value of a host port containers may not reach (0: they may).
 pub const HOST_PORT_CLOSED: u8 = 1;

@@ -12,6 +12,7 @@ use crate::{
         ICMP_TIME_EXCEEDED, ICMPV6_DEST_UNREACH, ICMPV6_ECHO_REQUEST, ICMPV6_PARAMETER_PROBLEM,
         ICMPV6_TIME_EXCEEDED, Quoted, icmp_type_code, is_host_address, quoted,
     },
+    translate::host_port,
 };
 
 /// Why a container's packet was dropped; each reason has its own counter.
@@ -59,18 +60,26 @@ pub fn check_source_port(sport: u16, slot: u32) -> Result<(), DropReason> {
     }
 }
 
+/// A port quoted in an ICMP error that must be translated before the error leaves.
+pub struct QuotedTranslation {
+    pub offset: usize,
+    pub from: u16,
+    pub to: u16,
+}
+
 /// Echo requests, and errors (destination unreachable but "fragmentation needed",
 /// time exceeded, parameter problem) that quote a packet the container received: one
-/// sent to the host's address at a port the container owns. Everything else is
-/// refused: redirects would change the host's routes for every container, and "packet
-/// too big" would lower the path MTU the network keeps for the shared address.
+/// sent to the host's address at a port the container owns (or at a container port
+/// it publishes on a host port: the quote then gets the host port). Everything else
+/// is refused: redirects would change the host's routes for every container, and
+/// "packet too big" would lower the path MTU the network keeps for the shared address.
 #[inline(always)]
 pub fn check_icmp(
     ctx: &TcContext,
     flow: &Flow,
     slot: u32,
     config: &DatapathConfig,
-) -> Result<(), DropReason> {
+) -> Result<Option<QuotedTranslation>, DropReason> {
     let Some((icmp_type, code)) = icmp_type_code(ctx, flow) else {
         return Err(DropReason::Malformed);
     };
@@ -91,17 +100,27 @@ pub fn check_icmp(
         )
     };
     if echo_request {
-        return Ok(());
+        return Ok(None);
     }
     if !is_error {
         return Err(DropReason::Icmp);
     }
     match quoted(ctx, flow.ipv6, flow.l4_offset + 8) {
-        Quoted::Ports { dst, dport, .. }
-            if is_host_address(&dst, flow.ipv6, config)
-                && port_owner(dport).and_then(|o| o.slot()) == Some(slot) =>
-        {
-            Ok(())
+        Quoted::Ports {
+            dst,
+            dport,
+            l4_offset,
+            ..
+        } if is_host_address(&dst, flow.ipv6, config) => {
+            if port_owner(dport).and_then(|o| o.slot()) == Some(slot) {
+                return Ok(None);
+            }
+            let to = host_port(slot, dport).ok_or(DropReason::Icmp)?;
+            Ok(Some(QuotedTranslation {
+                offset: l4_offset + 2,
+                from: dport,
+                to,
+            }))
         }
         _ => Err(DropReason::Icmp),
     }

@@ -12,6 +12,7 @@ use aya_ebpf::{
 use crate::{
     maps::port_owner,
     packet::{Fragment, Parsed, parse, ports},
+    translate::host_port,
 };
 
 /// This copy's container slot.
@@ -40,7 +41,9 @@ pub fn container_lo_ingress(ctx: TcContext) -> i32 {
             core::ptr::read_volatile(&CONTAINER_ETH0_IFINDEX),
         )
     };
-    if port_owner(dport).and_then(|o| o.slot()) == Some(slot) {
+    // Its own ports, and the ports inside it that it publishes on a host port (the
+    // datapath translated the host port on the way in).
+    if port_owner(dport).and_then(|o| o.slot()) == Some(slot) || host_port(slot, dport).is_some() {
         return TC_ACT_PIPE;
     }
     // SAFETY: helper call; out through eth0's egress to the host-side veth.

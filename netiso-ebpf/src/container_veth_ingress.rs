@@ -33,6 +33,7 @@ use crate::{
         count_container, port_owner,
     },
     packet::{Flow, Fragment, Icmp, Parsed, icmp, is_icmpv6_link_control, parse, ports},
+    translate::{self, Destination},
 };
 
 /// Where an accepted packet goes.
@@ -40,7 +41,8 @@ use crate::{
 enum Route {
     Network,
     Host,
-    Container(PortOwner),
+    /// To a container, with the TCP or UDP destination port to translate, if any.
+    Container(PortOwner, Option<Destination>),
 }
 
 #[classifier]
@@ -85,8 +87,8 @@ pub fn container_veth_ingress(ctx: TcContext) -> i32 {
         c.tx_bytes += u64::from(ctx.len());
     });
     match route {
-        Route::Container(owner) => {
-            if let Some(verdict) = deliver_to(&ctx, owner, config, Origin::Outside) {
+        Route::Container(owner, destination) => {
+            if let Some(verdict) = deliver_to(&ctx, owner, config, Origin::Outside, destination) {
                 return verdict;
             }
             into_loopback(&ctx, config.host_lo_ifindex)
@@ -146,16 +148,24 @@ fn decide(
         let Some((sport, dport)) = ports(ctx, &flow) else {
             return Err(DropReason::Malformed);
         };
-        check_source_port(sport, slot)?;
+        if let Err(refused) = check_source_port(sport, slot) {
+            // A container port published on a host port leaves as that host port.
+            let host_port = translate::host_port(slot, sport).ok_or(refused)?;
+            translate::from_container(ctx, &flow, sport, host_port)
+                .map_err(|()| DropReason::Malformed)?;
+        }
         Some(dport)
     } else if flow.is_icmp() {
-        check_icmp(ctx, &flow, slot, config)?;
+        if let Some(quote) = check_icmp(ctx, &flow, slot, config)? {
+            translate::quoted_port(ctx, flow.l4_offset, quote.offset, quote.from, quote.to)
+                .map_err(|()| DropReason::Malformed)?;
+        }
         None
     } else {
         return Err(DropReason::Other);
     };
     let route = if local {
-        local_route(dport)?
+        local_route(&flow, dport)?
     } else if host_only {
         host_service(dport)?
     } else {
@@ -172,7 +182,7 @@ fn decide(
         let (destination, owner) = match route {
             Route::Network => (FRAGMENTS_TO_NETWORK, PortOwner::default()),
             Route::Host => (FRAGMENTS_TO_HOST, PortOwner::default()),
-            Route::Container(owner) => (FRAGMENTS_TO_CONTAINER, owner),
+            Route::Container(owner, _) => (FRAGMENTS_TO_CONTAINER, owner),
         };
         let recorded = FragmentRoute {
             sender: slot + 1,
@@ -188,7 +198,8 @@ fn decide(
 #[inline(always)]
 fn route_of(recorded: &FragmentRoute) -> Route {
     match recorded.destination {
-        FRAGMENTS_TO_CONTAINER => Route::Container(recorded.owner),
+        // Later fragments carry no ports to translate.
+        FRAGMENTS_TO_CONTAINER => Route::Container(recorded.owner, None),
         FRAGMENTS_TO_HOST => Route::Host,
         _ => Route::Network,
     }
@@ -198,11 +209,11 @@ fn route_of(recorded: &FragmentRoute) -> Route {
 /// (`dport`, for TCP and UDP), or into the host's loopback, where host services
 /// receive it, if containers may reach that port.
 #[inline(always)]
-fn local_route(dport: Option<u16>) -> Result<Route, DropReason> {
+fn local_route(flow: &Flow, dport: Option<u16>) -> Result<Route, DropReason> {
     if let Some(dport) = dport
         && let Some(owner) = port_owner(dport)
     {
-        return Ok(Route::Container(owner));
+        return Ok(Route::Container(owner, Some(Destination::of(flow, dport))));
     }
     host_service(dport)
 }

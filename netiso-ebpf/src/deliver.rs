@@ -16,7 +16,10 @@ use aya_ebpf::{
 };
 use netiso_common::{DatapathConfig, PortOwner};
 
-use crate::maps::{CONTAINER_SHAPING, count_container};
+use crate::{
+    maps::{CONTAINER_SHAPING, count_container},
+    translate::{self, Destination},
+};
 
 /// `skb->pkt_type` of a frame addressed to this host.
 pub const PACKET_HOST: u32 = 0;
@@ -33,15 +36,22 @@ pub enum Origin {
 /// Counts a packet delivered to the container `owner` and returns the verdict that
 /// hands it to the container: straight to its eth0's ingress, or out of the host end
 /// of its veth — through its ingress limit's qdiscs when it has one, and always for
-/// packets from the host.
+/// packets from the host. A TCP or UDP packet (`destination`, its port) for a host
+/// port the container publishes another port on gets that port first.
 #[inline(always)]
 pub fn deliver_to(
     ctx: &TcContext,
     owner: PortOwner,
     config: &DatapathConfig,
     origin: Origin,
+    destination: Option<Destination>,
 ) -> Option<i32> {
     let slot = owner.slot()?;
+    if let Some(destination) = destination
+        && translate::to_container(ctx, &destination).is_err()
+    {
+        return Some(TC_ACT_SHOT);
+    }
     count_container(slot, |c| {
         c.rx_packets += 1;
         c.rx_bytes += u64::from(ctx.len());

@@ -12,13 +12,12 @@ use netiso_common::{EchoConversation, EchoKey, HOST_ECHO_HOLD_NS, PortOwner};
 use crate::{
     maps::{CONTAINER_ECHO_IDS, ECHO_OWNERS, port_owner},
     packet::Flow,
+    translate::rewrite_field,
 };
 
 /// Offsets in an ICMP echo message.
 const CHECKSUM: usize = 2;
 const IDENTIFIER: usize = 4;
-/// `bpf_l4_csum_replace` flag: the replaced field is 2 bytes.
-const CSUM_FIELD_2_BYTES: u64 = 2;
 
 #[inline(always)]
 fn key(remote: [u8; 16], id_wire: u16, ipv6: bool) -> EchoKey {
@@ -47,14 +46,8 @@ fn held_by_host(key: EchoKey, now: u64) -> bool {
 /// fixing the ICMP checksum at `checksum_offset`.
 #[inline(always)]
 fn rewrite_id(ctx: &TcContext, offset: usize, checksum_offset: usize, from: u16, to: u16) -> bool {
-    ctx.l4_csum_replace(
-        checksum_offset,
-        u64::from(from),
-        u64::from(to),
-        CSUM_FIELD_2_BYTES,
-    )
-    .is_ok()
-        && ctx.store(offset, &to, 0).is_ok()
+    let (from, to) = (u16::from_be(from), u16::from_be(to));
+    rewrite_field(ctx, offset, checksum_offset, from, to, 0).is_ok()
 }
 
 /// Gives the echo request of `flow` (sent by container `owner` in `slot`) an

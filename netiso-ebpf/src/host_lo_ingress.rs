@@ -7,6 +7,7 @@ use crate::{
     deliver::{Origin, deliver_to},
     maps::{config, port_owner},
     packet::{Fragment, Parsed, parse, ports},
+    translate::Destination,
 };
 
 #[classifier]
@@ -27,5 +28,12 @@ fn steer(ctx: &TcContext) -> Option<i32> {
         return None;
     }
     let (_, dport) = ports(ctx, &flow)?;
-    deliver_to(ctx, port_owner(dport)?, config, Origin::Host)
+    let destination = Destination::of(&flow, dport);
+    deliver_to(
+        ctx,
+        port_owner(dport)?,
+        config,
+        Origin::Host,
+        Some(destination),
+    )
 }

@@ -19,6 +19,7 @@ mod maps;
 mod packet;
 mod public_egress;
 mod public_ingress;
+mod translate;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -4,10 +4,10 @@ use aya_ebpf::{
     macros::btf_map,
 };
 use netiso_common::{
-    ContainerCounters, ContainerShaping, DatapathConfig, Direction, EchoConversation, EchoIdRange,
-    EchoKey, EgressPolicer, FragmentKey, FragmentRoute, HostAddress, MAX_CONTAINERS,
-    MAX_ECHO_CONVERSATIONS, MAX_FRAGMENTED_DATAGRAMS, MAX_HOST_ADDRESSES,
-    PUBLIC_IFACE_COUNTER_SLOTS, PortOwner, TrafficClass, TrafficCounters,
+    ContainerCounters, ContainerPort, ContainerShaping, DatapathConfig, Direction,
+    EchoConversation, EchoIdRange, EchoKey, EgressPolicer, FragmentKey, FragmentRoute, HostAddress,
+    MAX_CONTAINERS, MAX_ECHO_CONVERSATIONS, MAX_FRAGMENTED_DATAGRAMS, MAX_HOST_ADDRESSES,
+    MAX_PORT_TRANSLATIONS, PUBLIC_IFACE_COUNTER_SLOTS, PortOwner, TrafficClass, TrafficCounters,
     public_iface_counter_slot,
 };
 
@@ -83,6 +83,20 @@ pub static INBOUND_FRAGMENTS: LruHashMap<
     PortOwner,
     { MAX_FRAGMENTED_DATAGRAMS as usize },
 > = LruHashMap::new();
+
+/// Host port → the port its owner listens on inside, where they differ (0: the same
+/// port). See `translate.rs`.
+#[btf_map]
+pub static PORT_TRANSLATIONS: Array<u16, 65536> = Array::new();
+
+/// (container slot, port inside it) → the host port it is published on, where they
+/// differ.
+#[btf_map]
+pub static CONTAINER_PORT_TRANSLATIONS: HashMap<
+    ContainerPort,
+    u16,
+    { MAX_PORT_TRANSLATIONS as usize },
+> = HashMap::new();
 
 /// Adds one packet of `bytes` bytes to the public interface's counters.
 #[inline(always)]

@@ -11,7 +11,7 @@ const ETH_P_8021Q: u16 = 0x8100;
 
 const IPPROTO_ICMP: u8 = 1;
 const IPPROTO_TCP: u8 = 6;
-const IPPROTO_UDP: u8 = 17;
+pub const IPPROTO_UDP: u8 = 17;
 const IPPROTO_ICMPV6: u8 = 58;
 
 /// Offset of the protocol field in an IPv4 header.
@@ -381,6 +381,8 @@ pub enum Quoted {
         dst: [u8; 16],
         sport: u16,
         dport: u16,
+        /// Where the quoted transport header starts in the packet.
+        l4_offset: usize,
     },
     /// An echo request; `id` as on the wire, `id_offset` where it sits in the packet.
     Echo {
@@ -470,6 +472,7 @@ pub fn quoted(ctx: &TcContext, ipv6: bool, offset: usize) -> Quoted {
                 dst,
                 sport: u16::from_be(sport),
                 dport: u16::from_be(dport),
+                l4_offset: l4,
             },
             _ => Quoted::Unknown,
         },

@@ -4,6 +4,8 @@
 //!   (`INBOUND_FRAGMENTS`).
 //! - ICMP echo replies to a container's echo request: to that container.
 //! - ICMP errors quoting a packet a container sent: to that container.
+//! - A published host port's packets get the container port on delivery
+//!   (`translate.rs`).
 //! - Everything else: to the host stack, unchanged.
 //!
 //! Only frames addressed to the host (`PACKET_HOST`) are steered. A packet for a
@@ -23,6 +25,7 @@ use crate::{
     echo::{checksum_offset, identifier_offset, reply_owner},
     maps::{INBOUND_FRAGMENTS, config, count_container, count_public_iface, port_owner},
     packet::{Flow, Fragment, Icmp, Parsed, Quoted, classify, icmp, parse, ports},
+    translate::{Destination, container_port, quoted_port},
 };
 
 #[classifier]
@@ -46,10 +49,10 @@ fn steer(ctx: &TcContext) -> Option<i32> {
         return None;
     }
     let fragment = flow.fragment_key(flow.src);
-    let owner = match flow.fragment {
+    let (owner, destination) = match flow.fragment {
         // SAFETY: copied at once. Unknown (its first fragment went to the host, or
         // has not arrived): to the host.
-        Fragment::Later => unsafe { INBOUND_FRAGMENTS.get(fragment) }.copied()?,
+        Fragment::Later => (unsafe { INBOUND_FRAGMENTS.get(fragment) }.copied()?, None),
         _ if flow.has_ports() => {
             let (_, dport) = ports(ctx, &flow)?;
             let owner = port_owner(dport);
@@ -57,9 +60,9 @@ fn steer(ctx: &TcContext) -> Option<i32> {
                 // An identification reused for the host: later fragments are its.
                 let _ = INBOUND_FRAGMENTS.remove(fragment);
             }
-            owner?
+            (owner?, Some(Destination::of(&flow, dport)))
         }
-        Fragment::Whole if flow.is_icmp() => icmp_owner(ctx, &flow)?,
+        Fragment::Whole if flow.is_icmp() => (icmp_owner(ctx, &flow)?, None),
         _ => return None,
     };
     if flow.has_impossible_source(config) {
@@ -71,7 +74,7 @@ fn steer(ctx: &TcContext) -> Option<i32> {
     if flow.fragment == Fragment::First {
         let _ = INBOUND_FRAGMENTS.insert(fragment, owner, 0);
     }
-    deliver_to(ctx, owner, config, Origin::Outside)
+    deliver_to(ctx, owner, config, Origin::Outside, destination)
 }
 
 /// The container an ICMP message is for: the one whose echo request it answers, or
@@ -89,8 +92,21 @@ fn icmp_owner(ctx: &TcContext, flow: &Flow) -> Option<PortOwner> {
             checksum,
         ),
         Icmp::Error { inner } => match inner {
-            // The quoted packet must be one the host's address sent.
-            Quoted::Ports { src, sport, .. } if src == flow.dst => port_owner(sport),
+            // The quoted packet must be one the host's address sent; if it left a
+            // container port as a published host port, the container gets it back
+            // as it sent it.
+            Quoted::Ports {
+                src,
+                sport,
+                l4_offset,
+                ..
+            } if src == flow.dst => {
+                let owner = port_owner(sport)?;
+                if let Some(port) = container_port(sport) {
+                    quoted_port(ctx, flow.l4_offset, l4_offset, sport, port).ok()?;
+                }
+                Some(owner)
+            }
             Quoted::Echo { dst, id, id_offset } => {
                 reply_owner(ctx, dst, flow.ipv6, id, id_offset, checksum)
             }

@@ -178,6 +178,7 @@ fn container(socket: &std::path::Path, command: ContainerCommand) -> anyhow::Res
                 interface,
                 attachment: None,
                 bandwidth: None,
+                port_mappings: Vec::new(),
             };
             client::call(
                 socket,

@@ -107,6 +107,7 @@ impl IsolationLab {
             interface: PUBLIC_IFACE.to_owned(),
             ephemeral: ephemeral.parse::<PortRange>().expect("ephemeral range"),
             ports: parse_list(ports).expect("port ranges"),
+            port_mappings: Vec::new(),
         };
         let host = &self.host_network;
         let datapath = self.datapath.as_mut().expect("the datapath is stopped");

@@ -8,7 +8,7 @@ use serde_json::Value;
 use super::error::{CniError, code};
 use crate::{
     control::model::{Bandwidth, HostInfo},
-    ports::PortRange,
+    ports::{PortMapping, PortRange},
     tc::HtbConfig,
 };
 
@@ -46,7 +46,7 @@ pub struct NetworkConfig {
 #[derive(Debug, Default, Deserialize)]
 pub struct RuntimeConfig {
     #[serde(rename = "portMappings", default)]
-    pub port_mappings: Vec<PortMapping>,
+    pub port_mappings: Vec<RuntimePortMapping>,
     /// The runtime's names for the container, per network (podman).
     #[serde(default)]
     pub aliases: BTreeMap<String, Vec<String>>,
@@ -91,7 +91,7 @@ impl BandwidthEntry {
 
 /// One `portMappings` entry (capability `portMappings`).
 #[derive(Debug, Deserialize)]
-pub struct PortMapping {
+pub struct RuntimePortMapping {
     #[serde(rename = "hostPort")]
     pub host_port: u16,
     #[serde(rename = "containerPort")]
@@ -149,17 +149,40 @@ impl NetworkConfig {
         index(&self.cni_version) >= index(version)
     }
 
-    /// Every port the container is to own, merged into ranges: `portMappings`,
-    /// `NETISO_PORTS` in `CNI_ARGS`, and Mesos's `port_mappings`. A mapping to
-    /// another port, or on an address that is not the host's, is refused.
-    pub fn ports(&self, cni_args: &CniArgs, host: &HostInfo) -> Result<Vec<PortRange>, CniError> {
+    /// Every port the container is to own, merged into ranges (`portMappings`,
+    /// `NETISO_PORTS` in `CNI_ARGS`, and Mesos's `port_mappings`), and the host ports
+    /// that reach another port inside. A mapping on an address that is not the
+    /// host's is refused.
+    pub fn ports(
+        &self,
+        cni_args: &CniArgs,
+        host: &HostInfo,
+    ) -> Result<(Vec<PortRange>, Vec<PortMapping>), CniError> {
         let mut ports = Vec::new();
+        let mut mappings = Vec::new();
+        let mut add = |host_port: u16, container_port: u16| {
+            if host_port == 0 {
+                return Err(CniError::new(
+                    code::INVALID_CONFIG,
+                    "a port mapping has no host port",
+                ));
+            }
+            ports.push(host_port);
+            if container_port != host_port && container_port != 0 {
+                // One entry per protocol arrives for the same mapping.
+                mappings.push(PortMapping {
+                    host_port,
+                    container_port,
+                });
+            }
+            Ok(())
+        };
         for mapping in &self.runtime_config.port_mappings {
             check_host_ip(&mapping.host_ip, host)?;
-            ports.push(same_port(mapping.host_port, mapping.container_port)?);
+            add(mapping.host_port, mapping.container_port)?;
         }
         for mapping in self.mesos_port_mappings()? {
-            ports.push(same_port(mapping.host_port, mapping.container_port)?);
+            add(mapping.host_port, mapping.container_port)?;
         }
         if let Some(text) = cni_args.get("NETISO_PORTS") {
             let ranges = crate::ports::parse_list(text).map_err(|e| {
@@ -170,9 +193,9 @@ impl NetworkConfig {
             })?;
             ports.extend(ranges.iter().flat_map(PortRange::ports));
         }
-        ports.sort_unstable();
-        ports.dedup();
-        Ok(PortRange::merge(&ports))
+        mappings.sort_unstable();
+        mappings.dedup();
+        Ok((PortRange::merge(&ports), mappings))
     }
 
     fn mesos_port_mappings(&self) -> Result<Vec<MesosPortMapping>, CniError> {
@@ -202,25 +225,6 @@ impl NetworkConfig {
 struct MesosPortMapping {
     host_port: u16,
     container_port: u16,
-}
-
-/// Until the datapath translates ports, a container listens on the host port itself.
-fn same_port(host_port: u16, container_port: u16) -> Result<u16, CniError> {
-    if host_port == 0 {
-        return Err(CniError::new(
-            code::INVALID_CONFIG,
-            "a port mapping has no host port",
-        ));
-    }
-    if container_port != host_port && container_port != 0 {
-        return Err(CniError::new(
-            code::UNSUPPORTED_FIELD,
-            format!(
-                "port mapping {host_port} -> {container_port}: netiso does not translate ports yet; map each port to itself (-p {host_port}:{host_port})"
-            ),
-        ));
-    }
-    Ok(host_port)
 }
 
 /// Containers share the host's addresses: a mapping can only be on one of them.
@@ -322,13 +326,14 @@ mod tests {
         )
         .unwrap();
         let args = CniArgs::parse("IgnoreUnknown=1;NETISO_PORTS=31004-31010,31100").unwrap();
-        let ports = config.ports(&args, &host()).unwrap();
+        let (ports, mappings) = config.ports(&args, &host()).unwrap();
+        assert!(mappings.is_empty());
         let shown: Vec<String> = ports.iter().map(ToString::to_string).collect();
         assert_eq!(shown, ["31001-31010", "31100-31100", "31200-31200"]);
     }
 
     #[test]
-    fn foreign_addresses_and_translations_are_refused_until_supported() {
+    fn foreign_addresses_are_refused_and_translations_kept_once() {
         let with = |mapping: &str| {
             let text = format!(
                 r#"{{"cniVersion":"1.0.0","name":"n","runtimeConfig":{{"portMappings":[{mapping}]}}}}"#
@@ -338,9 +343,19 @@ mod tests {
                 .ports(&CniArgs::default(), &host())
                 .map_err(|e| (e.code, e.msg))
         };
-        let (code, msg) = with(r#"{"hostPort":8080,"containerPort":80}"#).unwrap_err();
-        assert_eq!(code, code::UNSUPPORTED_FIELD);
-        assert!(msg.contains("8080 -> 80"), "{msg}");
+        let (ports, mappings) = with(
+            r#"{"hostPort":8080,"containerPort":80,"protocol":"tcp"},
+               {"hostPort":8080,"containerPort":80,"protocol":"udp"}"#,
+        )
+        .unwrap();
+        assert_eq!(ports, [PortRange::new(8080, 8080).unwrap()]);
+        assert_eq!(
+            mappings,
+            [PortMapping {
+                host_port: 8080,
+                container_port: 80
+            }]
+        );
         let (code, msg) =
             with(r#"{"hostPort":8080,"containerPort":8080,"hostIP":"127.0.0.1"}"#).unwrap_err();
         assert_eq!(code, code::INVALID_CONFIG);

@@ -204,7 +204,7 @@ fn attached(
 /// `container create --netns` builds, with the interface the runtime names.
 fn add(config: &NetworkConfig, env: &Environment) -> Result<Value, CniError> {
     let host = host(config)?;
-    let ports = config.ports(&env.args, &host)?;
+    let (ports, port_mappings) = config.ports(&env.args, &host)?;
     let attachment = env.attachment(config);
     let mut labels: std::collections::BTreeMap<String, String> = env
         .args
@@ -228,6 +228,7 @@ fn add(config: &NetworkConfig, env: &Environment) -> Result<Value, CniError> {
             .bandwidth
             .as_ref()
             .map(config::BandwidthEntry::limits),
+        port_mappings,
     };
     let body = serde_json::to_value(&request).expect("a request serializes");
     let container: ContainerInfo =

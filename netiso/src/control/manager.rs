@@ -22,7 +22,7 @@ use crate::{
         host::HostNetwork,
         netns,
     },
-    ports::PortLedger,
+    ports::{self, PortLedger},
     tc::{EgressFlows, HtbConfig, RatePolicy, htb},
 };
 
@@ -240,8 +240,15 @@ impl Manager {
             .unwrap_or_else(|| self.host.public.name.clone());
         container_network::check_interface_name(&interface)?;
         self.ledger.check(&request.id, &request.ports)?;
+        ports::check_mappings(&request.port_mappings, &request.ports, None)?;
         let slot = self.free_slot()?;
         let ephemeral = self.ledger.reserve(&request.id, &request.ports)?;
+        let mappings =
+            ports::check_mappings(&request.port_mappings, &request.ports, Some(ephemeral));
+        if let Err(error) = mappings {
+            self.ledger.release(&request.id);
+            return Err(error);
+        }
         let spec = ContainerSpec {
             id: request.id.clone(),
             netns: netns.clone(),
@@ -249,6 +256,7 @@ impl Manager {
             interface,
             ephemeral,
             ports: request.ports.clone(),
+            port_mappings: request.port_mappings.clone(),
         };
         // Written before the first kernel change: after a crash, recovery finds what
         // this create had made by these names and removes it.
@@ -284,6 +292,7 @@ impl Manager {
             netns: network.netns.clone(),
             ephemeral_ports: spec.ephemeral,
             ports: spec.ports.clone(),
+            port_mappings: spec.port_mappings.clone(),
             host_veth: network.host_veth.clone(),
             adopted: spec.netns.is_some(),
             interface: Some(spec.interface.clone()),
@@ -355,6 +364,8 @@ impl Manager {
         let (old_network, old) = (managed.network.clone(), managed.info.clone());
         if let Some(ports) = &update.ports {
             self.ledger.check(id, ports)?;
+            // Published host ports stay, and container ports stay the container's.
+            ports::check_mappings(&old.port_mappings, ports, Some(old.ephemeral_ports))?;
         }
         if let Some(cpus) = update.cpus {
             check_cpus(cpus)?;

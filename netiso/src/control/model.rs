@@ -4,7 +4,11 @@ use std::{collections::BTreeMap, path::PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::{net::container_network::HOST_VETH_PREFIX, ports::PortRange, tc::HtbConfig};
+use crate::{
+    net::container_network::HOST_VETH_PREFIX,
+    ports::{PortMapping, PortRange},
+    tc::HtbConfig,
+};
 
 /// What `container create` asks for.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -33,6 +37,9 @@ pub struct CreateRequest {
     /// Limits of its own, overriding the agent's rate flags for it.
     #[serde(default)]
     pub bandwidth: Option<Bandwidth>,
+    /// Host ports (of `ports`) that reach another port inside the container.
+    #[serde(default)]
+    pub port_mappings: Vec<PortMapping>,
 }
 
 /// Limits a container asked for itself (CNI's `bandwidth` capability): a direction
@@ -145,6 +152,9 @@ pub struct ContainerInfo {
     /// Inclusive, like Mesos's `net_ephemeral_ports`.
     pub ephemeral_ports: PortRange,
     pub ports: Vec<PortRange>,
+    /// Host ports that reach another port inside (translated by the datapath).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub port_mappings: Vec<PortMapping>,
     pub host_veth: String,
     /// Whether the namespace was adopted (it outlives the container).
     pub adopted: bool,

@@ -244,6 +244,7 @@ mod tests {
             netns: format!("/run/netns/netiso-{id}").into(),
             ephemeral_ports: PortRange::new(32768, 32783).unwrap(),
             ports: vec![PortRange::new(31000, 31009).unwrap()],
+            port_mappings: Vec::new(),
             host_veth: "netiso3".into(),
             adopted: false,
             interface: Some("eth0".into()),

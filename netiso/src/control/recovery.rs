@@ -119,8 +119,12 @@ impl Manager {
             })??;
         }
         (info.ephemeral_ports, info.ports) = (restored.ephemeral, restored.ports);
+        // A published host port another container kept is no longer this one's.
+        let kept = |port: u16| info.ports.iter().any(|r| r.contains(port));
+        info.port_mappings.retain(|m| kept(m.host_port));
         network.ephemeral_ports = info.ephemeral_ports;
         network.ports.clone_from(&info.ports);
+        network.port_mappings.clone_from(&info.port_mappings);
         network.previous_sysctls.clone_from(&info.previous_sysctls);
         self.datapath.add_container(network)?;
         // This agent's flags may differ from the last one's (Mesos's Upgrade test).

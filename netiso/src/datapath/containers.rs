@@ -8,8 +8,8 @@ use anyhow::Context as _;
 use aya::{maps::PerCpuValues, programs::TcAttachType};
 use netiso_common::{
     CONTAINER_ETH0_IFINDEX_GLOBAL, CONTAINER_ETH0_INGRESS_PROGRAM, CONTAINER_LO_INGRESS_PROGRAM,
-    CONTAINER_SLOT_GLOBAL, CONTAINER_VETH_INGRESS_PROGRAM, ContainerCounters, ContainerShaping,
-    EchoIdRange, MAX_CONTAINERS, PortOwner,
+    CONTAINER_SLOT_GLOBAL, CONTAINER_VETH_INGRESS_PROGRAM, ContainerCounters, ContainerPort,
+    ContainerShaping, EchoIdRange, MAX_CONTAINERS, PortOwner,
 };
 
 use super::{AttachMode, Datapath, LINKS_DIR, attach, object, read_container_counters};
@@ -41,6 +41,9 @@ impl Datapath {
         if !adopting {
             self.reset_container_counters(slot)?;
         }
+        // Translations before owners: a published port never reaches the container
+        // untranslated.
+        self.set_port_mappings(container)?;
         let entry = PortOwner::new(slot, container.host_veth_index);
         for port in container
             .ports
@@ -112,6 +115,74 @@ impl Datapath {
         })?
     }
 
+    /// Writes the translations of the container's published ports (host port ↔ port
+    /// inside).
+    fn set_port_mappings(&mut self, container: &ContainerNetwork) -> anyhow::Result<()> {
+        for mapping in &container.port_mappings {
+            self.maps.port_translations.set(
+                u32::from(mapping.host_port),
+                mapping.container_port,
+                0,
+            )?;
+            let inside = ContainerPort {
+                slot: container.slot,
+                port: mapping.container_port,
+                _pad: 0,
+            };
+            self.maps
+                .container_port_translations
+                .insert(inside, mapping.host_port, 0)?;
+        }
+        Ok(())
+    }
+
+    /// Removes the translations of the container's published ports (after their
+    /// owner entries are gone).
+    fn clear_port_mappings_of(&mut self, container: &ContainerNetwork) -> anyhow::Result<()> {
+        for mapping in &container.port_mappings {
+            let host_port = u32::from(mapping.host_port);
+            if self.maps.port_owners.get(&host_port, 0)?.slot().is_none() {
+                self.maps.port_translations.set(host_port, 0, 0)?;
+            }
+            let inside = ContainerPort {
+                slot: container.slot,
+                port: mapping.container_port,
+                _pad: 0,
+            };
+            let _ = self.maps.container_port_translations.remove(&inside);
+        }
+        Ok(())
+    }
+
+    /// Removes the translations of the slots to `forget` and those of host ports no
+    /// container owns (after their owners are gone).
+    fn clear_port_mappings(&mut self, forget: impl Fn(u32) -> bool) -> anyhow::Result<()> {
+        let stale: Vec<ContainerPort> = self
+            .maps
+            .container_port_translations
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|key| forget(key.slot))
+            .collect();
+        for key in stale {
+            let _ = self.maps.container_port_translations.remove(&key);
+        }
+        for port in 0..=u16::MAX {
+            let translated = self.maps.port_translations.get(&u32::from(port), 0)? != 0;
+            if translated
+                && self
+                    .maps
+                    .port_owners
+                    .get(&u32::from(port), 0)?
+                    .slot()
+                    .is_none()
+            {
+                self.maps.port_translations.set(u32::from(port), 0, 0)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Changes a container's non-ephemeral ports live: new ports are steered to it
     /// first, then ports it no longer has go back to the host. Ports it keeps (and its
     /// ephemeral range) are not touched, so their connections never notice.
@@ -179,6 +250,7 @@ impl Datapath {
                     .set(slot, EchoIdRange::default(), 0)?;
             }
         }
+        self.clear_port_mappings(|slot| !keep.contains(&slot))?;
         let links = self.pin_root.join(LINKS_DIR);
         for entry in std::fs::read_dir(&links)?.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
@@ -230,6 +302,7 @@ impl Datapath {
                     .set(u32::from(port), PortOwner::default(), 0)?;
             }
         }
+        self.clear_port_mappings_of(container)?;
         match self.maps.veth_containers.remove(&container.host_veth_index) {
             Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
             Err(aya::maps::MapError::SyscallError(e))

@@ -6,10 +6,11 @@ use aya::{
     maps::{Array, HashMap, Map, MapData, PerCpuArray},
 };
 use netiso_common::{
-    CONTAINER_COUNTERS_MAP, CONTAINER_ECHO_IDS_MAP, CONTAINER_SHAPING_MAP, ContainerCounters,
-    ContainerShaping, DATAPATH_CONFIG_MAP, DatapathConfig, EGRESS_POLICERS_MAP, EchoIdRange,
-    EgressPolicer, HOST_PORT_ACCESS_MAP, PORT_OWNERS_MAP, PUBLIC_IFACE_COUNTERS_MAP, PortOwner,
-    TrafficCounters, VETH_CONTAINERS_MAP,
+    CONTAINER_COUNTERS_MAP, CONTAINER_ECHO_IDS_MAP, CONTAINER_PORT_TRANSLATIONS_MAP,
+    CONTAINER_SHAPING_MAP, ContainerCounters, ContainerPort, ContainerShaping, DATAPATH_CONFIG_MAP,
+    DatapathConfig, EGRESS_POLICERS_MAP, EchoIdRange, EgressPolicer, HOST_PORT_ACCESS_MAP,
+    PORT_OWNERS_MAP, PORT_TRANSLATIONS_MAP, PUBLIC_IFACE_COUNTERS_MAP, PortOwner, TrafficCounters,
+    VETH_CONTAINERS_MAP,
 };
 
 /// The maps userspace reads or writes. (`ECHO_OWNERS` is the datapath's own.)
@@ -28,6 +29,10 @@ pub struct DatapathMaps {
     /// Host port → whether containers may reach it.
     pub host_port_access: Array<MapData, u8>,
     pub public_iface_counters: PerCpuArray<MapData, TrafficCounters>,
+    /// Host port → the port its owner listens on inside, where they differ.
+    pub port_translations: Array<MapData, u16>,
+    /// (slot, port inside) → the host port it is published on.
+    pub container_port_translations: HashMap<MapData, ContainerPort, u16>,
 }
 
 impl DatapathMaps {
@@ -44,6 +49,11 @@ impl DatapathMaps {
             config: Array::try_from(take(ebpf, DATAPATH_CONFIG_MAP)?)?,
             host_port_access: Array::try_from(take(ebpf, HOST_PORT_ACCESS_MAP)?)?,
             public_iface_counters: PerCpuArray::try_from(take(ebpf, PUBLIC_IFACE_COUNTERS_MAP)?)?,
+            port_translations: Array::try_from(take(ebpf, PORT_TRANSLATIONS_MAP)?)?,
+            container_port_translations: HashMap::try_from(take(
+                ebpf,
+                CONTAINER_PORT_TRANSLATIONS_MAP,
+            )?)?,
         })
     }
 }

@@ -24,7 +24,7 @@ use super::{
 use crate::{
     failpoints,
     failure::{Failure, refusal, refuse},
-    ports::PortRange,
+    ports::{PortMapping, PortRange},
 };
 
 /// Gateway a container routes through; answered by the host-side veth's MAC.
@@ -49,6 +49,8 @@ pub struct ContainerSpec {
     pub interface: String,
     pub ephemeral: PortRange,
     pub ports: Vec<PortRange>,
+    /// Host ports of `ports` that reach another port inside.
+    pub port_mappings: Vec<PortMapping>,
 }
 
 /// A container's network as built.
@@ -68,6 +70,8 @@ pub struct ContainerNetwork {
     pub container_eth0_index: u32,
     pub ephemeral_ports: PortRange,
     pub ports: Vec<PortRange>,
+    #[serde(skip)]
+    pub port_mappings: Vec<PortMapping>,
     /// An adopted namespace's sysctls as they were before netiso changed them.
     #[serde(skip)]
     pub previous_sysctls: BTreeMap<String, String>,
@@ -246,6 +250,7 @@ fn configure(
         container_eth0_index,
         ephemeral_ports: spec.ephemeral,
         ports: spec.ports.clone(),
+        port_mappings: spec.port_mappings.clone(),
         previous_sysctls,
     })
 }
@@ -371,6 +376,7 @@ pub fn recover(
         container_eth0_index: eth0_index,
         ephemeral_ports: PortRange { begin: 0, end: 0 },
         ports: Vec::new(),
+        port_mappings: Vec::new(),
         previous_sysctls: BTreeMap::new(),
     })
 }

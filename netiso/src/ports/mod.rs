@@ -1,11 +1,14 @@
 //! Ports: the ranges containers own, how ephemeral ranges are cut from the agent's
-//! pool ([`ephemeral`]), and the ledger of who owns which port ([`ledger`]), the one
-//! place that decides whether a container may have a port.
+//! pool ([`ephemeral`]), the ledger of who owns which port ([`ledger`]), the one
+//! place that decides whether a container may have a port, and published ports whose
+//! container port differs ([`mappings`]).
 mod ephemeral;
 mod ledger;
+mod mappings;
 
 pub use ephemeral::{EphemeralAllocator, MIN_EPHEMERAL_PORTS};
 pub use ledger::{PortLedger, Restored};
+pub use mappings::{PortMapping, check_mappings};
 use std::{fmt, str::FromStr};
 
 use serde::{Deserialize, Serialize};

@@ -204,3 +204,55 @@ pub(crate) fn send_as(ebpf: &mut Ebpf, slot: u32) {
         HashMap::try_from(ebpf.map_mut(VETH_CONTAINERS_MAP).unwrap()).unwrap();
     veths.insert(TEST_RUN_IFINDEX, slot, 0).unwrap();
 }
+
+/// Where the transport message of `frame` (IPv4 without options or IPv6 without
+/// extension headers) starts, and the Internet checksum over it, with the
+/// pseudo-header where its protocol has one (all but ICMPv4): 0 when the message's
+/// checksum field is right; with the field zero, the value it must have.
+pub(crate) fn l4_sum(frame: &[u8]) -> (usize, u16) {
+    let ipv6 = frame[12..14] == [0x86, 0xdd];
+    let (l4, protocol) = if ipv6 {
+        (14 + 40, frame[14 + 6])
+    } else {
+        (14 + 20, frame[14 + 9])
+    };
+    let message = &frame[l4..];
+    if !ipv6 && protocol == IPPROTO_ICMP {
+        return (l4, internet_checksum(message));
+    }
+    let mut pseudo = if ipv6 {
+        frame[14 + 8..14 + 40].to_vec()
+    } else {
+        frame[14 + 12..14 + 20].to_vec()
+    };
+    if ipv6 {
+        pseudo.extend_from_slice(&(message.len() as u32).to_be_bytes());
+        pseudo.extend_from_slice(&[0, 0, 0, protocol]);
+    } else {
+        pseudo.extend_from_slice(&[0, protocol]);
+        pseudo.extend_from_slice(&(message.len() as u16).to_be_bytes());
+    }
+    pseudo.extend_from_slice(message);
+    (l4, internet_checksum(&pseudo))
+}
+
+/// Offset of the checksum field in a transport message of `protocol`.
+pub(crate) fn checksum_field(protocol: u8) -> usize {
+    match protocol {
+        IPPROTO_TCP => 16,
+        IPPROTO_UDP => 6,
+        _ => 2,
+    }
+}
+
+/// `frame` with its transport checksum set right.
+pub(crate) fn with_l4_checksum(mut frame: Vec<u8>) -> Vec<u8> {
+    let ipv6 = frame[12..14] == [0x86, 0xdd];
+    let protocol = if ipv6 { frame[14 + 6] } else { frame[14 + 9] };
+    let (l4, _) = l4_sum(&frame);
+    let field = l4 + checksum_field(protocol);
+    frame[field..field + 2].copy_from_slice(&[0, 0]);
+    let (_, sum) = l4_sum(&frame);
+    frame[field..field + 2].copy_from_slice(&sum.to_be_bytes());
+    frame
+}

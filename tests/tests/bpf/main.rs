@@ -11,3 +11,4 @@ mod hostile;
 mod inbound;
 mod model;
 mod outbound;
+mod translation;

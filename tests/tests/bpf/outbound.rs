@@ -66,29 +66,10 @@ fn container_traffic_is_dropped_and_counted_by_reason() {
     );
 }
 
-/// Where the ICMP message of `frame` (IPv4 or IPv6, no extension headers) starts,
-/// and the Internet checksum over it (with IPv6's pseudo-header): 0 when the
-/// message's checksum field is right.
-fn icmp_sum(frame: &[u8]) -> (usize, u16) {
-    let ipv6 = frame[12..14] == [0x86, 0xdd];
-    let l4 = if ipv6 { 14 + 40 } else { 14 + 20 };
-    let message = &frame[l4..];
-    let sum = if ipv6 {
-        let mut pseudo = frame[14 + 8..14 + 40].to_vec();
-        pseudo.extend_from_slice(&(message.len() as u32).to_be_bytes());
-        pseudo.extend_from_slice(&[0, 0, 0, IPPROTO_ICMPV6]);
-        pseudo.extend_from_slice(message);
-        internet_checksum(&pseudo)
-    } else {
-        internet_checksum(message)
-    };
-    (l4, sum)
-}
-
 /// The echo identifier of the ICMP message in `frame`, and whether the message's
 /// checksum is right.
 fn echo_id_and_checksum(frame: &[u8]) -> (u16, bool) {
-    let (l4, sum) = icmp_sum(frame);
+    let (l4, sum) = l4_sum(frame);
     (u16::from_be_bytes([frame[l4 + 4], frame[l4 + 5]]), sum == 0)
 }
 
@@ -100,7 +81,7 @@ fn echo_frame(src: IpAddr, dst: IpAddr, icmp_type: u8, id: u16) -> Vec<u8> {
         _ => unreachable!("one family"),
     };
     // With the checksum field zero, the sum over the message is the checksum.
-    let (l4, sum) = icmp_sum(&frame);
+    let (l4, sum) = l4_sum(&frame);
     frame[l4 + 2..l4 + 4].copy_from_slice(&sum.to_be_bytes());
     frame
 }

@@ -342,12 +342,16 @@ fn errors_are_the_specs_json_and_leave_nothing() {
     // The environment.
     assert_eq!(code("ADD", &[("CNI_NETNS", "")], &stdin), 4);
     assert_eq!(code("ADD", &[("CNI_ARGS", "broken")], &stdin), 4);
-    // Ports: translation (not yet), a foreign hostIP, outside the agent's ports.
-    let translated = with_ports(
+    // Ports: a container port that is also one of its own, a foreign hostIP,
+    // outside the agent's ports.
+    let ambiguous = with_ports(
         stdin.clone(),
-        json!([{ "hostPort": 31080, "containerPort": 80, "protocol": "tcp" }]),
+        json!([
+            { "hostPort": 31080, "containerPort": 31081 },
+            { "hostPort": 31081, "containerPort": 31081 },
+        ]),
     );
-    assert_eq!(code("ADD", &[], &translated), 2);
+    assert_eq!(code("ADD", &[], &ambiguous), 101);
     let foreign = with_ports(
         stdin.clone(),
         json!([{ "hostPort": 31080, "containerPort": 31080, "hostIP": "127.0.0.1" }]),
@@ -543,4 +547,50 @@ fn bandwidth_sets_the_limits_of_the_attachment_and_they_survive_a_restart() {
     );
     assert!(web.run(&lab, "DEL", &[], &stdin).ok);
     assert!(plain.run(&lab, "DEL", &[], &plain_stdin).ok);
+}
+
+#[test]
+fn a_published_port_reaches_the_container_port_from_everywhere() {
+    let lab = Lab::new();
+    let _agent = Agent::start(&lab, &[]);
+    let web = Sandbox::new(&lab, "web");
+    let stdin = with_ports(
+        config(&lab, "1.0.0", "netiso"),
+        json!([
+            { "hostPort": 31080, "containerPort": 80, "protocol": "tcp" },
+            { "hostPort": 31080, "containerPort": 80, "protocol": "udp" },
+        ]),
+    );
+    let added = web.run(&lab, "ADD", &[], &stdin);
+    assert!(added.ok, "{} {}", added.out, added.err);
+    let containers = list(&lab);
+    assert_eq!(
+        containers[0]["port_mappings"],
+        json!([{ "host_port": 31080, "container_port": 80 }])
+    );
+    let client = Sandbox::new(&lab, "client");
+    let client_stdin = config(&lab, "1.0.0", "netiso");
+    assert!(client.run(&lab, "ADD", &[], &client_stdin).ok);
+    let localhost = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+    let cases: [(&Netns, IpAddr, &str); 6] = [
+        (&lab.remote, IpAddr::V4(HOST_IPV4), "the remote over IPv4"),
+        (&lab.remote, IpAddr::V6(HOST_IPV6), "the remote over IPv6"),
+        (&lab.host, IpAddr::V4(HOST_IPV4), "the host at its address"),
+        (&lab.host, localhost, "the host at 127.0.0.1"),
+        (&client.netns, IpAddr::V4(HOST_IPV4), "another container"),
+        (&client.netns, localhost, "another container at 127.0.0.1"),
+    ];
+    for (from, to, what) in cases {
+        // The service listens on port 80 only; a whole TCP exchange (handshake, data,
+        // close) needs both directions translated.
+        let server = start_tcp_listener(&web.netns, to, 80);
+        assert!(send_tcp(from, SocketAddr::new(to, 31080), what), "{what}");
+        assert_eq!(
+            String::from_utf8_lossy(&server.wait_with_output().stdout),
+            what
+        );
+    }
+    assert!(web.run(&lab, "DEL", &[], &stdin).ok);
+    assert!(client.run(&lab, "DEL", &[], &client_stdin).ok);
+    assert_holds_only_live_containers(&lab, &list(&lab), "after DEL");
 }

@@ -1,0 +1,211 @@
+//! Published ports whose container port differs (`-p 31080:80`), translated without
+//! state: inbound on every path to the container port, outbound from it to the host
+//! port, TCP and UDP, IPv4 and IPv6, ICMP errors quoting such packets; every checksum
+//! right afterwards.
+use netiso_common::{CONTAINER_PORT_TRANSLATIONS_MAP, ContainerPort, PORT_TRANSLATIONS_MAP};
+
+use super::fixtures::*;
+
+/// Container 0 publishes port 80 on host port 31080 (one of its own); container 1
+/// publishes 8080 on 31580.
+const C0_HOST_PORT: u16 = 31080;
+const C0_PORT: u16 = 80;
+const C1_HOST_PORT: u16 = 31580;
+const C1_PORT: u16 = 8080;
+
+fn translating_datapath() -> Ebpf {
+    let mut ebpf = datapath();
+    for (slot, host_port, port) in [(0, C0_HOST_PORT, C0_PORT), (1, C1_HOST_PORT, C1_PORT)] {
+        let mut inbound: Array<_, u16> =
+            Array::try_from(ebpf.map_mut(PORT_TRANSLATIONS_MAP).unwrap()).unwrap();
+        inbound.set(u32::from(host_port), port, 0).unwrap();
+        let mut outbound: HashMap<_, ContainerPort, u16> =
+            HashMap::try_from(ebpf.map_mut(CONTAINER_PORT_TRANSLATIONS_MAP).unwrap()).unwrap();
+        let key = ContainerPort {
+            slot,
+            port,
+            _pad: 0,
+        };
+        outbound.insert(key, host_port, 0).unwrap();
+    }
+    ebpf
+}
+
+/// A TCP or UDP frame between `src` and `dst` (one family), checksum right.
+fn segment(protocol: u8, src: IpAddr, sport: u16, dst: IpAddr, dport: u16) -> Vec<u8> {
+    let l4 = if protocol == IPPROTO_TCP {
+        tcp_segment(sport, dport)
+    } else {
+        udp_segment(sport, dport, 24)
+    };
+    with_l4_checksum(match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => v4(s, d, protocol, &l4),
+        (IpAddr::V6(s), IpAddr::V6(d)) => v6(s, d, protocol, &l4),
+        _ => unreachable!("one family"),
+    })
+}
+
+/// The ports of the transport message of `frame`, and whether its checksum is right.
+fn ports_and_checksum(frame: &[u8]) -> (u16, u16, bool) {
+    let (l4, sum) = l4_sum(frame);
+    let port = |at: usize| u16::from_be_bytes([frame[at], frame[at + 1]]);
+    (port(l4), port(l4 + 2), sum == 0)
+}
+
+const FAMILIES: [(IpAddr, IpAddr); 2] = [
+    (IpAddr::V4(HOST_IPV4), IpAddr::V4(REMOTE_IPV4)),
+    (IpAddr::V6(HOST_IPV6), IpAddr::V6(REMOTE_IPV6)),
+];
+
+#[test]
+fn a_published_host_port_reaches_the_container_port_on_every_path() {
+    let ebpf = translating_datapath();
+    for (host, remote) in FAMILIES {
+        let localhost = if host.is_ipv4() {
+            IpAddr::V4(LOCALHOST4)
+        } else {
+            IpAddr::V6(LOCALHOST6)
+        };
+        for protocol in [IPPROTO_TCP, IPPROTO_UDP] {
+            let cases = [
+                // From the network, to container 0's published port.
+                (PUBLIC_INGRESS_PROGRAM, remote, host, C0_HOST_PORT, C0_PORT),
+                // From the host, at its address and at localhost.
+                (HOST_LO_INGRESS_PROGRAM, host, host, C0_HOST_PORT, C0_PORT),
+                (
+                    HOST_LO_INGRESS_PROGRAM,
+                    localhost,
+                    localhost,
+                    C0_HOST_PORT,
+                    C0_PORT,
+                ),
+                // From container 0 to container 1's published port.
+                (
+                    CONTAINER_VETH_INGRESS_PROGRAM,
+                    host,
+                    host,
+                    C1_HOST_PORT,
+                    C1_PORT,
+                ),
+            ];
+            for (program, src, dst, host_port, port) in cases {
+                let sent = segment(protocol, src, 30020, dst, host_port);
+                let (verdict, delivered) = run_out(&ebpf, program, &sent);
+                assert_eq!(verdict, REDIRECT, "{program} {protocol} {dst}");
+                assert_eq!(
+                    ports_and_checksum(&delivered),
+                    (30020, port, true),
+                    "{program} {protocol} {dst}: the container port, checksum right"
+                );
+                assert_eq!(delivered.len(), sent.len());
+            }
+            // A port owned but not published is delivered as it is.
+            let plain = segment(protocol, remote, 40000, host, 31081);
+            let (verdict, delivered) = run_out(&ebpf, PUBLIC_INGRESS_PROGRAM, &plain);
+            assert_eq!((verdict, delivered), (REDIRECT, plain));
+        }
+    }
+}
+
+#[test]
+fn the_container_port_leaves_as_the_published_host_port() {
+    let ebpf = translating_datapath();
+    for (host, remote) in FAMILIES {
+        for protocol in [IPPROTO_TCP, IPPROTO_UDP] {
+            // To the network and to the host's own services.
+            for dst in [remote, host] {
+                let reply = segment(protocol, host, C0_PORT, dst, 40000);
+                let (verdict, sent) = run_out(&ebpf, CONTAINER_VETH_INGRESS_PROGRAM, &reply);
+                assert_eq!(verdict, REDIRECT, "{protocol} to {dst}");
+                assert_eq!(ports_and_checksum(&sent), (C0_HOST_PORT, 40000, true));
+            }
+            // Another container's port is no way out, nor a port nobody publishes.
+            for sport in [C1_PORT, 81] {
+                let sent = segment(protocol, host, sport, remote, 40000);
+                assert_eq!(run(&ebpf, CONTAINER_VETH_INGRESS_PROGRAM, &sent), SHOT);
+            }
+        }
+    }
+    assert_eq!(counters(&ebpf, 0).tx_dropped_port_not_owned, 8);
+}
+
+#[test]
+fn an_ipv4_udp_datagram_without_checksum_keeps_none() {
+    let ebpf = translating_datapath();
+    let unchecked = v4(
+        REMOTE_IPV4,
+        HOST_IPV4,
+        IPPROTO_UDP,
+        &udp_segment(40000, C0_HOST_PORT, 24),
+    );
+    let (verdict, delivered) = run_out(&ebpf, PUBLIC_INGRESS_PROGRAM, &unchecked);
+    assert_eq!(verdict, REDIRECT);
+    let (l4, _) = l4_sum(&delivered);
+    assert_eq!(&delivered[l4 + 2..l4 + 4], &C0_PORT.to_be_bytes());
+    assert_eq!(&delivered[l4 + 6..l4 + 8], &[0, 0], "still no checksum");
+}
+
+/// An ICMP error from `from` to `to` quoting `original` (an IP packet), checksum right.
+fn icmp_error_frame(from: IpAddr, to: IpAddr, original: &[u8]) -> Vec<u8> {
+    match (from, to) {
+        (IpAddr::V4(f), IpAddr::V4(t)) => {
+            with_l4_checksum(v4(f, t, IPPROTO_ICMP, &icmp_error(3, 3, 0, original)))
+        }
+        (IpAddr::V6(f), IpAddr::V6(t)) => {
+            with_l4_checksum(v6(f, t, IPPROTO_ICMPV6, &icmp_error(1, 4, 0, original)))
+        }
+        _ => unreachable!("one family"),
+    }
+}
+
+/// The quoted ports of the ICMP error in `frame`, and whether its checksum is right.
+fn quoted_ports(frame: &[u8]) -> (u16, u16, bool) {
+    let (l4, sum) = l4_sum(frame);
+    let quoted = l4
+        + 8
+        + if frame[12..14] == [0x86, 0xdd] {
+            40
+        } else {
+            20
+        };
+    let port = |at: usize| u16::from_be_bytes([frame[at], frame[at + 1]]);
+    (port(quoted), port(quoted + 2), sum == 0)
+}
+
+#[test]
+fn icmp_errors_quote_the_ports_each_side_knows() {
+    let ebpf = translating_datapath();
+    for (host, remote) in FAMILIES {
+        // The network answers a datagram the container sent from its port 80, which
+        // left as 31080: the container gets the error about its port 80.
+        let left = segment(IPPROTO_UDP, host, C0_HOST_PORT, remote, 53);
+        let error = icmp_error_frame(remote, host, &left[14..]);
+        let (verdict, delivered) = run_out(&ebpf, PUBLIC_INGRESS_PROGRAM, &error);
+        assert_eq!(verdict, REDIRECT, "{remote}");
+        assert_eq!(quoted_ports(&delivered), (C0_PORT, 53, true));
+        // The container refuses a datagram that reached its port 80 (sent to 31080):
+        // the network gets the error about 31080.
+        let arrived = segment(IPPROTO_UDP, remote, 40000, host, C0_PORT);
+        let error = icmp_error_frame(host, remote, &arrived[14..]);
+        let (verdict, sent) = run_out(&ebpf, CONTAINER_VETH_INGRESS_PROGRAM, &error);
+        assert_eq!(verdict, REDIRECT, "{remote}");
+        assert_eq!(quoted_ports(&sent), (40000, C0_HOST_PORT, true));
+    }
+}
+
+#[test]
+fn the_container_keeps_what_reaches_its_published_port_over_its_loopback() {
+    // Delivered from the host's or another container's 127.0.0.1:31080, the packet
+    // arrives at the container's lo for port 80: it stays there. Port 81 is
+    // nobody's inside, so it goes out to the host side.
+    let ebpf = translating_datapath();
+    let localhost = IpAddr::V4(LOCALHOST4);
+    for (port, verdict) in [(C0_PORT, PIPE), (81, REDIRECT)] {
+        let frame = segment(IPPROTO_TCP, localhost, 40000, localhost, port);
+        assert_eq!(
+            run(&ebpf, CONTAINER_LO_INGRESS_PROGRAM, &frame),
+            verdict,
+            "{port}"
+        );
+    }
+}
