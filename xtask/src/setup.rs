@@ -34,6 +34,15 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     ),
     ("busybox-static", "the VM's initramfs"),
     ("python3-pip", "installing virtme-ng and prometheus-client"),
+    ("podman", "a real CNI client in the CNI tests"),
+    (
+        "runc",
+        "podman's runtime here (crun fails: cgroups in hybrid mode are not supported)",
+    ),
+    (
+        "containernetworking-plugins",
+        "the reference CNI plugins podman's CNI backend looks for",
+    ),
 ];
 
 /// The nightly toolchain that builds the eBPF crate. It is preinstalled and must not be

@@ -11,6 +11,7 @@ mod host_services;
 mod hostile;
 mod lifecycle;
 mod loopback;
+mod podman;
 mod port_isolation;
 mod public_counters;
 mod rate_limits;

@@ -1,0 +1,267 @@
+//! podman 4.3 from Debian as a real CNI client: `podman run --network netiso -p …`
+//! against a lab agent, with everything of podman's private to the test (its
+//! configuration through `CONTAINERS_CONF`, storage, run and temporary directories,
+//! the network configuration directory and the plugin directory) and an image
+//! imported from a busybox-static root file system, so no registry is involved. podman
+//! runs in the lab's host namespace, as it would on a host; it calls the netiso plugin
+//! there, which asks the lab's agent.
+use std::{fs, net::SocketAddr, path::Path, process::Output, time::Duration};
+
+use netiso_tests::{
+    agent::{Agent, api_request, cli, http_get, netiso_bin},
+    lab::{HOST_IPV4, HOST_IPV6, Lab},
+    leaks::assert_holds_only_live_containers,
+    wait::wait_until,
+};
+use serde_json::{Value, json};
+
+const IMAGE: &str = "localhost/netiso-busybox:test";
+
+/// podman with a private configuration, storage and network directory.
+struct Podman<'a> {
+    lab: &'a Lab,
+    dir: tempfile::TempDir,
+}
+
+impl<'a> Podman<'a> {
+    fn new(lab: &'a Lab) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("netiso-podman-")
+            .tempdir()
+            .expect("a scratch directory");
+        let root = dir.path();
+        for sub in [
+            "bin",
+            "net.d",
+            "storage",
+            "run",
+            "tmp",
+            "rootfs/bin",
+            "rootfs/www",
+        ] {
+            fs::create_dir_all(root.join(sub)).unwrap();
+        }
+        // The plugin is the netiso binary, named after its type.
+        std::os::unix::fs::symlink(netiso_bin(), root.join("bin/netiso")).unwrap();
+        let conflist = json!({
+            "cniVersion": "1.0.0",
+            "name": "netiso",
+            "plugins": [{
+                "type": "netiso",
+                "socket": lab.api_socket(),
+                "capabilities": { "portMappings": true },
+            }],
+        });
+        fs::write(root.join("net.d/netiso.conflist"), conflist.to_string()).unwrap();
+        fs::write(
+            root.join("containers.conf"),
+            format!(
+                "[containers]\n\
+                 default_ulimits = [\"nofile=1024:1024\", \"nproc=4096:4096\"]\n\
+                 [network]\n\
+                 network_backend = \"cni\"\n\
+                 cni_plugin_dirs = [\"{bin}\", \"/usr/lib/cni\"]\n\
+                 network_config_dir = \"{net}\"\n\
+                 [engine]\n\
+                 runtime = \"runc\"\n\
+                 cgroup_manager = \"cgroupfs\"\n\
+                 events_logger = \"file\"\n",
+                bin = root.join("bin").display(),
+                net = root.join("net.d").display(),
+            ),
+        )
+        .unwrap();
+        let podman = Self { lab, dir };
+        podman.import_image();
+        podman
+    }
+
+    fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// A root file system of busybox-static, with a page for its httpd.
+    fn import_image(&self) {
+        let rootfs = self.root().join("rootfs");
+        fs::copy("/bin/busybox", rootfs.join("bin/busybox")).expect("busybox-static is installed");
+        std::os::unix::fs::symlink("busybox", rootfs.join("bin/sh")).unwrap();
+        let tar = self.root().join("rootfs.tar");
+        let packed = std::process::Command::new("tar")
+            .arg("-C")
+            .arg(&rootfs)
+            .arg("-cf")
+            .arg(&tar)
+            .arg(".")
+            .status()
+            .unwrap();
+        assert!(packed.success());
+        let imported = self.podman(&["import", "-q", &tar.display().to_string(), IMAGE]);
+        assert!(imported.status.success(), "{}", text(&imported.stderr));
+    }
+
+    /// Runs `podman ARGS…` in the lab's host namespace.
+    fn podman(&self, args: &[&str]) -> Output {
+        let root = self.root();
+        let path = |sub: &str| root.join(sub).display().to_string();
+        self.lab
+            .host
+            .command("podman")
+            .env("CONTAINERS_CONF", root.join("containers.conf"))
+            .args(["--root", &path("storage"), "--runroot", &path("run")])
+            .args(["--tmpdir", &path("tmp")])
+            .args(args)
+            .output()
+            .expect("running podman")
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let output = self.podman(args);
+        assert!(
+            output.status.success(),
+            "podman {args:?}: {}",
+            text(&output.stderr)
+        );
+        text(&output.stdout).trim().to_owned()
+    }
+
+    /// Starts `name` serving `page` over HTTP on `port` inside, published as given.
+    fn serve(&self, name: &str, publish: &str, port: u16, page: &str) {
+        let command = format!(
+            "mkdir -p /www && echo {page} > /www/index.html && exec /bin/busybox httpd -f -p {port} -h /www"
+        );
+        self.ok(&[
+            "run",
+            "-d",
+            "--name",
+            name,
+            "--network",
+            "netiso",
+            "-p",
+            publish,
+            IMAGE,
+            "/bin/sh",
+            "-c",
+            &command,
+        ]);
+    }
+}
+
+impl Drop for Podman<'_> {
+    fn drop(&mut self) {
+        let _ = self.podman(&["rm", "-a", "-f", "-t", "0"]);
+        // podman's storage holds mounts under the scratch directory.
+        let _ = self.podman(&["system", "reset", "-f"]);
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// The page the remote gets at the host's `address` and `port`, once it answers.
+fn page(lab: &Lab, address: std::net::IpAddr, port: u16) -> String {
+    let addr = SocketAddr::new(address, port);
+    wait_until(&format!("{addr} answers"), Duration::from_secs(20), || {
+        lab.remote
+            .run(|| std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(300)).is_ok())
+    });
+    http_get(&lab.remote, addr, "/").body.trim().to_owned()
+}
+
+fn attachments(lab: &Lab) -> Vec<Value> {
+    let (ok, list, stderr) = cli(lab, &["container", "list"]);
+    assert!(ok, "{stderr}");
+    list.as_array().cloned().unwrap_or_default()
+}
+
+#[test]
+fn podman_containers_with_published_ports_serve_the_remote_and_leave_nothing() {
+    if netiso_tests::skipped_in_vm(
+        "podman is the host's; the datapath parts run in the VM elsewhere",
+    ) {
+        return;
+    }
+    let lab = Lab::new();
+    let agent = Agent::start(&lab, &[]);
+    let podman = Podman::new(&lab);
+    // One translated port, one published as itself.
+    podman.serve("web1", "31080:80", 80, "web-one");
+    podman.serve("web2", "31090:31090", 31090, "web-two");
+    let v4 = std::net::IpAddr::V4(HOST_IPV4);
+    let v6 = std::net::IpAddr::V6(HOST_IPV6);
+    assert_eq!(page(&lab, v4, 31080), "web-one");
+    assert_eq!(page(&lab, v6, 31080), "web-one");
+    assert_eq!(page(&lab, v4, 31090), "web-two");
+    // The host's own ports still work.
+    let host_service = lab
+        .host
+        .run(|| std::net::TcpListener::bind((HOST_IPV4, 9100)).unwrap());
+    lab.remote
+        .run(|| std::net::TcpStream::connect((HOST_IPV4, 9100)))
+        .expect("the host's port 9100 answers");
+    drop(host_service);
+    let listed = attachments(&lab);
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    let web1 = listed
+        .iter()
+        .find(|c| c["port_mappings"].is_array())
+        .expect("web1's mapping");
+    assert_eq!(
+        web1["port_mappings"],
+        json!([{ "host_port": 31080, "container_port": 80 }])
+    );
+    // A container sending from a port it does not own gets nowhere, and it shows.
+    let web1_id = web1["id"].as_str().unwrap().to_owned();
+    let not_owned = || {
+        let answer = api_request(&lab, "GET", &format!("/v1/statistics/{web1_id}"), "");
+        answer.json()[0]["statistics"]["netiso_datapath_statistics"]["tx_dropped_port_not_owned"]
+            .as_u64()
+            .expect("the datapath's drop counter")
+    };
+    let before = not_owned();
+    // (busybox's nc binds no local port as a client: openbsd's nc in its namespace.)
+    let pid = podman.ok(&["inspect", "-f", "{{.State.Pid}}", "web1"]);
+    let sent = std::process::Command::new("nsenter")
+        .arg(format!("--net=/proc/{pid}/ns/net"))
+        .args(["nc", "-z", "-w", "1", "-p", "5555", "198.18.0.2", "9"])
+        .output()
+        .unwrap();
+    assert!(
+        !sent.status.success(),
+        "a connection from port 5555 went out"
+    );
+    assert!(
+        not_owned() > before,
+        "the SYN from 5555 was dropped and counted"
+    );
+    // The agent killed and restarted: the containers keep being served.
+    agent.kill();
+    assert_eq!(page(&lab, v4, 31080), "web-one", "with the agent down");
+    let agent = Agent::start(&lab, &[]);
+    assert_eq!(attachments(&lab).len(), 2, "recovered");
+    // stop, start, restart and rm: ADD and DEL in turn, nothing left at the end.
+    podman.ok(&["stop", "-t", "0", "web2"]);
+    assert_eq!(attachments(&lab).len(), 1, "stopped web2 is detached");
+    podman.ok(&["start", "web2"]);
+    assert_eq!(page(&lab, v4, 31090), "web-two");
+    podman.ok(&["restart", "-t", "0", "web1"]);
+    assert_eq!(page(&lab, v4, 31080), "web-one");
+    let ids = podman.ok(&["ps", "-a", "-q", "--no-trunc"]);
+    podman.ok(&["rm", "-f", "-t", "0", "web1", "web2"]);
+    assert_eq!(attachments(&lab), Vec::<Value>::new());
+    // No namespace name, veth, record or map entry of theirs is left.
+    let names: Vec<String> = fs::read_dir("/run/netns")
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    for id in ids.lines() {
+        let prefix = format!("netiso-cni-{}", &id[..12]);
+        assert!(
+            !names.iter().any(|n| n.starts_with(&prefix)),
+            "{prefix} is left"
+        );
+    }
+    assert_holds_only_live_containers(&lab, &json!([]), "after podman rm");
+    drop(agent);
+}
