@@ -200,10 +200,11 @@ impl Drop for Lab {
         // Containers an agent made in this lab (their namespaces carry its prefix; the
         // host and remote namespaces go with their own guards).
         let prefix = format!("{LAB_PREFIX}{}-", self.id);
+        let cni_prefix = self.cni_namespace_prefix();
         if let Ok(entries) = fs::read_dir("/run/netns") {
             for entry in entries.flatten() {
                 let name = entry.file_name().to_string_lossy().into_owned();
-                let ours = name.starts_with(&prefix)
+                let ours = (name.starts_with(&prefix) || name.starts_with(&cni_prefix))
                     && ![self.host.name(), self.remote.name()].contains(&name.as_str());
                 if ours {
                     let _ = std::process::Command::new("ip")

@@ -80,11 +80,10 @@ impl<'a> Podman<'a> {
         self.dir.path()
     }
 
-    /// A root file system of busybox-static, with a page for its httpd.
+    /// An image of a busybox-static root file system.
     fn import_image(&self) {
         let rootfs = self.root().join("rootfs");
-        fs::copy("/bin/busybox", rootfs.join("bin/busybox")).expect("busybox-static is installed");
-        std::os::unix::fs::symlink("busybox", rootfs.join("bin/sh")).unwrap();
+        busybox_rootfs(&rootfs);
         let tar = self.root().join("rootfs.tar");
         let packed = std::process::Command::new("tar")
             .arg("-C")
@@ -154,12 +153,21 @@ impl Drop for Podman<'_> {
     }
 }
 
-fn text(bytes: &[u8]) -> String {
+/// Makes `at` a root file system of busybox-static: `/bin/busybox`, `/bin/sh`, `/www`.
+pub(super) fn busybox_rootfs(at: &Path) {
+    for dir in ["bin", "www", "proc", "sys", "dev", "tmp"] {
+        fs::create_dir_all(at.join(dir)).unwrap();
+    }
+    fs::copy("/bin/busybox", at.join("bin/busybox")).expect("busybox-static is installed");
+    std::os::unix::fs::symlink("busybox", at.join("bin/sh")).unwrap();
+}
+
+pub(super) fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
 /// The page the remote gets at the host's `address` and `port`, once it answers.
-fn page(lab: &Lab, address: std::net::IpAddr, port: u16) -> String {
+pub(super) fn page(lab: &Lab, address: std::net::IpAddr, port: u16) -> String {
     let addr = SocketAddr::new(address, port);
     wait_until(&format!("{addr} answers"), Duration::from_secs(20), || {
         lab.remote
@@ -168,7 +176,7 @@ fn page(lab: &Lab, address: std::net::IpAddr, port: u16) -> String {
     http_get(&lab.remote, addr, "/").body.trim().to_owned()
 }
 
-fn attachments(lab: &Lab) -> Vec<Value> {
+pub(super) fn attachments(lab: &Lab) -> Vec<Value> {
     let (ok, list, stderr) = cli(lab, &["container", "list"]);
     assert!(ok, "{stderr}");
     list.as_array().cloned().unwrap_or_default()
