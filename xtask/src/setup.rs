@@ -43,6 +43,10 @@ const APT_PACKAGES: &[(&str, &str)] = &[
         "containernetworking-plugins",
         "the reference CNI plugins podman's CNI backend looks for",
     ),
+    (
+        "containerd",
+        "ctr run --cni, the second real CNI client in the CNI tests",
+    ),
 ];
 
 /// The nightly toolchain that builds the eBPF crate. It is preinstalled and must not be
