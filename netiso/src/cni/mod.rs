@@ -287,7 +287,16 @@ fn check(config: &NetworkConfig, env: &Environment) -> Result<(), CniError> {
             ),
         ));
     }
-    Ok(())
+    // The agent looks at the kernel: interface, addresses, routes, map entries and
+    // programs.
+    let path = format!("/v1/containers/{}/check", container.id);
+    match client::call(&config.socket(), Method::GET, &path, None) {
+        Ok(_) => Ok(()),
+        Err(e) if Failure::of(&e) == Failure::Conflict => {
+            Err(CniError::new(code::CHECK_FAILED, format!("{e:#}")))
+        }
+        Err(e) => Err(CniError::from_agent(&e)),
+    }
 }
 
 /// STATUS: ready when the agent answers (it attaches its datapath before it serves).

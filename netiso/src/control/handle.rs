@@ -49,6 +49,7 @@ type Reply<T> = oneshot::Sender<Result<T, (Failure, String)>>;
 enum Command {
     List(Reply<Vec<ContainerInfo>>),
     Get(String, Reply<ContainerInfo>),
+    Check(String, Reply<()>),
     Host(Reply<HostInfo>),
     Create(Box<CreateRequest>, Reply<ContainerInfo>),
     Update(String, UpdateRequest, Reply<ContainerInfo>),
@@ -68,6 +69,9 @@ fn serve(manager: &mut Manager, requests: mpsc::Receiver<Command>) {
             }
             Command::Get(id, reply) => {
                 let _ = reply.send(manager.get(&id).map_err(failed));
+            }
+            Command::Check(id, reply) => {
+                let _ = reply.send(manager.check(&id).map_err(failed));
             }
             Command::Host(reply) => {
                 let _ = reply.send(Ok(manager.host()));
@@ -131,6 +135,11 @@ impl ManagerHandle {
 
     pub async fn get(&self, id: String) -> Result<ContainerInfo, RequestError> {
         self.ask(|reply| Command::Get(id, reply)).await
+    }
+
+    /// Whether container `id` is as it was made (a conflict naming what differs).
+    pub async fn check(&self, id: String) -> Result<(), RequestError> {
+        self.ask(|reply| Command::Check(id, reply)).await
     }
 
     /// What containers are given of the host; answered by the manager thread, so

@@ -3,6 +3,7 @@
 //! containers ([`recovery`] takes them over after a restart); it runs on its own thread
 //! behind a [`handle::ManagerHandle`]. [`model`] is what the control API speaks;
 //! [`client`] is the CLI's side of that API (its server is `crate::server`).
+mod check;
 pub mod client;
 pub mod handle;
 pub mod manager;

@@ -371,3 +371,62 @@ impl Datapath {
         Ok(())
     }
 }
+
+impl Datapath {
+    /// What of the container's datapath entries is missing or wrong, as sentences:
+    /// its ports and translations, its veth entry, its pinned attachments (tcx).
+    pub fn check_container(&self, container: &ContainerNetwork) -> anyhow::Result<Vec<String>> {
+        let slot = container.slot;
+        let mut problems = Vec::new();
+        let owned = container
+            .ports
+            .iter()
+            .chain(std::iter::once(&container.ephemeral_ports))
+            .flat_map(PortRange::ports);
+        let mut strays = 0;
+        for port in owned {
+            if self.maps.port_owners.get(&u32::from(port), 0)?.slot() != Some(slot) {
+                strays += 1;
+            }
+        }
+        if strays > 0 {
+            problems.push(format!("{strays} of its ports are not steered to it"));
+        }
+        for mapping in &container.port_mappings {
+            let inside = ContainerPort {
+                slot,
+                port: mapping.container_port,
+                _pad: 0,
+            };
+            let host_port = u32::from(mapping.host_port);
+            let inbound = self.maps.port_translations.get(&host_port, 0)?;
+            let outbound = self.maps.container_port_translations.get(&inside, 0).ok();
+            if inbound != mapping.container_port || outbound != Some(mapping.host_port) {
+                problems.push(format!(
+                    "port {} is not translated to {}",
+                    mapping.host_port, mapping.container_port
+                ));
+            }
+        }
+        if self
+            .maps
+            .veth_containers
+            .get(&container.host_veth_index, 0)
+            .ok()
+            != Some(slot)
+        {
+            problems.push(format!(
+                "its veth {} is not in the veth map",
+                container.host_veth
+            ));
+        }
+        if self.attach_mode == AttachMode::Tcx {
+            for pin in self.container_link_pins(slot) {
+                if !pin.exists() {
+                    problems.push(format!("its program link {} is gone", pin.display()));
+                }
+            }
+        }
+        Ok(problems)
+    }
+}

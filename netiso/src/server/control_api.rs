@@ -5,6 +5,7 @@
 //! | --- | --- | --- | --- |
 //! | GET | /v1/containers | | `[ContainerInfo]` |
 //! | GET | /v1/containers/ID | | `ContainerInfo` (404 if unknown) |
+//! | GET | /v1/containers/ID/check | | `{"ok": true}`, or 409 naming what differs from how it was made |
 //! | GET | /v1/host | | `HostInfo`: what containers share of the host |
 //! | POST | /v1/containers | `CreateRequest` | 201, `ContainerInfo` |
 //! | PUT | /v1/containers/ID | `{"ports"?: [{"begin","end"}], "cpus"?: N}` | 200, `ContainerInfo` |
@@ -85,8 +86,17 @@ async fn route(
         (Method::GET, "/v1/containers") => answer(manager.list().await, StatusCode::OK),
         (Method::GET, "/v1/host") => answer(manager.host().await, StatusCode::OK),
         (Method::GET, path) if path.starts_with("/v1/containers/") => {
-            let id = path.trim_start_matches("/v1/containers/").to_owned();
-            answer(manager.get(id).await, StatusCode::OK)
+            let id = path.trim_start_matches("/v1/containers/");
+            match id.strip_suffix("/check") {
+                Some(id) => {
+                    let checked = manager.check(id.to_owned()).await;
+                    answer(
+                        checked.map(|()| serde_json::json!({ "ok": true })),
+                        StatusCode::OK,
+                    )
+                }
+                None => answer(manager.get(id.to_owned()).await, StatusCode::OK),
+            }
         }
         (Method::GET, "/v1/statistics") => statistics(stats, None).await,
         (Method::GET, path) if path.starts_with("/v1/statistics/") => {

@@ -594,3 +594,77 @@ fn a_published_port_reaches_the_container_port_from_everywhere() {
     assert!(client.run(&lab, "DEL", &[], &client_stdin).ok);
     assert_holds_only_live_containers(&lab, &list(&lab), "after DEL");
 }
+
+#[test]
+fn check_finds_what_changed_since_add() {
+    if netiso_tests::skipped_in_vm(
+        "plugin and agent logic, the same on every kernel: the host runs it",
+    ) {
+        return;
+    }
+    let lab = Lab::new();
+    let _agent = Agent::start(&lab, &[]);
+    let web = Sandbox::new(&lab, "web");
+    let stdin = with_ports(
+        config(&lab, "1.0.0", "netiso"),
+        json!([{ "hostPort": 31080, "containerPort": 80, "protocol": "tcp" }]),
+    );
+    assert!(web.run(&lab, "ADD", &[], &stdin).ok);
+    let check = || web.run(&lab, "CHECK", &[], &stdin);
+    assert!(check().ok, "{}", check().out);
+    // A port's map entry given back to the host, then its translation cleared.
+    let pinned =
+        |name: &str| aya::maps::MapData::from_pin(lab.pin_root().join(name)).expect("a pinned map");
+    let mut owners: aya::maps::Array<_, netiso_common::PortOwner> =
+        aya::maps::Array::try_from(aya::maps::Map::Array(pinned("PORT_OWNERS"))).unwrap();
+    let entry = owners.get(&31080, 0).unwrap();
+    owners
+        .set(31080, netiso_common::PortOwner::default(), 0)
+        .unwrap();
+    let broken = check();
+    assert_eq!(broken.code(), 102);
+    assert!(
+        broken.out["msg"]
+            .as_str()
+            .unwrap()
+            .contains("1 of its ports"),
+        "{}",
+        broken.out
+    );
+    owners.set(31080, entry, 0).unwrap();
+    let mut translations: aya::maps::Array<_, u16> =
+        aya::maps::Array::try_from(aya::maps::Map::Array(pinned("PORT_TRANSLATIONS"))).unwrap();
+    translations.set(31080, 0, 0).unwrap();
+    let broken = check();
+    assert_eq!(broken.code(), 102);
+    assert!(
+        broken.out["msg"]
+            .as_str()
+            .unwrap()
+            .contains("not translated"),
+        "{}",
+        broken.out
+    );
+    translations.set(31080, 80, 0).unwrap();
+    assert!(check().ok);
+    // Inside: an address, then the interface.
+    web.netns
+        .ip(&["addr", "del", &format!("{HOST_IPV6}/128"), "dev", "eth0"]);
+    let broken = check();
+    assert_eq!(broken.code(), 102);
+    assert!(
+        broken.out["msg"].as_str().unwrap().contains("2001:db8::1"),
+        "{}",
+        broken.out
+    );
+    web.netns.ip(&["link", "del", "eth0"]);
+    let broken = check();
+    assert!(
+        broken.out["msg"].as_str().unwrap().contains("eth0 is gone"),
+        "{}",
+        broken.out
+    );
+    // DEL still cleans up after all that.
+    assert!(web.run(&lab, "DEL", &[], &stdin).ok);
+    assert_holds_only_live_containers(&lab, &list(&lab), "after DEL");
+}
