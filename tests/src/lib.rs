@@ -4,6 +4,7 @@
 //! Every address used here is from 198.18.0.0/15 or 2001:db8::/32, and every interface
 //! lives in a namespace the test created; nothing touches the machine's own interfaces.
 pub mod agent;
+pub mod cni;
 pub mod isolation;
 pub mod lab;
 pub mod leaks;

@@ -1,4 +1,4 @@
-//! `cargo xtask bench [datapath|stats|soak|fuzz]`: the benchmarks, in release mode, and
+//! `cargo xtask bench [datapath|stats|soak|cni|fuzz]`: the benchmarks, in release mode, and
 //! the long forms of the soak and fuzz tests. Figures are printed, never asserted (the
 //! soak does check that nothing leaked, the fuzzers that nothing disagreed).
 use clap::ValueEnum;
@@ -20,6 +20,8 @@ pub enum Bench {
     /// descriptors before and after, leaks (about half an hour;
     /// NETISO_SOAK_CYCLES=N for fewer).
     Soak,
+    /// ADD and DEL latency of the CNI plugin, the plugin process included.
+    Cni,
     /// The fuzzers' long runs: a million frames through the datapath and its model,
     /// 200 000 inputs per parser (`cargo xtask fuzz` with its defaults).
     Fuzz,
@@ -44,6 +46,11 @@ pub fn run(which: Option<Bench>) -> anyhow::Result<()> {
             Bench::Soak,
             "soak",
             "soak (create/destroy cycles under traffic through the control API)",
+        ),
+        (
+            Bench::Cni,
+            "cni",
+            "CNI plugin latency (ADD and DEL, the plugin process included)",
         ),
     ] {
         if which.is_none_or(|b| b == bench) {

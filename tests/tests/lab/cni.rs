@@ -2,14 +2,11 @@
 //! environment and the network configuration on stdin, its answer on stdout and its
 //! exit status, against a lab agent. Runtime namespaces are made here, as podman makes
 //! `/run/netns/netns-<uuid>`.
-use std::{
-    io::Write as _,
-    net::{IpAddr, SocketAddr},
-    process::Stdio,
-};
+use std::net::{IpAddr, SocketAddr};
 
 use netiso_tests::{
-    agent::{Agent, cli, netiso_bin},
+    agent::{Agent, cli},
+    cni::{PluginRun, run_plugin},
     lab::{HOST_IPV4, HOST_IPV6, Lab, mac_of, send_tcp, start_tcp_listener},
     leaks::assert_holds_only_live_containers,
     netns::Netns,
@@ -22,62 +19,9 @@ const VERSIONS: [&str; 7] = [
     "0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0",
 ];
 
-/// What one run of the plugin gave: exit success, stdout as JSON (Null if empty),
-/// stderr.
-struct Run {
-    ok: bool,
-    out: Value,
-    err: String,
-}
-
-impl Run {
-    /// The error code of a failed run, checking the error's shape on the way.
-    fn code(&self) -> u64 {
-        assert!(!self.ok, "expected a failure, got {}", self.out);
-        assert!(
-            self.out["msg"].as_str().is_some_and(|m| !m.is_empty()),
-            "{}",
-            self.out
-        );
-        assert!(self.out["cniVersion"].is_string(), "{}", self.out);
-        self.out["code"]
-            .as_u64()
-            .unwrap_or_else(|| panic!("no code in {}", self.out))
-    }
-}
-
 /// Runs the plugin in the lab's host namespace, as a runtime on that host would.
-fn plugin(lab: &Lab, command: &str, env: &[(&str, &str)], stdin: &Value) -> Run {
-    let mut child = lab
-        .host
-        .command(netiso_bin())
-        .env_clear()
-        .env("CNI_COMMAND", command)
-        .env("CNI_PATH", "/opt/cni/bin")
-        .envs(env.iter().copied())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("running the plugin");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.to_string().as_bytes())
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
-    let text = String::from_utf8_lossy(&output.stdout);
-    Run {
-        ok: output.status.success(),
-        out: if text.trim().is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text)
-                .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {text}"))
-        },
-        err: String::from_utf8_lossy(&output.stderr).into_owned(),
-    }
+fn plugin(lab: &Lab, command: &str, env: &[(&str, &str)], stdin: &Value) -> PluginRun {
+    run_plugin(&lab.host, command, env, stdin)
 }
 
 fn config(lab: &Lab, version: &str, network: &str) -> Value {
@@ -114,7 +58,7 @@ impl Sandbox {
         ]
     }
 
-    fn run(&self, lab: &Lab, command: &str, extra: &[(&str, &str)], stdin: &Value) -> Run {
+    fn run(&self, lab: &Lab, command: &str, extra: &[(&str, &str)], stdin: &Value) -> PluginRun {
         let env = self.env();
         let mut all: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
         all.extend_from_slice(extra);
