@@ -9,7 +9,7 @@ use std::{fs, net::SocketAddr, path::Path, process::Output, time::Duration};
 
 use netiso_tests::{
     agent::{Agent, api_request, cli, http_get, netiso_bin},
-    lab::{HOST_IPV4, HOST_IPV6, Lab},
+    lab::{HOST_IPV4, HOST_IPV6, Lab, send_udp},
     leaks::assert_holds_only_live_containers,
     wait::wait_until,
 };
@@ -153,13 +153,26 @@ impl Drop for Podman<'_> {
     }
 }
 
-/// Makes `at` a root file system of busybox-static: `/bin/busybox`, `/bin/sh`, `/www`.
+/// Makes `at` a root file system of busybox-static (`/bin/busybox`, `/bin/sh`, `/www`)
+/// and the host's OpenBSD netcat with the libraries it loads (`/bin/nc`: busybox's
+/// has no UDP).
 pub(super) fn busybox_rootfs(at: &Path) {
     for dir in ["bin", "www", "proc", "sys", "dev", "tmp"] {
         fs::create_dir_all(at.join(dir)).unwrap();
     }
     fs::copy("/bin/busybox", at.join("bin/busybox")).expect("busybox-static is installed");
     std::os::unix::fs::symlink("busybox", at.join("bin/sh")).unwrap();
+    let nc = Path::new("/usr/bin/nc.openbsd");
+    fs::copy(nc, at.join("bin/nc")).expect("netcat-openbsd is installed");
+    let ldd = std::process::Command::new("ldd").arg(nc).output().unwrap();
+    for library in text(&ldd.stdout)
+        .split_whitespace()
+        .filter(|word| word.starts_with('/'))
+    {
+        let inside = at.join(library.trim_start_matches('/'));
+        fs::create_dir_all(inside.parent().unwrap()).unwrap();
+        fs::copy(library, &inside).unwrap();
+    }
 }
 
 pub(super) fn text(bytes: &[u8]) -> String {
@@ -200,6 +213,40 @@ fn podman_containers_with_published_ports_serve_the_remote_and_leave_nothing() {
     assert_eq!(page(&lab, v4, 31080), "web-one");
     assert_eq!(page(&lab, v6, 31080), "web-one");
     assert_eq!(page(&lab, v4, 31090), "web-two");
+    // UDP to the translated port reaches the container's port 80.
+    podman.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "udp",
+        "--network",
+        "netiso",
+        "-p",
+        "31100:80/udp",
+        IMAGE,
+        "/bin/nc",
+        "-u",
+        "-l",
+        "-k",
+        "80",
+    ]);
+    wait_until("the UDP listener", Duration::from_secs(20), || {
+        let pid = podman.ok(&["inspect", "-f", "{{.State.Pid}}", "udp"]);
+        let listening = std::process::Command::new("nsenter")
+            .arg(format!("--net=/proc/{pid}/ns/net"))
+            .args(["ss", "-Hlun", "sport", "=", ":80"])
+            .output()
+            .unwrap();
+        !text(&listening.stdout).trim().is_empty()
+    });
+    send_udp(&lab.remote, SocketAddr::new(v4, 31100), 3, 12);
+    // Each datagram is 12 'Z's (0x5a), which nc prints as it gets them.
+    wait_until(
+        "the datagrams in the container",
+        Duration::from_secs(10),
+        || podman.ok(&["logs", "udp"]).contains(&"Z".repeat(12)),
+    );
+    podman.ok(&["rm", "-f", "-t", "0", "udp"]);
     // The host's own ports still work.
     let host_service = lab
         .host
