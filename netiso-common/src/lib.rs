@@ -177,7 +177,11 @@ pub struct DatapathConfig {
     /// The public interface's MAC, which containers' eth0 share: what every frame a
     /// container sends to the network must come from.
     pub host_mac: [u8; 6],
-    pub _pad: [u8; 2],
+    /// Non-zero when every delivery must go through the host end of the veth: the
+    /// kernel's `bpf_redirect_peer` does not count what it delivers in the veth's
+    /// receive counters (before the 2023 fix), which the statistics report.
+    pub deliver_through_veth: u8,
+    pub _pad: u8,
 }
 
 #[cfg(feature = "user")]
@@ -454,6 +458,11 @@ pub const CONTAINER_ETH0_INGRESS_PROGRAM: &str = "container_eth0_ingress";
 pub const CONTAINER_LO_INGRESS_PROGRAM: &str = "container_lo_ingress";
 /// Load-time constants of the container lo program (one loaded copy per container).
 pub const CONTAINER_SLOT_GLOBAL: &str = "CONTAINER_SLOT";
+/// The probe's target: the veth whose peer it redirects to.
+pub const PROBE_PEER_IFINDEX_GLOBAL: &str = "PROBE_PEER_IFINDEX";
+/// Not part of the datapath: attached for an instant at start in private namespaces,
+/// to learn what this kernel's `bpf_redirect_peer` does (`netiso/src/datapath/probe.rs`).
+pub const PROBE_REDIRECT_PEER_PROGRAM: &str = "probe_redirect_peer";
 pub const CONTAINER_ETH0_IFINDEX_GLOBAL: &str = "CONTAINER_ETH0_IFINDEX";
 
 #[cfg(test)]

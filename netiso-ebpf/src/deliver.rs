@@ -59,7 +59,7 @@ pub fn deliver_to(
     let shaped = CONTAINER_SHAPING
         .get(slot)
         .is_some_and(|shaping| shaping.ingress_shaped != 0);
-    if shaped || origin == Origin::Host {
+    if shaped || origin == Origin::Host || config.deliver_through_veth != 0 {
         // The container's eth0 takes the frame as its own only if it is addressed to
         // its MAC, which is the public interface's; loopback's frames carry zeros and
         // other containers' their gateway's.

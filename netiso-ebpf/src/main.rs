@@ -17,6 +17,7 @@ mod egress_policer;
 mod host_lo_ingress;
 mod maps;
 mod packet;
+mod probe;
 mod public_egress;
 mod public_ingress;
 mod translate;

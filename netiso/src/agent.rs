@@ -73,6 +73,7 @@ pub fn run(args: AgentArgs, api_socket: &Path) -> anyhow::Result<()> {
     datapath.configure(
         &host,
         shaping.egress_flows.as_ref().map_or(0, |f| f.qdisc.handle),
+        datapath::probe::delivery_for_running_kernel(),
     )?;
     // Before containers can send anything: which host services they may reach.
     let agent_port = http_listener

@@ -10,7 +10,7 @@ use netlink_packet_route::{
 use nix::sched::{CloneFlags, unshare};
 
 use crate::{
-    datapath::{AttachMode, bpffs::BPFFS_MOUNT_POINT},
+    datapath::{AttachMode, bpffs::BPFFS_MOUNT_POINT, probe::redirect_peer_counts_rx},
     net::NetlinkSocket,
 };
 
@@ -96,6 +96,17 @@ pub fn checks() -> Vec<Check> {
                 },
             });
         }
+        let counted = redirect_peer_counts_rx();
+        checks.push(Check {
+            name: "peer rx",
+            ok: matches!(counted, Ok(true)),
+            required: false,
+            detail: match counted {
+                Ok(true) => "bpf_redirect_peer counts deliveries in the veth's counters: containers receive straight into their eth0".into(),
+                Ok(false) => "bpf_redirect_peer does not count deliveries (kernel before the 2023 fix): containers receive through the host end of their veth, a little slower".into(),
+                Err(e) => format!("probing bpf_redirect_peer failed, so containers receive through their veth: {e:#}"),
+            },
+        });
     }
     checks
 }

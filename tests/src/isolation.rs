@@ -3,7 +3,7 @@
 //! are exercised directly, on a real kernel.
 use netiso::{
     datapath::bpffs,
-    datapath::{Datapath, read_pinned_container_counters},
+    datapath::{Datapath, Delivery, read_pinned_container_counters},
     net::{
         container_network::{self as container, ContainerNetwork, ContainerSpec},
         host::HostNetwork,
@@ -80,7 +80,7 @@ impl IsolationLab {
             bpffs::prepare_pin_root(&pin_root).expect("preparing the pin directory");
             let mut datapath = Datapath::load(&pin_root).expect("loading the datapath");
             datapath
-                .configure(host, 0)
+                .configure(host, 0, Delivery::Peer)
                 .expect("configuring the datapath");
             datapath
                 .attach_public_iface(PUBLIC_IFACE)

@@ -35,7 +35,8 @@ pub fn configure_as_lab_host(ebpf: &mut Ebpf) {
         host_lo_ifindex: 1,
         egress_flows_qdisc: 0,
         host_mac: FRAME_SRC_MAC,
-        _pad: [0; 2],
+        deliver_through_veth: 0,
+        _pad: 0,
     };
     config
         .set(0, lab_host, 0)

@@ -10,6 +10,7 @@ mod counters;
 pub mod host_addresses;
 mod maps;
 mod object;
+pub mod probe;
 
 use std::path::{Path, PathBuf};
 
@@ -27,6 +28,7 @@ pub use counters::{
 };
 pub use maps::DatapathMaps;
 pub use object::EBPF_OBJECT;
+pub use probe::Delivery;
 
 use crate::net::host::HostNetwork;
 
@@ -108,7 +110,12 @@ impl Datapath {
 
     /// Writes the host's addresses and interfaces for the programs, and the handle of
     /// the public interface's fq_codel whose flows they assign (0: none).
-    pub fn configure(&mut self, host: &HostNetwork, egress_flows_qdisc: u32) -> anyhow::Result<()> {
+    pub fn configure(
+        &mut self,
+        host: &HostNetwork,
+        egress_flows_qdisc: u32,
+        delivery: Delivery,
+    ) -> anyhow::Result<()> {
         let config = DatapathConfig {
             host_ipv4: host.ipv4.map(|a| a.octets()).unwrap_or_default(),
             host_ipv6: host.ipv6.map(|a| a.octets()).unwrap_or_default(),
@@ -118,7 +125,8 @@ impl Datapath {
             host_lo_ifindex: host.lo_index,
             egress_flows_qdisc,
             host_mac: host.public.mac,
-            _pad: [0; 2],
+            deliver_through_veth: u8::from(delivery == Delivery::ThroughVeth),
+            _pad: 0,
         };
         self.maps
             .config
