@@ -35,7 +35,20 @@ pub fn checks() -> Vec<Check> {
     let btf = Path::new("/sys/kernel/btf/vmlinux").exists();
     let bpffs = nix::sys::statfs::statfs(BPFFS_MOUNT_POINT)
         .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::BPF_FS_MAGIC);
+    let recent_enough = kernel_version(&kernel).is_some_and(|v| v >= MINIMUM_KERNEL);
     let mut checks = vec![
+        Check {
+            name: "kernel",
+            ok: recent_enough,
+            required: true,
+            detail: if recent_enough {
+                format!("{kernel}: 5.10 or later")
+            } else {
+                format!(
+                    "{kernel}: netiso needs Linux 5.10 or later (bpf_redirect_peer, which hands packets to containers)"
+                )
+            },
+        },
         Check {
             name: "root",
             ok: root,
@@ -111,6 +124,17 @@ pub fn checks() -> Vec<Check> {
     checks
 }
 
+/// The oldest kernel netiso runs on: the first with `bpf_redirect_peer`.
+const MINIMUM_KERNEL: (u32, u32) = (5, 10);
+
+/// (major, minor) of a kernel release such as `5.10.0-46-amd64`.
+fn kernel_version(release: &str) -> Option<(u32, u32)> {
+    let mut numbers = release
+        .split(|c: char| !c.is_ascii_digit())
+        .map(str::parse::<u32>);
+    Some((numbers.next()?.ok()?, numbers.next()?.ok()?))
+}
+
 /// Adds a `kind` qdisc to the loopback of a new, private network namespace.
 fn probe_qdisc(kind: &'static str) -> anyhow::Result<()> {
     thread::spawn(move || {
@@ -159,4 +183,24 @@ pub fn run() -> anyhow::Result<()> {
         anyhow::bail!("{} is required: {}", failed.name, failed.detail);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_releases_are_compared_by_major_and_minor() {
+        for (release, ok) in [
+            ("5.10.0-46-amd64", true),
+            ("6.1.0-57-amd64", true),
+            ("6.18.44-fc-v669", true),
+            ("5.4.0-150-generic", false),
+            ("4.19.0", false),
+            ("garbage", false),
+        ] {
+            let recent = kernel_version(release).is_some_and(|v| v >= MINIMUM_KERNEL);
+            assert_eq!(recent, ok, "{release}");
+        }
+    }
 }

@@ -30,26 +30,6 @@ pub enum Delivery {
     ThroughVeth,
 }
 
-/// Which delivery this kernel needs, probed; on a failed probe the one that is right
-/// everywhere (through the veth), with a warning.
-pub fn delivery_for_running_kernel() -> Delivery {
-    match redirect_peer_counts_rx() {
-        Ok(true) => Delivery::Peer,
-        Ok(false) => {
-            log::info!(
-                "this kernel's bpf_redirect_peer does not count what it delivers in the veth's counters: containers receive through the host end of their veth (one more pass through the receive backlog)"
-            );
-            Delivery::ThroughVeth
-        }
-        Err(error) => {
-            log::warn!(
-                "probing bpf_redirect_peer failed ({error:#}); containers receive through the host end of their veth"
-            );
-            Delivery::ThroughVeth
-        }
-    }
-}
-
 /// Whether `bpf_redirect_peer` counts what it delivers in the peer's rx counters.
 pub fn redirect_peer_counts_rx() -> anyhow::Result<bool> {
     let names = ["a", "b"].map(|end| format!("netiso-probe-{}-{end}", std::process::id()));
