@@ -219,6 +219,26 @@ fn results_take_the_shape_of_each_version() {
         let deleted = sandbox.run(&lab, "DEL", &[], &stdin);
         assert!(deleted.ok, "{version}: {}", deleted.err);
     }
+    // Mesos's network/cni isolator: a .conf in 0.2.0, port mappings in its args.
+    let mesos = Sandbox::new(&lab, "mesos");
+    let mut stdin = config(&lab, "0.2.0", "netiso");
+    stdin["args"] = json!({ "org.apache.mesos": { "network_info": { "port_mappings": [
+        { "host_port": 31080, "container_port": 80, "protocol": "tcp" },
+        { "host_port": 31081, "container_port": 31081, "protocol": "udp" },
+    ]}}});
+    let added = mesos.run(&lab, "ADD", &[], &stdin);
+    assert!(added.ok, "{} {}", added.out, added.err);
+    assert_eq!(added.out["ip4"]["ip"], format!("{HOST_IPV4}/32"));
+    let containers = list(&lab);
+    assert_eq!(
+        containers[0]["ports"],
+        json!([{ "begin": 31080, "end": 31081 }])
+    );
+    assert_eq!(
+        containers[0]["port_mappings"],
+        json!([{ "host_port": 31080, "container_port": 80 }])
+    );
+    assert!(mesos.run(&lab, "DEL", &[], &stdin).ok);
     assert_holds_only_live_containers(&lab, &list(&lab), "after every version");
 }
 
