@@ -66,6 +66,15 @@ impl Sandbox {
     }
 }
 
+/// A lab for tests of plugin and agent logic, which is the same on every kernel:
+/// `None` in the VM (the host runs them; emulation would only make them slow).
+fn logic_lab() -> Option<Lab> {
+    let skipped = netiso_tests::skipped_in_vm(
+        "plugin and agent logic, the same on every kernel: the host runs it",
+    );
+    (!skipped).then(Lab::new)
+}
+
 fn list(lab: &Lab) -> Value {
     let (ok, list, stderr) = cli(lab, &["container", "list"]);
     assert!(ok, "{stderr}");
@@ -79,12 +88,7 @@ fn with_ports(mut config: Value, mappings: Value) -> Value {
 
 #[test]
 fn version_answers_every_version_even_with_dummy_values() {
-    if netiso_tests::skipped_in_vm(
-        "plugin and agent logic, the same on every kernel: the host runs it",
-    ) {
-        return;
-    }
-    let lab = Lab::new();
+    let Some(lab) = logic_lab() else { return };
     for version in VERSIONS {
         let env = [
             ("CNI_NETNS", "dummy"),
@@ -188,12 +192,7 @@ fn add_gives_the_runtime_namespace_the_hosts_addresses_and_its_ports() {
 
 #[test]
 fn results_take_the_shape_of_each_version() {
-    if netiso_tests::skipped_in_vm(
-        "plugin and agent logic, the same on every kernel: the host runs it",
-    ) {
-        return;
-    }
-    let lab = Lab::new();
+    let Some(lab) = logic_lab() else { return };
     let _agent = Agent::start(&lab, &[]);
     for version in VERSIONS {
         let sandbox = Sandbox::new(&lab, &format!("v{}", version.replace('.', "")));
@@ -244,12 +243,7 @@ fn results_take_the_shape_of_each_version() {
 
 #[test]
 fn del_succeeds_whatever_is_left() {
-    if netiso_tests::skipped_in_vm(
-        "plugin and agent logic, the same on every kernel: the host runs it",
-    ) {
-        return;
-    }
-    let lab = Lab::new();
+    let Some(lab) = logic_lab() else { return };
     let _agent = Agent::start(&lab, &[]);
     let stdin = config(&lab, "1.0.0", "netiso");
     // Never added, and with containerd's empty CNI_NETNS.
@@ -283,12 +277,7 @@ fn del_succeeds_whatever_is_left() {
 
 #[test]
 fn errors_are_the_specs_json_and_leave_nothing() {
-    if netiso_tests::skipped_in_vm(
-        "plugin and agent logic, the same on every kernel: the host runs it",
-    ) {
-        return;
-    }
-    let lab = Lab::new();
+    let Some(lab) = logic_lab() else { return };
     let agent = Agent::start(&lab, &[]);
     let stdin = config(&lab, "1.0.0", "netiso");
     let sandbox = Sandbox::new(&lab, "s");
@@ -365,12 +354,7 @@ fn errors_are_the_specs_json_and_leave_nothing() {
 
 #[test]
 fn gc_removes_only_this_networks_stale_attachments() {
-    if netiso_tests::skipped_in_vm(
-        "plugin and agent logic, the same on every kernel: the host runs it",
-    ) {
-        return;
-    }
-    let lab = Lab::new();
+    let Some(lab) = logic_lab() else { return };
     let _agent = Agent::start(&lab, &[]);
     let ours = config(&lab, "1.1.0", "netiso");
     let theirs = config(&lab, "1.1.0", "other");
@@ -409,13 +393,8 @@ fn gc_removes_only_this_networks_stale_attachments() {
 
 #[test]
 fn fifty_parallel_adds_get_disjoint_ports_and_fifty_dels_leave_nothing() {
-    if netiso_tests::skipped_in_vm(
-        "plugin and agent logic, the same on every kernel: the host runs it",
-    ) {
-        return;
-    }
     const N: u16 = 50;
-    let lab = Lab::new();
+    let Some(lab) = logic_lab() else { return };
     let _agent = Agent::start(&lab, &[]);
     let stdin = config(&lab, "1.0.0", "netiso");
     let sandboxes: Vec<Sandbox> = (0..N)
@@ -561,12 +540,7 @@ fn a_published_port_reaches_the_container_port_from_everywhere() {
 
 #[test]
 fn check_finds_what_changed_since_add() {
-    if netiso_tests::skipped_in_vm(
-        "plugin and agent logic, the same on every kernel: the host runs it",
-    ) {
-        return;
-    }
-    let lab = Lab::new();
+    let Some(lab) = logic_lab() else { return };
     let _agent = Agent::start(&lab, &[]);
     let web = Sandbox::new(&lab, "web");
     let stdin = with_ports(
