@@ -4,9 +4,9 @@
 //! 5.10 among them) do not, so a container's `net_rx_*` would miss what the datapath
 //! hands it; there every delivery goes through the host end of the veth instead.
 //!
-//! The probe uses two namespaces of its own (`netiso-probe-<pid>-a` and `-b`) joined
-//! by a veth pair, sends one datagram into the first one's loopback, whose ingress
-//! redirects it to the peer in the second, and reads that peer's counter. Nothing of
+//! The probe uses two namespaces of its own (`netiso-probe-<pid>-a` and `-b`, IPv6
+//! off) joined by a veth pair, sends datagrams into the first one's loopback, whose
+//! ingress redirects them to the peer in the second, and reads that peer's counter. Nothing of
 //! the host's is touched, and both namespaces are deleted afterwards.
 use std::{fs::File, net::UdpSocket, path::Path, thread, time::Duration};
 
@@ -18,7 +18,7 @@ use aya::{
 use netiso_common::{PROBE_PEER_IFINDEX_GLOBAL, PROBE_REDIRECT_PEER_PROGRAM};
 
 use super::{AttachMode, object::EBPF_OBJECT};
-use crate::net::{NetlinkSocket, VethEnd, netns};
+use crate::net::{NetlinkSocket, VethEnd, netns, sysctl};
 
 /// How the datapath hands packets to containers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -28,6 +28,19 @@ pub enum Delivery {
     Peer,
     /// Always out of the host end of the veth, whose crossing counts the packet.
     ThroughVeth,
+}
+
+/// Datagrams the probe sends: all must be counted.
+const PROBE_DATAGRAMS: u64 = 8;
+
+/// Turns IPv6 off in the calling thread's namespace, for links made from now on.
+fn without_ipv6() -> anyhow::Result<()> {
+    if std::path::Path::new("/proc/sys/net/ipv6").exists() {
+        for scope in ["all", "default"] {
+            sysctl::write(&format!("net.ipv6.conf.{scope}.disable_ipv6"), "1")?;
+        }
+    }
+    Ok(())
 }
 
 /// Whether `bpf_redirect_peer` counts what it delivers in the peer's rx counters.
@@ -47,6 +60,11 @@ pub fn redirect_peer_counts_rx() -> anyhow::Result<bool> {
 fn probe_in(a: &Path, b: &Path) -> anyhow::Result<bool> {
     let b_file = File::open(b).with_context(|| format!("opening {}", b.display()))?;
     netns::run_in(a, || -> anyhow::Result<bool> {
+        // Without IPv6 the veth pair sends nothing of its own (no router
+        // solicitations, listener reports or address checks) that the count could
+        // take for the probe's datagrams.
+        netns::run_in(b, without_ipv6)??;
+        without_ipv6()?;
         let mut socket = NetlinkSocket::route().context("opening a netlink socket")?;
         let end = |name, last| VethEnd {
             name,
@@ -81,12 +99,15 @@ fn probe_in(a: &Path, b: &Path) -> anyhow::Result<bool> {
         program
             .attach("lo", TcAttachType::Ingress)
             .context("attaching the probe to lo")?;
-        UdpSocket::bind("127.0.0.1:0")
-            .and_then(|s| s.send_to(b"netiso probe", "127.0.0.1:9"))
-            .context("sending the probe datagram")?;
-        // The datagram crosses lo's backlog first.
+        let socket = UdpSocket::bind("127.0.0.1:0").context("binding the probe socket")?;
+        for _ in 0..PROBE_DATAGRAMS {
+            socket
+                .send_to(b"netiso probe", "127.0.0.1:9")
+                .context("sending the probe datagrams")?;
+        }
+        // The datagrams cross lo's backlog first.
         for _ in 0..50 {
-            if received()? > before {
+            if received()? >= before + PROBE_DATAGRAMS {
                 return Ok(true);
             }
             thread::sleep(Duration::from_millis(10));
