@@ -1,13 +1,17 @@
 //! Everything a lab's agent holds in the kernel and on disk, so that a test can say
 //! that it holds what its live containers need and nothing more: veths, namespaces
-//! and their bind mounts, records, port map and veth map entries, pinned links.
+//! and their bind mounts, records, port map and veth map entries, port translations,
+//! pinned links.
 use std::{
     collections::{BTreeMap, BTreeSet},
     fs,
 };
 
 use aya::maps::{Array, HashMap, Map, MapData};
-use netiso_common::{PORT_OWNERS_MAP, PortOwner, VETH_CONTAINERS_MAP};
+use netiso_common::{
+    CONTAINER_PORT_TRANSLATIONS_MAP, ContainerPort, PORT_OWNERS_MAP, PORT_TRANSLATIONS_MAP,
+    PortOwner, VETH_CONTAINERS_MAP,
+};
 
 use crate::lab::Lab;
 
@@ -32,6 +36,10 @@ pub struct Holdings {
     pub port_slots: BTreeMap<u32, usize>,
     /// Veth map entries: slots.
     pub veth_slots: BTreeSet<u32>,
+    /// Published ports' translations in the lab's port ranges, inbound (host port,
+    /// container port) and outbound (slot, container port, host port).
+    pub translations_in: BTreeSet<(u16, u16)>,
+    pub translations_out: BTreeSet<(u32, u16, u16)>,
     /// Pinned links beyond the agent's own.
     pub container_links: usize,
 }
@@ -112,6 +120,28 @@ impl Holdings {
                     .collect()
             })
             .unwrap_or_default();
+        let translations_in = pinned(lab, PORT_TRANSLATIONS_MAP)
+            .map(|map| {
+                let inbound = Array::<_, u16>::try_from(Map::Array(map))
+                    .expect("the translation map is an array");
+                LAB_PORTS
+                    .filter_map(|port| {
+                        let inside = inbound.get(&u32::from(port), 0).ok()?;
+                        (inside != 0).then_some((port, inside))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let translations_out = pinned(lab, CONTAINER_PORT_TRANSLATIONS_MAP)
+            .map(|map| {
+                HashMap::<_, ContainerPort, u16>::try_from(Map::HashMap(map))
+                    .expect("the translation map is a hash map")
+                    .iter()
+                    .filter_map(Result::ok)
+                    .map(|(key, host_port)| (key.slot, key.port, host_port))
+                    .collect()
+            })
+            .unwrap_or_default();
         let container_links = fs::read_dir(lab.pin_root().join("links"))
             .map_or(0, |dir| dir.count().saturating_sub(AGENT_LINKS));
         Self {
@@ -121,6 +151,8 @@ impl Holdings {
             records,
             port_slots,
             veth_slots,
+            translations_in,
+            translations_out,
             container_links,
         }
     }
@@ -154,6 +186,17 @@ impl Holdings {
             .iter()
             .map(|c| format!("netiso-{}", text(c, "id")))
             .collect();
+        let port = |v: &serde_json::Value| u16::try_from(v.as_u64().unwrap()).unwrap();
+        let mappings: Vec<(u32, u16, u16)> = containers
+            .iter()
+            .flat_map(|c| {
+                let mappings = c["port_mappings"].as_array().cloned().unwrap_or_default();
+                let slot = slot(c);
+                mappings
+                    .into_iter()
+                    .map(move |m| (slot, port(&m["container_port"]), port(&m["host_port"])))
+            })
+            .collect();
         Self {
             veths: containers.iter().map(|c| text(c, "host_veth")).collect(),
             mounts: namespaces
@@ -167,6 +210,11 @@ impl Holdings {
                 .collect(),
             port_slots: containers.iter().map(|c| (slot(c), ports(c))).collect(),
             veth_slots: containers.iter().map(slot).collect(),
+            translations_in: mappings
+                .iter()
+                .map(|&(_, inside, host)| (host, inside))
+                .collect(),
+            translations_out: mappings.into_iter().collect(),
             container_links: 3 * containers.len(),
         }
     }
