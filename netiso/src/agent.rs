@@ -8,7 +8,7 @@ use std::{path::Path, sync::Arc};
 use crate::{
     config::{self, AgentArgs},
     control::{Manager, ManagerHandle, Shaping},
-    datapath::{self, Datapath, Delivery, bpffs},
+    datapath::{self, Datapath, bpffs},
     doctor,
     net::{NetlinkSocket, host::HostNetwork},
     ports::PortLedger,
@@ -73,11 +73,7 @@ pub fn run(args: AgentArgs, api_socket: &Path) -> anyhow::Result<()> {
     datapath.configure(
         &host,
         shaping.egress_flows.as_ref().map_or(0, |f| f.qdisc.handle),
-        if has("peer rx") {
-            Delivery::Peer
-        } else {
-            Delivery::ThroughVeth
-        },
+        datapath::probe::delivery_for_running_kernel(),
     )?;
     // Before containers can send anything: which host services they may reach.
     let agent_port = http_listener

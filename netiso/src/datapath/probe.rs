@@ -30,6 +30,26 @@ pub enum Delivery {
     ThroughVeth,
 }
 
+/// Which delivery this kernel needs, probed; on a failed probe the one that is right
+/// everywhere (through the veth), with a warning.
+pub fn delivery_for_running_kernel() -> Delivery {
+    match redirect_peer_counts_rx() {
+        Ok(true) => Delivery::Peer,
+        Ok(false) => {
+            log::info!(
+                "this kernel's bpf_redirect_peer does not count what it delivers in the veth's counters: containers receive through the host end of their veth"
+            );
+            Delivery::ThroughVeth
+        }
+        Err(error) => {
+            log::warn!(
+                "probing bpf_redirect_peer failed ({error:#}); containers receive through the host end of their veth"
+            );
+            Delivery::ThroughVeth
+        }
+    }
+}
+
 /// Datagrams the probe sends: all must be counted.
 const PROBE_DATAGRAMS: u64 = 8;
 
