@@ -15,7 +15,7 @@
 //! - `tc`: htb/fq_codel shaping, the rate policy, unique egress flows;
 //! - `stats`: per-container statistics (Mesos JSON, Prometheus);
 //! - `server`: the read-only HTTP server and the control API server;
-//! - `doctor`: what the kernel offers, probed;
+//! - `doctor`: what the kernel offers, probed; `heap`: giving free memory back;
 //! - [`cni`]: the CNI plugin (the same binary, run by a runtime with `CNI_COMMAND`).
 mod agent;
 pub mod cli;
@@ -26,6 +26,7 @@ pub mod datapath;
 mod doctor;
 pub mod failpoints;
 mod failure;
+mod heap;
 pub mod net;
 pub mod ports;
 mod server;

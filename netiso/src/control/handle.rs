@@ -84,6 +84,9 @@ fn serve(manager: &mut Manager, requests: mpsc::Receiver<Command>) {
             }
             Command::Destroy(id, reply) => {
                 let _ = reply.send(manager.destroy(&id).map_err(failed));
+                // What the container held (its object copy, probes, buffers) goes
+                // back to the system, so the agent's memory follows its containers.
+                crate::heap::trim();
             }
         }
     }
