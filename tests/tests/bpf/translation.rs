@@ -209,3 +209,63 @@ fn the_container_keeps_what_reaches_its_published_port_over_its_loopback() {
         );
     }
 }
+
+#[test]
+fn hostile_frames_about_published_ports_change_nothing_they_should_not() {
+    let ebpf = translating_datapath();
+    // A UDP header cut after its ports, to the published host port: not deliverable,
+    // left to the host stack (which drops it) untouched.
+    let mut truncated = segment(
+        IPPROTO_UDP,
+        IpAddr::V4(REMOTE_IPV4),
+        40000,
+        IpAddr::V4(HOST_IPV4),
+        C0_HOST_PORT,
+    );
+    truncated.truncate(14 + 20 + 4);
+    truncated[14 + 2..14 + 4].copy_from_slice(&(24u16).to_be_bytes());
+    let (verdict, out) = run_out(&ebpf, PUBLIC_INGRESS_PROGRAM, &truncated);
+    assert_eq!((verdict, out), (PIPE, truncated));
+    // A TCP header cut short from the container's inner port: dropped as malformed,
+    // not translated.
+    let mut short = segment(
+        IPPROTO_TCP,
+        IpAddr::V4(HOST_IPV4),
+        C0_PORT,
+        IpAddr::V4(REMOTE_IPV4),
+        443,
+    );
+    short.truncate(14 + 20 + 12);
+    short[14 + 2..14 + 4].copy_from_slice(&(32u16).to_be_bytes());
+    assert_eq!(run(&ebpf, CONTAINER_VETH_INGRESS_PROGRAM, &short), SHOT);
+    // An ICMP error from the network quoting a packet from the host port that the
+    // host's address did not send (another source): not the container's, untouched.
+    let forged = segment(
+        IPPROTO_UDP,
+        IpAddr::V4(OTHER_IPV4),
+        C0_HOST_PORT,
+        IpAddr::V4(REMOTE_IPV4),
+        53,
+    );
+    let error = icmp_error_frame(
+        IpAddr::V4(REMOTE_IPV4),
+        IpAddr::V4(HOST_IPV4),
+        &forged[14..],
+    );
+    let (verdict, out) = run_out(&ebpf, PUBLIC_INGRESS_PROGRAM, &error);
+    assert_eq!((verdict, out), (PIPE, error));
+    // The container may not report errors about another container's inner port.
+    let arrived = segment(
+        IPPROTO_UDP,
+        IpAddr::V4(REMOTE_IPV4),
+        40000,
+        IpAddr::V4(HOST_IPV4),
+        C1_PORT,
+    );
+    let error = icmp_error_frame(
+        IpAddr::V4(HOST_IPV4),
+        IpAddr::V4(REMOTE_IPV4),
+        &arrived[14..],
+    );
+    assert_eq!(run(&ebpf, CONTAINER_VETH_INGRESS_PROGRAM, &error), SHOT);
+}
