@@ -30,8 +30,11 @@ fn host_service(lab: &Lab, port: u16) -> TcpListener {
 }
 
 /// Whether a TCP connection from `ns` to `address:port` is set up within a second.
+/// Whether a TCP connection from `ns` succeeds. Three seconds cover one SYN
+/// retransmission, which a loaded emulated VM may need; a refused port answers at once
+/// and a dropped one takes the whole wait.
 fn reaches(ns: &Netns, address: IpAddr, port: u16) -> bool {
-    ns.run(|| TcpStream::connect_timeout(&SocketAddr::new(address, port), Duration::from_secs(1)))
+    ns.run(|| TcpStream::connect_timeout(&SocketAddr::new(address, port), Duration::from_secs(3)))
         .is_ok()
 }
 
