@@ -1,5 +1,5 @@
-//! The errors a CNI plugin reports: a code from the spec (or ours, from 100), a
-//! message and details, written to stdout as JSON with a non-zero exit.
+//! The errors a CNI plugin reports: a code from the spec (or ours, from 100) and a
+//! one-line message, written to stdout as JSON with a non-zero exit.
 use serde::Serialize;
 
 use crate::failure::Failure;
@@ -25,8 +25,6 @@ pub mod code {
 pub struct CniError {
     pub code: u32,
     pub msg: String,
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub details: String,
 }
 
 impl CniError {
@@ -34,7 +32,6 @@ impl CniError {
         Self {
             code,
             msg: msg.into(),
-            details: String::new(),
         }
     }
 
@@ -53,10 +50,6 @@ impl CniError {
 
 impl std::fmt::Display for CniError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} (code {})", self.msg, self.code)?;
-        if !self.details.is_empty() {
-            write!(f, ": {}", self.details)?;
-        }
-        Ok(())
+        write!(f, "{} (code {})", self.msg, self.code)
     }
 }
