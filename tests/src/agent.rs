@@ -174,8 +174,9 @@ impl Agent {
             process,
             stderr: stderr_rx,
         };
-        // Generous: the VM runs under software emulation.
-        if ready_rx.recv_timeout(Duration::from_secs(60)).is_err() {
+        // Generous: the VM runs under software emulation, where a start (two object
+        // loads with the kernel probe) can take tens of seconds on a loaded host.
+        if ready_rx.recv_timeout(Duration::from_secs(120)).is_err() {
             let status = agent.process.child_mut().try_wait().ok().flatten();
             panic!(
                 "netiso agent did not become ready (exit status {status:?}); its log:\n{}",
