@@ -48,14 +48,8 @@ pub fn run_if_invoked() -> Option<ExitCode> {
         }
         Ok(None) => ExitCode::SUCCESS,
         Err(error) => {
-            // The version the runtime asked for, if it could be read.
-            let version = serde_json::from_slice::<Value>(&stdin)
-                .ok()
-                .and_then(|v| v["cniVersion"].as_str().map(str::to_owned))
-                .filter(|v| SUPPORTED_VERSIONS.contains(&v.as_str()))
-                .unwrap_or_else(|| latest().to_owned());
             let mut answer = json!(error);
-            answer["cniVersion"] = json!(version);
+            answer["cniVersion"] = json!(asked_version(&stdin));
             let _ = writeln!(stdout, "{answer}");
             let _ = writeln!(std::io::stderr(), "netiso CNI {command}: {error}");
             ExitCode::FAILURE
@@ -63,8 +57,14 @@ pub fn run_if_invoked() -> Option<ExitCode> {
     })
 }
 
-fn latest() -> &'static str {
-    SUPPORTED_VERSIONS[SUPPORTED_VERSIONS.len() - 1]
+/// The version the runtime asked for on stdin if the plugin speaks it, else the
+/// latest.
+fn asked_version(stdin: &[u8]) -> String {
+    serde_json::from_slice::<Value>(stdin)
+        .ok()
+        .and_then(|v| v["cniVersion"].as_str().map(str::to_owned))
+        .filter(|v| SUPPORTED_VERSIONS.contains(&v.as_str()))
+        .unwrap_or_else(|| SUPPORTED_VERSIONS[SUPPORTED_VERSIONS.len() - 1].to_owned())
 }
 
 /// One CNI command; `Some` is the JSON to print.
@@ -100,12 +100,7 @@ fn run(command: &str, stdin: &[u8]) -> Result<Option<Value>, CniError> {
 /// VERSION: every version the plugin speaks, answered in the one asked for (even
 /// with dummy environment values, as runtimes send).
 fn version(stdin: &[u8]) -> Value {
-    let asked = serde_json::from_slice::<Value>(stdin)
-        .ok()
-        .and_then(|v| v["cniVersion"].as_str().map(str::to_owned))
-        .filter(|v| SUPPORTED_VERSIONS.contains(&v.as_str()))
-        .unwrap_or_else(|| latest().to_owned());
-    json!({ "cniVersion": asked, "supportedVersions": SUPPORTED_VERSIONS })
+    json!({ "cniVersion": asked_version(stdin), "supportedVersions": SUPPORTED_VERSIONS })
 }
 
 fn require_version(config: &NetworkConfig, command: &str, since: &str) -> Result<(), CniError> {
