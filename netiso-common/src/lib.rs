@@ -429,6 +429,20 @@ pub const MAX_HOST_ADDRESSES: u32 = 1024;
 /// (its later fragments are then dropped, as a reassembly timeout would).
 pub const MAX_FRAGMENTED_DATAGRAMS: u32 = 4096;
 
+/// A container as its loopback program needs it: `CONTAINER_NETNS` maps the cookie
+/// of the container's network namespace to this.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ContainerLoopback {
+    pub slot: u32,
+    /// The ifindex of its eth0, inside its namespace.
+    pub eth0_ifindex: u32,
+}
+
+#[cfg(feature = "user")]
+// SAFETY: two u32 fields, no padding.
+unsafe impl aya::Pod for ContainerLoopback {}
+
 /// Map names, as pinned under the agent's bpffs root.
 pub const PORT_OWNERS_MAP: &str = "PORT_OWNERS";
 pub const VETH_CONTAINERS_MAP: &str = "VETH_CONTAINERS";
@@ -444,6 +458,7 @@ pub const EGRESS_POLICERS_MAP: &str = "EGRESS_POLICERS";
 pub const INBOUND_FRAGMENTS_MAP: &str = "INBOUND_FRAGMENTS";
 pub const PORT_TRANSLATIONS_MAP: &str = "PORT_TRANSLATIONS";
 pub const CONTAINER_PORT_TRANSLATIONS_MAP: &str = "CONTAINER_PORT_TRANSLATIONS";
+pub const CONTAINER_NETNS_MAP: &str = "CONTAINER_NETNS";
 
 /// `HOST_PORT_ACCESS` value of a host port containers may not reach (0: they may).
 pub const HOST_PORT_CLOSED: u8 = 1;
@@ -455,8 +470,13 @@ pub const HOST_LO_INGRESS_PROGRAM: &str = "host_lo_ingress";
 /// Program on a container's eth0 ingress: hands loopback traffic to the container's lo.
 pub const CONTAINER_ETH0_INGRESS_PROGRAM: &str = "container_eth0_ingress";
 /// Program on a container's lo ingress: sends traffic for ports it does not own out.
-pub const CONTAINER_LO_INGRESS_PROGRAM: &str = "container_lo_ingress";
-/// Load-time constants of the container lo program (one loaded copy per container).
+/// One program serves every container: it finds its container by the namespace's
+/// cookie (`CONTAINER_NETNS`), on kernels whose tc programs may ask for it (6.15+).
+pub const CONTAINER_LO_EGRESS_PROGRAM: &str = "container_lo_egress";
+/// The same for older kernels: one loaded copy per container, told its container by
+/// load-time constants.
+pub const CONTAINER_LO_EGRESS_COPY_PROGRAM: &str = "container_lo_egress_copy";
+/// Load-time constants of the copied container lo program.
 pub const CONTAINER_SLOT_GLOBAL: &str = "CONTAINER_SLOT";
 /// The probe's target: the veth whose peer it redirects to.
 pub const PROBE_PEER_IFINDEX_GLOBAL: &str = "PROBE_PEER_IFINDEX";

@@ -8,7 +8,7 @@
 
 mod container_checks;
 mod container_eth0_ingress;
-mod container_lo_ingress;
+mod container_lo_egress;
 mod container_veth_ingress;
 mod deliver;
 mod echo;

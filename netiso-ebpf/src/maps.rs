@@ -4,11 +4,11 @@ use aya_ebpf::{
     macros::btf_map,
 };
 use netiso_common::{
-    ContainerCounters, ContainerPort, ContainerShaping, DatapathConfig, Direction,
-    EchoConversation, EchoIdRange, EchoKey, EgressPolicer, FragmentKey, FragmentRoute, HostAddress,
-    MAX_CONTAINERS, MAX_ECHO_CONVERSATIONS, MAX_FRAGMENTED_DATAGRAMS, MAX_HOST_ADDRESSES,
-    MAX_PORT_TRANSLATIONS, PUBLIC_IFACE_COUNTER_SLOTS, PortOwner, TrafficClass, TrafficCounters,
-    public_iface_counter_slot,
+    ContainerCounters, ContainerLoopback, ContainerPort, ContainerShaping, DatapathConfig,
+    Direction, EchoConversation, EchoIdRange, EchoKey, EgressPolicer, FragmentKey, FragmentRoute,
+    HostAddress, MAX_CONTAINERS, MAX_ECHO_CONVERSATIONS, MAX_FRAGMENTED_DATAGRAMS,
+    MAX_HOST_ADDRESSES, MAX_PORT_TRANSLATIONS, PUBLIC_IFACE_COUNTER_SLOTS, PortOwner, TrafficClass,
+    TrafficCounters, public_iface_counter_slot,
 };
 
 /// What crossed the public interface, per direction and traffic class. Per-CPU, so the
@@ -97,6 +97,12 @@ pub static CONTAINER_PORT_TRANSLATIONS: HashMap<
     u16,
     { MAX_PORT_TRANSLATIONS as usize },
 > = HashMap::new();
+
+/// Cookie of a container's network namespace → its slot and eth0, for the one
+/// loopback program all containers share.
+#[btf_map]
+pub static CONTAINER_NETNS: HashMap<u64, ContainerLoopback, { MAX_CONTAINERS as usize }> =
+    HashMap::new();
 
 /// Adds one packet of `bytes` bytes to the public interface's counters.
 #[inline(always)]

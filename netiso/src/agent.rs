@@ -8,7 +8,7 @@ use std::{path::Path, sync::Arc};
 use crate::{
     config::{self, AgentArgs},
     control::{Manager, ManagerHandle, Shaping},
-    datapath::{self, Datapath, bpffs},
+    datapath::{self, ContainerLoopbackProgram, Datapath, bpffs},
     doctor,
     net::{NetlinkSocket, host::HostNetwork},
     ports::PortLedger,
@@ -91,6 +91,14 @@ pub fn run(args: AgentArgs, api_socket: &Path) -> anyhow::Result<()> {
         "datapath attached to {eth0} and {lo} ({attach_mode:?}); maps pinned under {}",
         datapath.pin_root().display()
     );
+    match datapath.container_loopback_program() {
+        ContainerLoopbackProgram::Shared => {
+            log::info!("containers' lo: one shared program (by namespace cookie)");
+        }
+        ContainerLoopbackProgram::PerContainer => log::info!(
+            "containers' lo: a program copy per container (this kernel's tc programs cannot read a namespace cookie: 6.15 or later can)"
+        ),
+    }
     let health = monitor::Health {
         status: "ok",
         public_interface: eth0.clone(),

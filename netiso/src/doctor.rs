@@ -66,7 +66,8 @@ pub fn checks() -> Vec<Check> {
             detail: format!(
                 "kernel {kernel}: {}",
                 match mode {
-                    AttachMode::Tcx => "tcx links (6.6 or later)",
+                    AttachMode::Tcx =>
+                        "tcx links on the public interface and lo (6.6 or later); netlink filters on containers' devices",
                     AttachMode::Netlink => "netlink cls_bpf on clsact (before 6.6)",
                 }
             ),
@@ -96,7 +97,7 @@ pub fn checks() -> Vec<Check> {
         for (qdisc, required, purpose) in [
             ("htb", false, "rate limits"),
             ("fq_codel", false, "bloat reduction and unique egress flows"),
-            ("clsact", mode == AttachMode::Netlink, "netlink attachments"),
+            ("clsact", true, "netlink attachments"),
         ] {
             let result = probe_qdisc(qdisc);
             checks.push(Check {

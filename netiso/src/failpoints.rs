@@ -29,12 +29,20 @@ pub const UPDATE: &[&str] = &[
     "update.record",
     "update.done",
 ];
-/// The failpoints of `container destroy`, in order.
+/// The failpoints of `container destroy` in an adopted namespace, in order.
 pub const DESTROY: &[&str] = &[
     "destroy.datapath",
     "destroy.veth",
     "destroy.sysctls",
     "destroy.netns",
+    "destroy.record",
+];
+/// The failpoints of `container destroy` in a namespace the agent made, in order (no
+/// sysctls to put back; the veth pair is queued for deletion after the name goes).
+pub const DESTROY_MADE_NAMESPACE: &[&str] = &[
+    "destroy.datapath",
+    "destroy.netns",
+    "destroy.veth",
     "destroy.record",
 ];
 

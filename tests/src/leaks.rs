@@ -1,19 +1,20 @@
 //! Everything a lab's agent holds in the kernel and on disk, so that a test can say
 //! that it holds what its live containers need and nothing more: veths, namespaces
-//! and their bind mounts, records, port map and veth map entries, port translations,
-//! pinned links.
+//! and their bind mounts, records, port map, veth map and namespace map entries, port
+//! translations, pinned links.
 use std::{
     collections::{BTreeMap, BTreeSet},
     fs,
+    time::{Duration, Instant},
 };
 
 use aya::maps::{Array, HashMap, Map, MapData};
 use netiso_common::{
-    CONTAINER_PORT_TRANSLATIONS_MAP, ContainerPort, PORT_OWNERS_MAP, PORT_TRANSLATIONS_MAP,
-    PortOwner, VETH_CONTAINERS_MAP,
+    CONTAINER_NETNS_MAP, CONTAINER_PORT_TRANSLATIONS_MAP, ContainerLoopback, ContainerPort,
+    PORT_OWNERS_MAP, PORT_TRANSLATIONS_MAP, PortOwner, VETH_CONTAINERS_MAP,
 };
 
-use crate::lab::Lab;
+use crate::{lab::Lab, test_run::kernel_has_shared_loopback};
 
 /// The ports a lab agent hands out (its `ports` and ephemeral pool), where leaked
 /// port map entries would be.
@@ -40,8 +41,11 @@ pub struct Holdings {
     /// container port) and outbound (slot, container port, host port).
     pub translations_in: BTreeSet<(u16, u16)>,
     pub translations_out: BTreeSet<(u32, u16, u16)>,
-    /// Pinned links beyond the agent's own.
+    /// Pinned links beyond the agent's own (containers' devices have netlink
+    /// filters, which go with the devices).
     pub container_links: usize,
+    /// Namespace map entries (for the shared loopback program): slots.
+    pub netns_slots: BTreeSet<u32>,
 }
 
 impl Holdings {
@@ -144,6 +148,16 @@ impl Holdings {
             .unwrap_or_default();
         let container_links = fs::read_dir(lab.pin_root().join("links"))
             .map_or(0, |dir| dir.count().saturating_sub(AGENT_LINKS));
+        let netns_slots = pinned(lab, CONTAINER_NETNS_MAP)
+            .map(|map| {
+                HashMap::<_, u64, ContainerLoopback>::try_from(Map::HashMap(map))
+                    .expect("the namespace map is a hash map")
+                    .iter()
+                    .filter_map(Result::ok)
+                    .map(|(_, entry)| entry.slot)
+                    .collect()
+            })
+            .unwrap_or_default();
         Self {
             veths,
             namespaces,
@@ -154,6 +168,7 @@ impl Holdings {
             translations_in,
             translations_out,
             container_links,
+            netns_slots,
         }
     }
 
@@ -215,7 +230,12 @@ impl Holdings {
                 .map(|&(_, inside, host)| (host, inside))
                 .collect(),
             translations_out: mappings.into_iter().collect(),
-            container_links: 3 * containers.len(),
+            container_links: 0,
+            netns_slots: if kernel_has_shared_loopback() {
+                containers.iter().map(slot).collect()
+            } else {
+                BTreeSet::new()
+            },
         }
     }
 }
@@ -227,13 +247,13 @@ fn pinned(lab: &Lab, name: &str) -> Option<MapData> {
 /// Asserts that the lab's agent holds exactly what its live containers (as
 /// `container list` shows them) need; `context` says when.
 pub fn assert_holds_only_live_containers(lab: &Lab, containers: &serde_json::Value, context: &str) {
-    let mut expected = Holdings::expected(containers);
-    // Attached through netlink (kernels before 6.6), programs hold no pinned links.
-    let pins_links =
-        fs::read_dir(lab.pin_root().join("links")).is_ok_and(|dir| dir.count() >= AGENT_LINKS);
-    if !pins_links {
-        expected.container_links = 0;
+    let expected = Holdings::expected(containers);
+    // Destroyed containers' veth pairs are deleted in the background.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut held = Holdings::of(lab);
+    while held != expected && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+        held = Holdings::of(lab);
     }
-    let held = Holdings::of(lab);
     assert_eq!(held, expected, "{context}: held (left) vs needed (right)");
 }

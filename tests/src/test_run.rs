@@ -1,6 +1,12 @@
 //! Helpers for running the tc programs through BPF_PROG_TEST_RUN.
-use aya::{Ebpf, maps::Array, programs::SchedClassifier};
-use netiso_common::{CONTAINER_SHAPING_MAP, ContainerShaping, DATAPATH_CONFIG_MAP, DatapathConfig};
+use std::sync::OnceLock;
+
+use aya::{Ebpf, EbpfLoader, maps::Array, programs::SchedClassifier};
+use netiso::datapath::EBPF_OBJECT;
+use netiso_common::{
+    CONTAINER_LO_EGRESS_PROGRAM, CONTAINER_SHAPING_MAP, ContainerShaping, DATAPATH_CONFIG_MAP,
+    DatapathConfig,
+};
 
 use crate::{
     lab::{HOST_IPV4, HOST_IPV6},
@@ -19,6 +25,24 @@ pub fn load_programs(ebpf: &mut Ebpf, names: &[&str]) {
             .load()
             .unwrap_or_else(|e| panic!("verifier rejects {name}: {e:?}"));
     }
+}
+
+/// Whether this kernel takes the containers' shared loopback program (tc programs that
+/// read a namespace's cookie: 6.15 and later), as the agent finds out at start.
+/// Asked once per test process.
+pub fn kernel_has_shared_loopback() -> bool {
+    static ANSWER: OnceLock<bool> = OnceLock::new();
+    *ANSWER.get_or_init(|| {
+        let mut ebpf = EbpfLoader::new()
+            .load(EBPF_OBJECT)
+            .expect("loading the eBPF object");
+        let program: &mut SchedClassifier = ebpf
+            .program_mut(CONTAINER_LO_EGRESS_PROGRAM)
+            .expect("the shared loopback program")
+            .try_into()
+            .expect("a tc classifier");
+        program.load().is_ok()
+    })
 }
 
 /// Writes the lab host's addresses into the datapath configuration (public interface

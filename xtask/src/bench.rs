@@ -1,4 +1,4 @@
-//! `cargo xtask bench [datapath|stats|soak|cni|fuzz]`: the benchmarks, in release mode, and
+//! `cargo xtask bench [datapath|scale|soak|cni|fuzz]`: the benchmarks, in release mode, and
 //! the long forms of the soak and fuzz tests. Figures are printed, never asserted (the
 //! soak does check that nothing leaked, the fuzzers that nothing disagreed).
 use clap::ValueEnum;
@@ -13,9 +13,10 @@ pub enum Bench {
     /// Per-packet cost of the tc programs (BPF_PROG_TEST_RUN) against the number of
     /// containers.
     Datapath,
-    /// Time of a statistics scrape and the agent's memory, with up to 1000 real
-    /// containers (a few minutes).
-    Stats,
+    /// Up to 1000 real containers through the control API: create and destroy
+    /// latency, the agent's memory and descriptors, scrape times (a few minutes;
+    /// NETISO_SCALE_CONTAINERS=N for another count).
+    Scale,
     /// 10 000 create/destroy cycles under traffic: latency p50/p99, memory and
     /// descriptors before and after, leaks (about half an hour;
     /// NETISO_SOAK_CYCLES=N for fewer).
@@ -38,9 +39,9 @@ pub fn run(which: Option<Bench>) -> anyhow::Result<()> {
     }
     for (bench, name, what) in [
         (
-            Bench::Stats,
-            "statistics",
-            "statistics benchmark (a real agent and up to 1000 containers)",
+            Bench::Scale,
+            "scale",
+            "scale benchmark (a real agent and up to 1000 containers)",
         ),
         (
             Bench::Soak,

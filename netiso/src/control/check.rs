@@ -6,9 +6,22 @@ use anyhow::Context as _;
 
 use super::manager::Manager;
 use crate::{
+    datapath::NETLINK_PRIORITY,
     failure::refuse,
     net::{NetlinkSocket, netns},
+    tc::{CLSACT_EGRESS, CLSACT_INGRESS},
 };
+
+/// Every network namespace's loopback device has this index.
+const LOOPBACK_IFINDEX: u32 = 1;
+
+/// Whether link `index` (in the socket's namespace) has netiso's filter under
+/// `parent` (its clsact ingress or egress).
+fn has_netiso_filter(socket: &mut NetlinkSocket, index: u32, parent: u32) -> anyhow::Result<bool> {
+    Ok(socket
+        .bpf_filter_priorities(index, parent)?
+        .contains(&NETLINK_PRIORITY))
+}
 
 impl Manager {
     /// Refuses (as a conflict) with every difference found, or succeeds.
@@ -20,7 +33,11 @@ impl Manager {
         let mut problems = self.datapath.check_container(network)?;
         let mut socket = NetlinkSocket::route().context("opening a netlink socket")?;
         match socket.link(&info.host_veth)? {
-            Some(link) if link.index == network.host_veth_index => {}
+            Some(link) if link.index == network.host_veth_index => {
+                if !has_netiso_filter(&mut socket, link.index, CLSACT_INGRESS)? {
+                    problems.push(format!("its veth {} has lost its program", info.host_veth));
+                }
+            }
             _ => problems.push(format!("its veth {} is gone or replaced", info.host_veth)),
         }
         let interface = self.interface_of(info).to_owned();
@@ -48,6 +65,14 @@ impl Manager {
                 }
                 if expected.0.is_some() && socket.default_route_ifindex()? != Some(link.index) {
                     problems.push(format!("its default route is not through {interface}"));
+                }
+                for (name, index, parent) in [
+                    (interface.as_str(), link.index, CLSACT_INGRESS),
+                    ("lo", LOOPBACK_IFINDEX, CLSACT_EGRESS),
+                ] {
+                    if !has_netiso_filter(&mut socket, index, parent)? {
+                        problems.push(format!("its {name} has lost its program"));
+                    }
                 }
                 Ok(problems)
             })??;

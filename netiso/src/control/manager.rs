@@ -21,6 +21,7 @@ use crate::{
         container_network::{self, ContainerNetwork, ContainerSpec},
         host::HostNetwork,
         netns,
+        veth_reaper::VethReaper,
     },
     ports::{self, PortLedger},
     tc::{EgressFlows, HtbConfig, RatePolicy, htb},
@@ -47,6 +48,8 @@ pub struct Manager {
     pub(super) records: Records,
     /// Veths of containers recorded by a newer netiso: never touched.
     pub(super) foreign_veths: Vec<String>,
+    /// Deletes destroyed containers' veth pairs in the background.
+    reaper: VethReaper,
 }
 
 /// How containers are shaped: the rate policy, whether the kernel has fq_codel for
@@ -165,6 +168,7 @@ impl Manager {
             containers: BTreeMap::new(),
             records: Records::open(state_dir)?,
             foreign_veths: Vec::new(),
+            reaper: VethReaper::start().context("starting the veth reaper thread")?,
         })
     }
 
@@ -203,9 +207,11 @@ impl Manager {
             .unwrap_or(self.host.public.name.as_str())
     }
 
-    /// A slot for a new container: free in the datapath, its veth name unused.
+    /// A slot for a new container: free in the datapath, its veth name unused (and
+    /// not about to be deleted).
     fn free_slot(&self) -> anyhow::Result<u32> {
-        let used: BTreeSet<u32> = self.containers.values().map(|m| m.network.slot).collect();
+        let mut used: BTreeSet<u32> = self.containers.values().map(|m| m.network.slot).collect();
+        used.extend(self.reaper.pending());
         let mut socket = NetlinkSocket::route().context("opening a netlink socket")?;
         free_slot(&used, |slot| {
             let name = container_network::host_veth_name(slot);
@@ -319,7 +325,7 @@ impl Manager {
         if let Err(error) = added {
             self.give_back_egress_flow(egress_flow);
             let _ = self.datapath.remove_container(&network);
-            let _ = container_network::destroy(&network);
+            let _ = container_network::destroy(&network, &self.reaper);
             let _ = self.records.remove(&spec.id);
             return Err(error);
         }
@@ -343,7 +349,7 @@ impl Manager {
         let network = managed.network.clone();
         failpoints::hit("destroy.datapath")?;
         self.datapath.remove_container(&network)?;
-        container_network::destroy(&network)?;
+        container_network::destroy(&network, &self.reaper)?;
         failpoints::hit("destroy.record")?;
         self.records.remove(id)?;
         let managed = self.containers.remove(id).expect("looked up above");

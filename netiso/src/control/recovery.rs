@@ -87,6 +87,7 @@ impl Manager {
             slot,
             &info.netns,
             &info.host_veth,
+            info.adopted,
         )?;
         // Ports another recovered container holds stay with it; this one keeps the rest
         // (a conflict is reported, never a reason to delete a container).

@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use aya::{
     Ebpf,
     programs::{
-        LinkOrder, SchedClassifier, TcAttachType,
+        Link as _, LinkOrder, SchedClassifier, TcAttachType,
         links::{FdLink, PinnedLink},
         tc::{self, NlOptions, SchedClassifierLink, TcAttachOptions, TcHandle},
     },
@@ -19,7 +19,7 @@ use serde::Serialize;
 /// Netlink filters of netiso get this priority and handle, so that a restarted agent
 /// finds and replaces them in place (each interface and direction has one netiso
 /// program at most).
-const NETLINK_PRIORITY: u16 = 0x6e69; // "ni"
+pub const NETLINK_PRIORITY: u16 = 0x6e69; // "ni"
 const NETLINK_HANDLE: u16 = 1;
 
 /// How tc programs are attached to an interface.
@@ -72,7 +72,6 @@ pub(super) fn attach_persistent(
     attach_type: TcAttachType,
     link_pin: &Path,
 ) -> anyhow::Result<()> {
-    mode.prepare_iface(iface)?;
     let program = loaded_program(ebpf, name)?;
     match mode {
         AttachMode::Tcx => {
@@ -103,43 +102,61 @@ pub(super) fn attach_persistent(
             link.pin(link_pin)
                 .with_context(|| format!("pinning the link at {}", link_pin.display()))?;
         }
-        AttachMode::Netlink => {
-            let options = NlOptions {
-                priority: NETLINK_PRIORITY,
-                handle: TcHandle::new(0, NETLINK_HANDLE),
-                classid: None,
-            };
-            let previous = SchedClassifierLink::attached(
-                iface,
-                attach_type,
-                options.priority,
-                options.handle,
-                None,
-            )?;
-            // Replacing fails when there is nothing to replace: then create.
-            let id = match program.attach_to_link(previous) {
-                Ok(id) => id,
-                Err(_) => program.attach_with_options(
-                    iface,
-                    attach_type,
-                    TcAttachOptions::Netlink(options),
-                )?,
-            };
-            // Forgetting the handle leaves the filter in the kernel when we exit.
-            std::mem::forget(program.take_link(id)?);
-        }
+        AttachMode::Netlink => attach_filter(program, iface, attach_type)?,
     }
     Ok(())
 }
 
-/// Removes netiso's netlink filter for program `name` from `iface`'s ingress; one
-/// already gone is fine.
-pub(super) fn detach_netlink_ingress(iface: &str, name: &str) {
-    let _ = tc::qdisc_detach_program(iface, TcAttachType::Ingress, name);
+/// Attaches `program` to `iface` as a cls_bpf filter on its clsact qdisc (added if
+/// missing) at netiso's priority and handle, replacing the filter there if any. The
+/// filter stays in the kernel when the agent exits.
+///
+/// Containers' devices are always attached this way, even where tcx exists: a tcx
+/// attachment, and its removal with the device, each wait for an RCU grace period
+/// while holding the rtnl lock (about 10 ms apiece here, three per container), where
+/// a filter on a fresh clsact qdisc takes a tenth of a millisecond. netiso owns these
+/// devices, so tcx's ordering among several programs buys nothing there.
+pub(super) fn attach_filter(
+    program: &mut SchedClassifier,
+    iface: &str,
+    attach_type: TcAttachType,
+) -> anyhow::Result<()> {
+    AttachMode::Netlink.prepare_iface(iface)?;
+    let options = NlOptions {
+        priority: NETLINK_PRIORITY,
+        handle: TcHandle::new(0, NETLINK_HANDLE),
+        classid: None,
+    };
+    let previous =
+        SchedClassifierLink::attached(iface, attach_type, options.priority, options.handle, None)?;
+    // Replacing fails when there is nothing to replace: then create.
+    let id = match program.attach_to_link(previous) {
+        Ok(id) => id,
+        Err(_) => {
+            program.attach_with_options(iface, attach_type, TcAttachOptions::Netlink(options))?
+        }
+    };
+    // Forgetting the handle leaves the filter in the kernel when we exit.
+    std::mem::forget(program.take_link(id)?);
+    Ok(())
+}
+
+/// Removes netiso's netlink filter (its priority and handle) from `iface` in
+/// direction `attach_type`; one already gone is fine.
+pub(super) fn detach_netlink(iface: &str, attach_type: TcAttachType) {
+    let handle = TcHandle::new(0, NETLINK_HANDLE);
+    if let Ok(filter) =
+        SchedClassifierLink::attached(iface, attach_type, NETLINK_PRIORITY, handle, None)
+    {
+        let _ = filter.detach();
+    }
 }
 
 /// The program `name` of `ebpf`, loaded into the kernel on first use.
-fn loaded_program<'a>(ebpf: &'a mut Ebpf, name: &str) -> anyhow::Result<&'a mut SchedClassifier> {
+pub(super) fn loaded_program<'a>(
+    ebpf: &'a mut Ebpf,
+    name: &str,
+) -> anyhow::Result<&'a mut SchedClassifier> {
     let program: &mut SchedClassifier = ebpf
         .program_mut(name)
         .with_context(|| format!("program {name} missing from the eBPF object"))?

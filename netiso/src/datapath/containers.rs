@@ -1,5 +1,6 @@
 //! A container in the datapath: its ports in the port map (which steers inbound
-//! packets to it), its veth in the veth map, its programs on its veth, eth0 and lo,
+//! packets to it), its veth in the veth map, its namespace in the namespace map, its
+//! programs on its veth, eth0 and lo (netlink filters: see `attach::attach_filter`),
 //! its shaping entry and its counters. Which ports it may have is the port ledger's
 //! decision (`crate::ports::PortLedger`), taken before anything here is called.
 use std::{io, path::PathBuf};
@@ -7,12 +8,15 @@ use std::{io, path::PathBuf};
 use anyhow::Context as _;
 use aya::{maps::PerCpuValues, programs::TcAttachType};
 use netiso_common::{
-    CONTAINER_ETH0_IFINDEX_GLOBAL, CONTAINER_ETH0_INGRESS_PROGRAM, CONTAINER_LO_INGRESS_PROGRAM,
-    CONTAINER_SLOT_GLOBAL, CONTAINER_VETH_INGRESS_PROGRAM, ContainerCounters, ContainerPort,
+    CONTAINER_ETH0_IFINDEX_GLOBAL, CONTAINER_ETH0_INGRESS_PROGRAM,
+    CONTAINER_LO_EGRESS_COPY_PROGRAM, CONTAINER_LO_EGRESS_PROGRAM, CONTAINER_SLOT_GLOBAL,
+    CONTAINER_VETH_INGRESS_PROGRAM, ContainerCounters, ContainerLoopback, ContainerPort,
     ContainerShaping, EchoIdRange, MAX_CONTAINERS, PortOwner,
 };
 
-use super::{AttachMode, Datapath, LINKS_DIR, attach, object, read_container_counters};
+use super::{
+    ContainerLoopbackProgram, Datapath, LINKS_DIR, attach, object, read_container_counters,
+};
 use crate::{
     failpoints,
     net::{container_network::ContainerNetwork, netns},
@@ -20,8 +24,10 @@ use crate::{
 };
 
 impl Datapath {
-    /// The pins of a container's three attachments.
-    fn container_link_pins(&self, slot: u32) -> [PathBuf; 3] {
+    /// Where agents before this one pinned the tcx links of a container's three
+    /// attachments (containers' devices now get netlink filters: see
+    /// [`attach::attach_filter`]).
+    fn earlier_container_link_pins(&self, slot: u32) -> [PathBuf; 3] {
         ["veth", "eth0", "lo"].map(|at| self.link_pin(&format!("container-{slot}-{at}")))
     }
 
@@ -62,55 +68,63 @@ impl Datapath {
             len: u16::try_from(container.ephemeral_ports.len()).unwrap_or(u16::MAX),
         };
         self.maps.container_echo_ids.set(slot, echo_ids, 0)?;
-        let [veth_pin, ..] = self.container_link_pins(slot);
+        if self.loopback == ContainerLoopbackProgram::Shared {
+            let loopback = ContainerLoopback {
+                slot,
+                eth0_ifindex: container.container_eth0_index,
+            };
+            self.maps
+                .container_netns
+                .insert(container.netns_cookie, loopback, 0)?;
+        }
         failpoints::hit("create.attach")?;
-        attach::attach_persistent(
-            &mut self.ebpf,
-            CONTAINER_VETH_INGRESS_PROGRAM,
-            self.attach_mode,
-            &container.host_veth,
-            TcAttachType::Ingress,
-            &veth_pin,
-        )
-        .with_context(|| format!("attaching the container program to {}", container.host_veth))?;
+        let program = attach::loaded_program(&mut self.ebpf, CONTAINER_VETH_INGRESS_PROGRAM)?;
+        attach::attach_filter(program, &container.host_veth, TcAttachType::Ingress).with_context(
+            || format!("attaching the container program to {}", container.host_veth),
+        )?;
         failpoints::hit("create.attach_inside")?;
-        self.attach_inside(container)
+        self.attach_inside(container)?;
+        // A container an earlier agent attached with tcx: its filters now run first,
+        // so the links can go (unpinning detaches them).
+        for pin in self.earlier_container_link_pins(slot) {
+            remove_if_present(&pin)?;
+        }
+        Ok(())
     }
 
-    /// Attaches the programs inside the container's namespace, from a copy of the
-    /// object of its own: the lo program must know the container's slot and eth0. The
-    /// copy can be dropped at once: its attachments are pinned (tcx) or left in the
-    /// kernel (netlink), and hold its programs.
-    fn attach_inside(&self, container: &ContainerNetwork) -> anyhow::Result<()> {
+    /// Attaches the programs inside the container's namespace: eth0's, and lo's, the
+    /// shared one or, on kernels without it, a copy of the object of the container's
+    /// own (the copy can be dropped at once: its filter holds its program).
+    fn attach_inside(&mut self, container: &ContainerNetwork) -> anyhow::Result<()> {
         let eth0_index = container.container_eth0_index;
-        let [_, eth0_pin, lo_pin] = self.container_link_pins(container.slot);
-        let mut inside = object::load(
-            &self.pin_root,
-            &[
-                (CONTAINER_SLOT_GLOBAL, container.slot),
-                (CONTAINER_ETH0_IFINDEX_GLOBAL, eth0_index),
-            ],
-        )?;
-        let mode = self.attach_mode;
+        let mut copy = match self.loopback {
+            ContainerLoopbackProgram::Shared => None,
+            ContainerLoopbackProgram::PerContainer => Some(object::load(
+                &self.pin_root,
+                &[
+                    (CONTAINER_SLOT_GLOBAL, container.slot),
+                    (CONTAINER_ETH0_IFINDEX_GLOBAL, eth0_index),
+                ],
+            )?),
+        };
+        let ebpf = &mut self.ebpf;
         netns::run_in(&container.netns, || -> anyhow::Result<()> {
             let eth0 = nix::net::if_::if_indextoname(eth0_index)
                 .context("finding the container's eth0")?
                 .into_string()
                 .map_err(|_| anyhow::anyhow!("the container's eth0 name is not UTF-8"))?;
-            for (program, iface, pin) in [
-                (CONTAINER_ETH0_INGRESS_PROGRAM, eth0.as_str(), &eth0_pin),
-                (CONTAINER_LO_INGRESS_PROGRAM, "lo", &lo_pin),
-            ] {
-                attach::attach_persistent(
-                    &mut inside,
-                    program,
-                    mode,
-                    iface,
-                    TcAttachType::Ingress,
-                    pin,
-                )
-                .with_context(|| format!("attaching {program} to the container's {iface}"))?;
-            }
+            let program = attach::loaded_program(ebpf, CONTAINER_ETH0_INGRESS_PROGRAM)?;
+            attach::attach_filter(program, &eth0, TcAttachType::Ingress).with_context(|| {
+                format!("attaching {CONTAINER_ETH0_INGRESS_PROGRAM} to the container's {eth0}")
+            })?;
+            let program = match copy.as_mut() {
+                None => attach::loaded_program(ebpf, CONTAINER_LO_EGRESS_PROGRAM)?,
+                Some(copy) => attach::loaded_program(copy, CONTAINER_LO_EGRESS_COPY_PROGRAM)?,
+            };
+            attach::attach_filter(program, "lo", TcAttachType::Egress)
+                .context("attaching the loopback program to the container's lo")?;
+            // Agents before this one attached it to lo's ingress.
+            attach::detach_netlink("lo", TcAttachType::Ingress);
             Ok(())
         })?
     }
@@ -241,6 +255,17 @@ impl Datapath {
         for ifindex in stale {
             let _ = self.maps.veth_containers.remove(&ifindex);
         }
+        let stale: Vec<u64> = self
+            .maps
+            .container_netns
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(_, entry)| !keep.contains(&entry.slot))
+            .map(|(cookie, _)| cookie)
+            .collect();
+        for cookie in stale {
+            let _ = self.maps.container_netns.remove(&cookie);
+        }
         for slot in (0..MAX_CONTAINERS).filter(|slot| !keep.contains(slot)) {
             self.set_ingress_shaped(slot, false)?;
             self.set_egress_policer(slot, 0)?;
@@ -268,27 +293,29 @@ impl Datapath {
     /// Takes the container's ports back and forgets its veth. Idempotent.
     pub fn remove_container(&mut self, container: &ContainerNetwork) -> anyhow::Result<()> {
         let slot = container.slot;
-        // Netlink filters inside the container's namespace are removed there: an
-        // adopted namespace outlives the container, and its lo must work without us.
-        if self.attach_mode == AttachMode::Netlink && container.netns.exists() {
+        // An adopted namespace outlives the container, and its lo must work without
+        // us: its filters are removed there. (A namespace the agent made goes away
+        // with its filters.)
+        if container.adopted && container.netns.exists() {
             let eth0_index = container.container_eth0_index;
             netns::run_in(&container.netns, || {
                 let eth0 = nix::net::if_::if_indextoname(eth0_index)
                     .ok()
                     .and_then(|name| name.into_string().ok());
-                attach::detach_netlink_ingress("lo", CONTAINER_LO_INGRESS_PROGRAM);
+                attach::detach_netlink("lo", TcAttachType::Egress);
                 if let Some(eth0) = eth0 {
-                    attach::detach_netlink_ingress(&eth0, CONTAINER_ETH0_INGRESS_PROGRAM);
+                    attach::detach_netlink(&eth0, TcAttachType::Ingress);
                 }
             })?;
         }
-        // Unpinning a tcx link detaches it (nothing else holds it).
-        for pin in self.container_link_pins(slot) {
-            match std::fs::remove_file(&pin) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e).with_context(|| format!("removing {}", pin.display())),
-            }
+        match self.maps.container_netns.remove(&container.netns_cookie) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+            Err(aya::maps::MapError::SyscallError(e))
+                if e.io_error.raw_os_error() == Some(libc::ENOENT) => {}
+            Err(error) => return Err(error).context("removing the container's namespace entry"),
+        }
+        for pin in self.earlier_container_link_pins(slot) {
+            remove_if_present(&pin)?;
         }
         for port in container
             .ports
@@ -374,7 +401,8 @@ impl Datapath {
 
 impl Datapath {
     /// What of the container's datapath entries is missing or wrong, as sentences:
-    /// its ports and translations, its veth entry, its pinned attachments (tcx).
+    /// its ports and translations, its veth and namespace entries. (Its filters are
+    /// looked at by the caller, on the devices.)
     pub fn check_container(&self, container: &ContainerNetwork) -> anyhow::Result<Vec<String>> {
         let slot = container.slot;
         let mut problems = Vec::new();
@@ -420,13 +448,25 @@ impl Datapath {
                 container.host_veth
             ));
         }
-        if self.attach_mode == AttachMode::Tcx {
-            for pin in self.container_link_pins(slot) {
-                if !pin.exists() {
-                    problems.push(format!("its program link {} is gone", pin.display()));
-                }
-            }
+        if self.loopback == ContainerLoopbackProgram::Shared
+            && self
+                .maps
+                .container_netns
+                .get(&container.netns_cookie, 0)
+                .ok()
+                .is_none_or(|entry| entry.slot != slot)
+        {
+            problems.push("its namespace is not in the namespace map".to_owned());
         }
         Ok(problems)
+    }
+}
+
+/// Removes the file at `path`; one already gone is fine.
+fn remove_if_present(path: &std::path::Path) -> anyhow::Result<()> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("removing {}", path.display())),
     }
 }

@@ -6,11 +6,11 @@ use aya::{
     maps::{Array, HashMap, Map, MapData, PerCpuArray},
 };
 use netiso_common::{
-    CONTAINER_COUNTERS_MAP, CONTAINER_ECHO_IDS_MAP, CONTAINER_PORT_TRANSLATIONS_MAP,
-    CONTAINER_SHAPING_MAP, ContainerCounters, ContainerPort, ContainerShaping, DATAPATH_CONFIG_MAP,
-    DatapathConfig, EGRESS_POLICERS_MAP, EchoIdRange, EgressPolicer, HOST_PORT_ACCESS_MAP,
-    PORT_OWNERS_MAP, PORT_TRANSLATIONS_MAP, PUBLIC_IFACE_COUNTERS_MAP, PortOwner, TrafficCounters,
-    VETH_CONTAINERS_MAP,
+    CONTAINER_COUNTERS_MAP, CONTAINER_ECHO_IDS_MAP, CONTAINER_NETNS_MAP,
+    CONTAINER_PORT_TRANSLATIONS_MAP, CONTAINER_SHAPING_MAP, ContainerCounters, ContainerLoopback,
+    ContainerPort, ContainerShaping, DATAPATH_CONFIG_MAP, DatapathConfig, EGRESS_POLICERS_MAP,
+    EchoIdRange, EgressPolicer, HOST_PORT_ACCESS_MAP, PORT_OWNERS_MAP, PORT_TRANSLATIONS_MAP,
+    PUBLIC_IFACE_COUNTERS_MAP, PortOwner, TrafficCounters, VETH_CONTAINERS_MAP,
 };
 
 /// The maps userspace reads or writes. (`ECHO_OWNERS` is the datapath's own.)
@@ -33,6 +33,9 @@ pub struct DatapathMaps {
     pub port_translations: Array<MapData, u16>,
     /// (slot, port inside) → the host port it is published on.
     pub container_port_translations: HashMap<MapData, ContainerPort, u16>,
+    /// Cookie of a container's namespace → its slot and eth0 (for the shared
+    /// loopback program).
+    pub container_netns: HashMap<MapData, u64, ContainerLoopback>,
 }
 
 impl DatapathMaps {
@@ -54,6 +57,7 @@ impl DatapathMaps {
                 ebpf,
                 CONTAINER_PORT_TRANSLATIONS_MAP,
             )?)?,
+            container_netns: HashMap::try_from(take(ebpf, CONTAINER_NETNS_MAP)?)?,
         })
     }
 }

@@ -17,11 +17,11 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 use aya::{Ebpf, programs::TcAttachType};
 use netiso_common::{
-    DatapathConfig, HOST_LO_INGRESS_PROGRAM, HOST_PORT_CLOSED, PUBLIC_EGRESS_PROGRAM,
-    PUBLIC_INGRESS_PROGRAM,
+    CONTAINER_LO_EGRESS_PROGRAM, DatapathConfig, HOST_LO_INGRESS_PROGRAM, HOST_PORT_CLOSED,
+    PUBLIC_EGRESS_PROGRAM, PUBLIC_INGRESS_PROGRAM,
 };
 
-pub use attach::AttachMode;
+pub use attach::{AttachMode, NETLINK_PRIORITY};
 pub use counters::{
     PublicIfaceCounters, open_container_counters, read_container_counters,
     read_pinned_container_counters,
@@ -43,6 +43,19 @@ pub struct Datapath {
     maps: DatapathMaps,
     pin_root: PathBuf,
     attach_mode: AttachMode,
+    loopback: ContainerLoopbackProgram,
+}
+
+/// How containers' lo is given its program (`netiso-ebpf/src/container_lo_ingress.rs`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ContainerLoopbackProgram {
+    /// One program for all, which finds its container by the namespace's cookie
+    /// (kernels whose tc programs may read it: 6.15 and later).
+    Shared,
+    /// A copy loaded per container, told its container at load time (older kernels:
+    /// a whole object load per container).
+    PerContainer,
 }
 
 impl Datapath {
@@ -52,6 +65,15 @@ impl Datapath {
         object::check_pins(pin_root)?;
         let mut ebpf = object::load(pin_root, &[])?;
         let maps = DatapathMaps::take(&mut ebpf)?;
+        // The verifier refuses the shared program where tc programs cannot read a
+        // namespace's cookie.
+        let loopback = match attach::loaded_program(&mut ebpf, CONTAINER_LO_EGRESS_PROGRAM) {
+            Ok(_) => ContainerLoopbackProgram::Shared,
+            Err(error) => {
+                log::debug!("no shared loopback program: {error:#}");
+                ContainerLoopbackProgram::PerContainer
+            }
+        };
         let links = pin_root.join(LINKS_DIR);
         std::fs::create_dir_all(&links).with_context(|| format!("creating {}", links.display()))?;
         Ok(Self {
@@ -59,7 +81,13 @@ impl Datapath {
             maps,
             pin_root: pin_root.to_owned(),
             attach_mode: AttachMode::for_running_kernel(),
+            loopback,
         })
+    }
+
+    /// How containers' lo gets its program on this kernel.
+    pub fn container_loopback_program(&self) -> ContainerLoopbackProgram {
+        self.loopback
     }
 
     /// Where this datapath's maps are pinned.

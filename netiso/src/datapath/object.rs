@@ -5,21 +5,22 @@ use std::{io, path::Path};
 use anyhow::{Context as _, bail};
 use aya::{Btf, Ebpf, EbpfLoader, maps::MapData};
 use netiso_common::{
-    CONTAINER_COUNTERS_MAP, CONTAINER_ECHO_IDS_MAP, CONTAINER_PORT_TRANSLATIONS_MAP,
-    CONTAINER_SHAPING_MAP, ContainerCounters, ContainerPort, ContainerShaping, DATAPATH_CONFIG_MAP,
-    DatapathConfig, ECHO_OWNERS_MAP, EGRESS_POLICERS_MAP, EchoConversation, EchoIdRange, EchoKey,
-    EgressPolicer, FRAGMENT_ROUTES_MAP, FragmentKey, FragmentRoute, HOST_ADDRESSES_MAP,
-    HOST_PORT_ACCESS_MAP, HostAddress, INBOUND_FRAGMENTS_MAP, MAX_CONTAINERS,
-    MAX_ECHO_CONVERSATIONS, MAX_FRAGMENTED_DATAGRAMS, MAX_HOST_ADDRESSES, MAX_PORT_TRANSLATIONS,
-    PORT_OWNERS_MAP, PORT_TRANSLATIONS_MAP, PUBLIC_IFACE_COUNTER_SLOTS, PUBLIC_IFACE_COUNTERS_MAP,
-    PortOwner, TrafficCounters, VETH_CONTAINERS_MAP,
+    CONTAINER_COUNTERS_MAP, CONTAINER_ECHO_IDS_MAP, CONTAINER_NETNS_MAP,
+    CONTAINER_PORT_TRANSLATIONS_MAP, CONTAINER_SHAPING_MAP, ContainerCounters, ContainerLoopback,
+    ContainerPort, ContainerShaping, DATAPATH_CONFIG_MAP, DatapathConfig, ECHO_OWNERS_MAP,
+    EGRESS_POLICERS_MAP, EchoConversation, EchoIdRange, EchoKey, EgressPolicer,
+    FRAGMENT_ROUTES_MAP, FragmentKey, FragmentRoute, HOST_ADDRESSES_MAP, HOST_PORT_ACCESS_MAP,
+    HostAddress, INBOUND_FRAGMENTS_MAP, MAX_CONTAINERS, MAX_ECHO_CONVERSATIONS,
+    MAX_FRAGMENTED_DATAGRAMS, MAX_HOST_ADDRESSES, MAX_PORT_TRANSLATIONS, PORT_OWNERS_MAP,
+    PORT_TRANSLATIONS_MAP, PUBLIC_IFACE_COUNTER_SLOTS, PUBLIC_IFACE_COUNTERS_MAP, PortOwner,
+    TrafficCounters, VETH_CONTAINERS_MAP,
 };
 
 /// The eBPF object built from `netiso-ebpf` by `build.rs`.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netiso"));
 
 /// Every pinned map with its layout: (name, key size, value size, entries).
-pub(super) const PINNED_MAPS: [(&str, usize, usize, u32); 15] = [
+pub(super) const PINNED_MAPS: [(&str, usize, usize, u32); 16] = [
     (
         PUBLIC_IFACE_COUNTERS_MAP,
         size_of::<u32>(),
@@ -109,6 +110,12 @@ pub(super) const PINNED_MAPS: [(&str, usize, usize, u32); 15] = [
         size_of::<ContainerPort>(),
         size_of::<u16>(),
         MAX_PORT_TRANSLATIONS,
+    ),
+    (
+        CONTAINER_NETNS_MAP,
+        size_of::<u64>(),
+        size_of::<ContainerLoopback>(),
+        MAX_CONTAINERS,
     ),
 ];
 

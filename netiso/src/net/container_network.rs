@@ -20,6 +20,7 @@ use super::{
     host::{HostNetwork, allow_loopback_delivery},
     netns,
     sysctl::{self, SysctlChanges},
+    veth_reaper::VethReaper,
 };
 use crate::{
     failpoints,
@@ -75,6 +76,12 @@ pub struct ContainerNetwork {
     /// An adopted namespace's sysctls as they were before netiso changed them.
     #[serde(skip)]
     pub previous_sysctls: BTreeMap<String, String>,
+    /// Whether the namespace is a runtime's, which outlives the container.
+    #[serde(skip)]
+    pub adopted: bool,
+    /// The namespace's cookie, by which the shared loopback program knows it.
+    #[serde(skip)]
+    pub netns_cookie: u64,
 }
 
 /// The host-side veth name of datapath slot `slot`.
@@ -228,18 +235,25 @@ fn configure(
     failpoints::hit("create.inside")?;
     // An adopted namespace outlives the container: remember its sysctls to put back.
     let adopted = spec.netns.is_some();
-    let (container_eth0_index, previous_sysctls) = netns::run_in(&netns_path, || {
-        let mut sysctls = SysctlChanges::new(adopted);
-        let configured = configure_inside(host, spec, host_veth_mac, &mut sysctls);
-        let previous = sysctls.into_previous();
-        match configured {
-            Ok(index) => Ok((index, previous)),
-            Err(error) => {
-                let _ = sysctl::restore(&previous);
-                Err(error)
+    let (container_eth0_index, previous_sysctls, netns_cookie) =
+        netns::run_in(&netns_path, || {
+            let mut sysctls = SysctlChanges::new(adopted);
+            let configured =
+                configure_inside(host, spec, host_veth_mac, &mut sysctls).and_then(|index| {
+                    Ok((
+                        index,
+                        netns::current_cookie().context("reading the namespace's cookie")?,
+                    ))
+                });
+            let previous = sysctls.into_previous();
+            match configured {
+                Ok((index, cookie)) => Ok((index, previous, cookie)),
+                Err(error) => {
+                    let _ = sysctl::restore(&previous);
+                    Err(error)
+                }
             }
-        }
-    })??;
+        })??;
     Ok(ContainerNetwork {
         id: spec.id.clone(),
         slot: spec.slot,
@@ -252,6 +266,8 @@ fn configure(
         ports: spec.ports.clone(),
         port_mappings: spec.port_mappings.clone(),
         previous_sysctls,
+        adopted,
+        netns_cookie,
     })
 }
 
@@ -321,9 +337,20 @@ fn configure_inside(
     Ok(link.index)
 }
 
-/// Removes the container's veth pair and namespace name, and puts back the sysctls
-/// of an adopted namespace. Idempotent. Runs in the host's namespace.
-pub fn destroy(container: &ContainerNetwork) -> anyhow::Result<()> {
+/// Removes the container's network. Idempotent. Runs in the host's namespace.
+///
+/// An adopted namespace outlives the container and its runtime may use it again at
+/// once: its veth pair is deleted and its sysctls put back before this returns. A
+/// namespace the agent made loses its name, and its veth pair goes to `reaper`
+/// (deleted in the background; the namespace goes with it).
+pub fn destroy(container: &ContainerNetwork, reaper: &VethReaper) -> anyhow::Result<()> {
+    if !container.adopted {
+        failpoints::hit("destroy.netns")?;
+        destroy_namespace(&container.id)?;
+        failpoints::hit("destroy.veth")?;
+        reaper.delete(container.slot, &container.host_veth);
+        return Ok(());
+    }
     failpoints::hit("destroy.veth")?;
     NetlinkSocket::route()
         .context("opening a netlink socket")?
@@ -346,25 +373,30 @@ pub fn destroy_namespace(id: &str) -> anyhow::Result<()> {
     netns::delete_named(&format!("{NETNS_PREFIX}{id}"))
 }
 
-/// Rebuilds the description of a container the agent made before it restarted, from
-/// the kernel: its veth and its interface `eth0` must still be there.
+/// Rebuilds the description of a container the agent made (or adopted) before it
+/// restarted, from the kernel: its veth and its interface `eth0` must still be there.
 pub fn recover(
     eth0: &str,
     id: &str,
     slot: u32,
     netns: &std::path::Path,
     host_veth: &str,
+    adopted: bool,
 ) -> anyhow::Result<ContainerNetwork> {
     let veth = NetlinkSocket::route()
         .context("opening a netlink socket")?
         .link(host_veth)?
         .with_context(|| format!("its veth {host_veth} is gone"))?;
-    let eth0_index = netns::run_in(netns, || -> anyhow::Result<u32> {
-        NetlinkSocket::route()
+    let (eth0_index, netns_cookie) = netns::run_in(netns, || -> anyhow::Result<(u32, u64)> {
+        let index = NetlinkSocket::route()
             .context("opening a netlink socket")?
             .link(eth0)?
             .map(|l| l.index)
-            .with_context(|| format!("its {eth0} is gone"))
+            .with_context(|| format!("its {eth0} is gone"))?;
+        Ok((
+            index,
+            netns::current_cookie().context("reading the namespace's cookie")?,
+        ))
     })??;
     Ok(ContainerNetwork {
         id: id.to_owned(),
@@ -378,5 +410,7 @@ pub fn recover(
         ports: Vec::new(),
         port_mappings: Vec::new(),
         previous_sysctls: BTreeMap::new(),
+        adopted,
+        netns_cookie,
     })
 }

@@ -1,7 +1,7 @@
 //! The host's network plumbing, all in Rust over netlink: namespaces, links, veth
 //! pairs, addresses, routes, neighbours and sysctls. [`container_network`] builds a
 //! container's namespace and veth pair from these pieces; [`host`] reads the host's
-//! side at start-up.
+//! side at start-up; [`veth_reaper`] deletes containers' veth pairs in the background.
 pub mod container_network;
 pub mod host;
 pub mod links;
@@ -9,6 +9,7 @@ pub mod netlink;
 pub mod netns;
 pub mod routes;
 pub mod sysctl;
+pub mod veth_reaper;
 
 pub use links::{Link, VethEnd};
 pub use netlink::NetlinkSocket;

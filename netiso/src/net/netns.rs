@@ -41,6 +41,37 @@ pub fn run_in<R: Send>(netns: &Path, f: impl FnOnce() -> R + Send) -> anyhow::Re
     .with_context(|| format!("entering network namespace {}", netns.display()))
 }
 
+/// The cookie of the calling thread's network namespace (what
+/// `bpf_get_netns_cookie` returns there); 0 on kernels before 5.14, which have none.
+pub fn current_cookie() -> io::Result<u64> {
+    // Any socket tells its namespace's cookie; a Unix one needs no network at all.
+    let socket = nix::sys::socket::socket(
+        nix::sys::socket::AddressFamily::Unix,
+        nix::sys::socket::SockType::Datagram,
+        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    let mut cookie = 0u64;
+    let mut len = size_of::<u64>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `cookie`.
+    let result = unsafe {
+        libc::getsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(&socket),
+            libc::SOL_SOCKET,
+            libc::SO_NETNS_COOKIE,
+            (&raw mut cookie).cast(),
+            &raw mut len,
+        )
+    };
+    match result {
+        0 => Ok(cookie),
+        _ => match io::Error::last_os_error() {
+            e if e.raw_os_error() == Some(libc::ENOPROTOOPT) => Ok(0),
+            e => Err(e),
+        },
+    }
+}
+
 /// Creates a new network namespace bind-mounted at `/run/netns/<name>`, so that
 /// `ip netns exec <name> …` works. Fails if the name is taken.
 pub fn create_named(name: &str) -> anyhow::Result<PathBuf> {

@@ -10,10 +10,11 @@ pub(crate) use aya::{
 pub(crate) use netiso::datapath::{EBPF_OBJECT, read_container_counters};
 pub(crate) use netiso_common::{
     CONTAINER_COUNTERS_MAP, CONTAINER_ECHO_IDS_MAP, CONTAINER_ETH0_IFINDEX_GLOBAL,
-    CONTAINER_ETH0_INGRESS_PROGRAM, CONTAINER_LO_INGRESS_PROGRAM, CONTAINER_SLOT_GLOBAL,
-    CONTAINER_VETH_INGRESS_PROGRAM, ContainerCounters, ECHO_OWNERS_MAP, EGRESS_POLICERS_MAP,
-    EchoConversation, EchoIdRange, EchoKey, EgressPolicer, HOST_LO_INGRESS_PROGRAM,
-    PORT_OWNERS_MAP, PUBLIC_EGRESS_PROGRAM, PUBLIC_INGRESS_PROGRAM, PortOwner, VETH_CONTAINERS_MAP,
+    CONTAINER_ETH0_INGRESS_PROGRAM, CONTAINER_LO_EGRESS_COPY_PROGRAM, CONTAINER_LO_EGRESS_PROGRAM,
+    CONTAINER_NETNS_MAP, CONTAINER_SLOT_GLOBAL, CONTAINER_VETH_INGRESS_PROGRAM, ContainerCounters,
+    ContainerLoopback, ECHO_OWNERS_MAP, EGRESS_POLICERS_MAP, EchoConversation, EchoIdRange,
+    EchoKey, EgressPolicer, HOST_LO_INGRESS_PROGRAM, PORT_OWNERS_MAP, PUBLIC_EGRESS_PROGRAM,
+    PUBLIC_INGRESS_PROGRAM, PortOwner, VETH_CONTAINERS_MAP,
 };
 pub(crate) use netiso_tests::{
     lab::{HOST_IPV4, HOST_IPV6, REMOTE_IPV4, REMOTE_IPV6},
@@ -23,7 +24,10 @@ pub(crate) use netiso_tests::{
         internet_checksum, ipv4_fragment, ipv4_packet, ipv4_packet_full, ipv6_ext_header,
         ipv6_fragment, ipv6_packet, tcp_segment, udp_segment, with_macs,
     },
-    test_run::{FLOWS_QDISC, configure_as_lab_host, enable_unique_flows, load_programs},
+    test_run::{
+        FLOWS_QDISC, configure_as_lab_host, enable_unique_flows, kernel_has_shared_loopback,
+        load_programs,
+    },
 };
 
 pub(crate) const PIPE: u32 = 3; // not ours: next program or the stack
@@ -59,9 +63,21 @@ pub(crate) fn datapath() -> Ebpf {
             PUBLIC_EGRESS_PROGRAM,
             HOST_LO_INGRESS_PROGRAM,
             CONTAINER_ETH0_INGRESS_PROGRAM,
-            CONTAINER_LO_INGRESS_PROGRAM,
+            CONTAINER_LO_EGRESS_COPY_PROGRAM,
         ],
     );
+    if kernel_has_shared_loopback() {
+        load_programs(&mut ebpf, &[CONTAINER_LO_EGRESS_PROGRAM]);
+        // Test runs happen in this process's namespace: it plays container 0's.
+        let cookie = netiso::net::netns::current_cookie().expect("this namespace's cookie");
+        let mut namespaces: HashMap<_, u64, ContainerLoopback> =
+            HashMap::try_from(ebpf.map_mut(CONTAINER_NETNS_MAP).unwrap()).unwrap();
+        let container0 = ContainerLoopback {
+            slot: 0,
+            eth0_ifindex: C0_ETH0,
+        };
+        namespaces.insert(cookie, container0, 0).unwrap();
+    }
     configure_as_lab_host(&mut ebpf);
     let mut owners: Array<_, PortOwner> =
         Array::try_from(ebpf.map_mut(PORT_OWNERS_MAP).unwrap()).unwrap();
@@ -91,6 +107,16 @@ pub(crate) fn datapath() -> Ebpf {
         )
         .unwrap();
     ebpf
+}
+
+/// The container loopback programs this kernel runs: the per-container copy, and the
+/// shared one where the kernel takes it (both must decide alike).
+pub(crate) fn container_lo_programs() -> Vec<&'static str> {
+    let mut programs = vec![CONTAINER_LO_EGRESS_COPY_PROGRAM];
+    if kernel_has_shared_loopback() {
+        programs.push(CONTAINER_LO_EGRESS_PROGRAM);
+    }
+    programs
 }
 
 /// Runs `program` on `frame`: its verdict and the frame as the program left it.

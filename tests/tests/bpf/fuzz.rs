@@ -65,7 +65,7 @@ const PROGRAMS: [&str; 6] = [
     PUBLIC_EGRESS_PROGRAM,
     HOST_LO_INGRESS_PROGRAM,
     CONTAINER_VETH_INGRESS_PROGRAM,
-    CONTAINER_LO_INGRESS_PROGRAM,
+    CONTAINER_LO_EGRESS_COPY_PROGRAM,
     CONTAINER_ETH0_INGRESS_PROGRAM,
 ];
 const ICMP_TYPES: [u8; 9] = [0, 3, 5, 8, 11, 12, 13, 4, 17];
@@ -234,7 +234,7 @@ fn fuzz(seed: u64, count: usize) -> (Vec<String>, usize, f64) {
         let from_container = matches!(
             program,
             CONTAINER_VETH_INGRESS_PROGRAM
-                | CONTAINER_LO_INGRESS_PROGRAM
+                | CONTAINER_LO_EGRESS_COPY_PROGRAM
                 | CONTAINER_ETH0_INGRESS_PROGRAM
         );
         let frame = generate(&mut rng, from_container);
@@ -252,6 +252,15 @@ fn fuzz(seed: u64, count: usize) -> (Vec<String>, usize, f64) {
             continue;
         };
         let verdict = Verdict::of(code);
+        // The shared loopback program must decide as the per-container copy does.
+        if program == CONTAINER_LO_EGRESS_COPY_PROGRAM && kernel_has_shared_loopback() {
+            let shared = try_run(ebpf, CONTAINER_LO_EGRESS_PROGRAM, &frame).map(Verdict::of);
+            if shared != Some(verdict) {
+                disagreements.push(format!(
+                    "frame {index}: the shared loopback program says {shared:?}, its copy {verdict:?}"
+                ));
+            }
+        }
         *seen.entry((program, verdict)).or_insert(0) += 1;
         let expected = match program {
             PUBLIC_INGRESS_PROGRAM => model.inbound(&frame),
@@ -259,7 +268,7 @@ fn fuzz(seed: u64, count: usize) -> (Vec<String>, usize, f64) {
             PUBLIC_EGRESS_PROGRAM => Verdict::Pipe,
             HOST_LO_INGRESS_PROGRAM => model.host_loopback(&frame),
             CONTAINER_VETH_INGRESS_PROGRAM => model.outbound(&frame),
-            CONTAINER_LO_INGRESS_PROGRAM => Model::container_loopback(&frame),
+            CONTAINER_LO_EGRESS_COPY_PROGRAM => Model::container_loopback(&frame),
             _ => Model::container_eth0(&frame),
         };
         let counters = [counters(ebpf, 0), counters(ebpf, 1)];

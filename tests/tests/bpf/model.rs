@@ -399,7 +399,7 @@ impl Model {
         }
     }
 
-    /// `container_lo_ingress` of container 0: its own ports stay, others go out.
+    /// `container_lo_egress` of container 0: its own ports stay, others go out.
     pub(crate) fn container_loopback(frame: &[u8]) -> Verdict {
         let Parsed::Ip(flow) = parse(frame) else {
             return Verdict::Pipe;

@@ -278,8 +278,10 @@ fn container_lo_keeps_its_own_ports_and_sends_the_rest_out() {
         &udp_segment(30016, 22, 4),
     );
     let ping = v4(HOST_IPV4, HOST_IPV4, IPPROTO_ICMP, &echo(8, 1));
-    assert_eq!(run(&ebpf, CONTAINER_LO_INGRESS_PROGRAM, &own), PIPE);
-    assert_eq!(run(&ebpf, CONTAINER_LO_INGRESS_PROGRAM, &others), REDIRECT);
-    assert_eq!(run(&ebpf, CONTAINER_LO_INGRESS_PROGRAM, &host), REDIRECT);
-    assert_eq!(run(&ebpf, CONTAINER_LO_INGRESS_PROGRAM, &ping), PIPE);
+    for program in container_lo_programs() {
+        assert_eq!(run(&ebpf, program, &own), PIPE, "{program}");
+        assert_eq!(run(&ebpf, program, &others), REDIRECT, "{program}");
+        assert_eq!(run(&ebpf, program, &host), REDIRECT, "{program}");
+        assert_eq!(run(&ebpf, program, &ping), PIPE, "{program}");
+    }
 }

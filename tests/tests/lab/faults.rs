@@ -474,7 +474,7 @@ fn a_failing_step_anywhere_in_create_update_or_destroy_leaves_nothing() {
         failpoints.disarm();
         assert!(serves_from_remote(&lab, &a, 31001), "{point}: still served");
     }
-    for point in failpoints::DESTROY {
+    for point in failpoints::DESTROY_MADE_NAMESPACE {
         failpoints.arm(point, "error");
         let (code, stderr) = cli_status(&lab, &["container", "destroy", &a]);
         assert_eq!(code, 1, "{point}: {stderr}");
@@ -487,6 +487,31 @@ fn a_failing_step_anywhere_in_create_update_or_destroy_leaves_nothing() {
     failpoints.disarm();
     assert!(cli(&lab, &["container", "destroy", &a]).0);
     assert_holds_only_live_containers(&lab, &list(&lab), "after destroy");
+    // The same in an adopted namespace, whose destroy also puts its sysctls back.
+    let adopted = [
+        "container",
+        "create",
+        &a,
+        "--ports",
+        "31000-31009",
+        "--netns",
+        &netns,
+    ];
+    assert!(cli(&lab, &adopted).0);
+    for point in failpoints::DESTROY {
+        failpoints.arm(point, "error");
+        let (code, stderr) = cli_status(&lab, &["container", "destroy", &a]);
+        assert_eq!(code, 1, "{point}: {stderr}");
+        assert_eq!(
+            list(&lab).as_array().unwrap().len(),
+            2,
+            "{point}: still listed"
+        );
+    }
+    failpoints.disarm();
+    assert!(cli(&lab, &["container", "destroy", &a]).0);
+    assert_holds_only_live_containers(&lab, &list(&lab), "after destroying the adopted one");
+    assert_eq!(sysctls(&runtime), before, "sysctls put back");
     assert!(serves_from_remote(&lab, &keep, 31901));
 }
 
@@ -527,7 +552,10 @@ fn a_crash_between_any_two_steps_leaves_each_container_whole_or_gone() {
                 "2",
             ],
         ),
-        (failpoints::DESTROY, vec!["container", "destroy", &a]),
+        (
+            failpoints::DESTROY_MADE_NAMESPACE,
+            vec!["container", "destroy", &a],
+        ),
     ]
     .into_iter()
     .flat_map(|(points, command)| points.iter().map(move |p| (*p, command.clone())))

@@ -81,10 +81,14 @@ fn create_list_and_destroy_through_the_cli() {
     assert!(ok, "{stderr}");
     assert_eq!(destroyed["destroyed"], web.as_str());
     assert!(!netns_exists(&web), "namespace removed");
-    let links = lab.host.exec(&["ip", "-o", "link", "show"]);
-    assert!(
-        !String::from_utf8_lossy(&links.stdout).contains("netiso0"),
-        "veth removed"
+    // Deleted in the background, soon after the answer.
+    netiso_tests::wait::wait_until(
+        "the veth's removal",
+        std::time::Duration::from_secs(10),
+        || {
+            let links = lab.host.exec(&["ip", "-o", "link", "show"]);
+            !String::from_utf8_lossy(&links.stdout).contains("netiso0")
+        },
     );
     assert!(!state.exists(), "state removed");
     let (ok, list, _) = cli(&lab, &["container", "list"]);

@@ -1,0 +1,81 @@
+//! Egress of a container's lo: the container talking to its own addresses (the
+//! host's, 127.0.0.1, ::1). Traffic to ports the container owns stays inside; traffic
+//! to any other port is sent out through eth0, where the host side delivers it to
+//! the port's owner, another container or the host, as Mesos did.
+//!
+//! Every namespace's lo looks the same, so the program must be told whose it is. On
+//! kernels whose tc programs may read a namespace's cookie (6.15+), one program
+//! serves all containers: the helper gives the namespace of the packet's socket (of
+//! the init namespace without one), so it runs where packets still have their
+//! sender's socket, on lo's egress (loopback orphans them before its ingress), and
+//! looks the cookie up in `CONTAINER_NETNS`. Before 6.15, each container gets a copy
+//! of its own with its slot and eth0 set as load-time constants (a whole object load
+//! per container: what the shared one saves).
+use aya_ebpf::{
+    EbpfContext as _,
+    bindings::TC_ACT_PIPE,
+    helpers::{bpf_get_netns_cookie, bpf_redirect},
+    macros::classifier,
+    programs::TcContext,
+};
+
+use crate::{
+    maps::{CONTAINER_NETNS, port_owner},
+    packet::{Fragment, Parsed, parse, ports},
+    translate::host_port,
+};
+
+/// The copy's container slot.
+#[unsafe(no_mangle)]
+static CONTAINER_SLOT: u32 = 0;
+/// The copy's container's eth0 ifindex, inside its namespace.
+#[unsafe(no_mangle)]
+static CONTAINER_ETH0_IFINDEX: u32 = 0;
+
+#[classifier]
+pub fn container_lo_egress(ctx: TcContext) -> i32 {
+    // SAFETY: helper call on the program's own context.
+    let cookie = unsafe { bpf_get_netns_cookie(ctx.as_ptr()) };
+    // SAFETY: a plain-data value, read once.
+    match unsafe { CONTAINER_NETNS.get(cookie) } {
+        Some(container) => steer(&ctx, container.slot, container.eth0_ifindex),
+        // Not a container's namespace (any more), or a packet without a socket: leave
+        // it on lo.
+        None => TC_ACT_PIPE,
+    }
+}
+
+#[classifier]
+pub fn container_lo_egress_copy(ctx: TcContext) -> i32 {
+    // SAFETY: read_volatile keeps the compiler from folding the load-time constants.
+    let (slot, eth0) = unsafe {
+        (
+            core::ptr::read_volatile(&CONTAINER_SLOT),
+            core::ptr::read_volatile(&CONTAINER_ETH0_IFINDEX),
+        )
+    };
+    steer(&ctx, slot, eth0)
+}
+
+/// Keeps the packet on lo if container `slot` owns its destination port, or sends it
+/// out through eth0 (`eth0`) for the host side to deliver.
+#[inline(always)]
+fn steer(ctx: &TcContext, slot: u32, eth0: u32) -> i32 {
+    let Parsed::Ip(flow) = parse(ctx) else {
+        return TC_ACT_PIPE;
+    };
+    if !flow.has_ports() || flow.fragment == Fragment::Later {
+        // ICMP to its own addresses is answered by the container itself.
+        return TC_ACT_PIPE;
+    }
+    let Some((_, dport)) = ports(ctx, &flow) else {
+        return TC_ACT_PIPE;
+    };
+    // Its own ports, and the ports inside it that it publishes on a host port (the
+    // datapath translated the host port on the way in).
+    if port_owner(dport).and_then(|o| o.slot()) == Some(slot) || host_port(slot, dport).is_some() {
+        return TC_ACT_PIPE;
+    }
+    // SAFETY: helper call; out through eth0's egress to the host-side veth.
+    unsafe { bpf_redirect(eth0, 0) as i32 }
+}
