@@ -483,6 +483,9 @@ pub const PROBE_PEER_IFINDEX_GLOBAL: &str = "PROBE_PEER_IFINDEX";
 /// Not part of the datapath: attached for an instant at start in private namespaces,
 /// to learn what this kernel's `bpf_redirect_peer` does (`netiso/src/datapath/probe.rs`).
 pub const PROBE_REDIRECT_PEER_PROGRAM: &str = "probe_redirect_peer";
+/// Not part of the datapath: a classifier that does nothing, the datapath
+/// benchmark's baseline.
+pub const EMPTY_CLASSIFIER_PROGRAM: &str = "empty_classifier";
 pub const CONTAINER_ETH0_IFINDEX_GLOBAL: &str = "CONTAINER_ETH0_IFINDEX";
 
 #[cfg(test)]

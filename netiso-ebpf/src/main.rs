@@ -6,6 +6,7 @@
 #![feature(core_intrinsics)]
 #![no_main]
 
+mod baseline;
 mod container_checks;
 mod container_eth0_ingress;
 mod container_lo_egress;

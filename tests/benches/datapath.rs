@@ -1,8 +1,9 @@
 //! Per-packet cost of the tc programs as the number of containers grows, measured by
-//! the kernel through BPF_PROG_TEST_RUN (the average over many repetitions). The
-//! datapath's lookups do not depend on the number of containers, so the figures
-//! should not either. Every container publishes its first port on port 80 inside
-//! (translated). Run with `cargo xtask bench`.
+//! the kernel through BPF_PROG_TEST_RUN (the average over many repetitions), net of
+//! what an empty classifier costs in the same test run (the test run's own work per
+//! repetition). The datapath's lookups do not depend on the number of containers, so
+//! the figures should not either. Every container publishes its first port on port
+//! 80 inside (translated). Run with `cargo xtask bench datapath`.
 use aya::{
     Ebpf,
     maps::{Array, HashMap},
@@ -10,9 +11,10 @@ use aya::{
 };
 use netiso::datapath::EBPF_OBJECT;
 use netiso_common::{
-    CONTAINER_PORT_TRANSLATIONS_MAP, CONTAINER_VETH_INGRESS_PROGRAM, ContainerPort,
-    FIRST_CONTAINER_EGRESS_FLOW, PORT_OWNERS_MAP, PORT_TRANSLATIONS_MAP, PUBLIC_EGRESS_PROGRAM,
-    PUBLIC_INGRESS_PROGRAM, PortOwner, VETH_CONTAINERS_MAP,
+    CONTAINER_LO_EGRESS_COPY_PROGRAM, CONTAINER_PORT_TRANSLATIONS_MAP,
+    CONTAINER_VETH_INGRESS_PROGRAM, ContainerPort, EMPTY_CLASSIFIER_PROGRAM,
+    FIRST_CONTAINER_EGRESS_FLOW, HOST_LO_INGRESS_PROGRAM, PORT_OWNERS_MAP, PORT_TRANSLATIONS_MAP,
+    PUBLIC_EGRESS_PROGRAM, PUBLIC_INGRESS_PROGRAM, PortOwner, VETH_CONTAINERS_MAP,
 };
 use netiso_tests::{
     lab::{HOST_IPV4, REMOTE_IPV4},
@@ -39,9 +41,12 @@ fn datapath(containers: u32, unique_flows: bool) -> Ebpf {
     load_programs(
         &mut ebpf,
         &[
+            EMPTY_CLASSIFIER_PROGRAM,
             PUBLIC_INGRESS_PROGRAM,
             PUBLIC_EGRESS_PROGRAM,
             CONTAINER_VETH_INGRESS_PROGRAM,
+            HOST_LO_INGRESS_PROGRAM,
+            CONTAINER_LO_EGRESS_COPY_PROGRAM,
         ],
     );
     configure_as_lab_host(&mut ebpf);
@@ -133,77 +138,67 @@ fn udp4(src: std::net::Ipv4Addr, sport: u16, dst: std::net::Ipv4Addr, dport: u16
 }
 
 fn main() {
-    println!("per-packet cost through BPF_PROG_TEST_RUN, average of {REPEAT} runs (ns)");
     println!(
-        "{:>10}  {:>19}  {:>18}  {:>20}  {:>14}  {:>8}  {:>14}  {:>14}  {:>14}",
-        "containers",
+        "per-packet cost through BPF_PROG_TEST_RUN, average of {REPEAT} runs, net of an empty classifier (ns)"
+    );
+    let columns = [
+        "empty classifier",
         "inbound, owned port",
         "inbound, host port",
         "outbound, owned port",
         "+ unique flows",
         "host out",
         "+ unique flows",
+        "host lo → container",
+        "container lo",
         "in, translated",
-        "out, translated"
+        "out, translated",
+    ];
+    println!(
+        "{:>10}  {}",
+        "containers",
+        columns.map(|c| format!("{c:>20}")).join("  ")
     );
     println!(
-        "(the last two are single runs, averaged; the same method on untranslated owned ports gives the baseline in brackets)"
+        "(the empty classifier's own cost is raw; \"translated\" columns are single runs, averaged, each net of the same method on the untranslated packet in brackets)"
     );
     for containers in [1, 64, 1024, 4096] {
         let ebpf = datapath(containers, false);
         let with_flows = datapath(containers, true);
         let last_port = (FIRST_PORT + containers * PORTS_PER_CONTAINER - 1) as u16;
-        let owned = frame(
-            ETH_P_IP,
-            &ipv4_packet(
-                REMOTE_IPV4,
-                HOST_IPV4,
-                IPPROTO_UDP,
-                &udp_segment(40000, last_port, 64),
-            ),
-        );
-        let host = frame(
-            ETH_P_IP,
-            &ipv4_packet(
-                REMOTE_IPV4,
-                HOST_IPV4,
-                IPPROTO_UDP,
-                &udp_segment(40000, 22, 64),
-            ),
-        );
-        let outbound = frame(
-            ETH_P_IP,
-            &ipv4_packet(
-                HOST_IPV4,
-                REMOTE_IPV4,
-                IPPROTO_UDP,
-                &udp_segment(last_port, 53, 64),
-            ),
-        );
-        let host_out = frame(
-            ETH_P_IP,
-            &ipv4_packet(
-                HOST_IPV4,
-                REMOTE_IPV4,
-                IPPROTO_UDP,
-                &udp_segment(40000, 53, 64),
-            ),
-        );
+        let owned = udp4(REMOTE_IPV4, 40000, HOST_IPV4, last_port);
+        let host = udp4(REMOTE_IPV4, 40000, HOST_IPV4, 22);
+        let outbound = udp4(HOST_IPV4, last_port, REMOTE_IPV4, 53);
+        let host_out = udp4(HOST_IPV4, 40000, REMOTE_IPV4, 53);
+        let local = udp4(HOST_IPV4, 40000, HOST_IPV4, last_port);
         let first_port = (FIRST_PORT + (containers - 1) * PORTS_PER_CONTAINER) as u16;
         let translated_in = udp4(REMOTE_IPV4, 40000, HOST_IPV4, first_port);
         let translated_out = udp4(HOST_IPV4, INNER_PORT, REMOTE_IPV4, 53);
-        println!(
-            "{containers:>10}  {:>19.0}  {:>18.0}  {:>20.0}  {:>14.0}  {:>8.0}  {:>14.0}  {:>6.0} [{:>5.0}]  {:>6.0} [{:>5.0}]",
-            nanos_per_packet(&ebpf, PUBLIC_INGRESS_PROGRAM, &owned),
-            nanos_per_packet(&ebpf, PUBLIC_INGRESS_PROGRAM, &host),
-            nanos_per_packet(&ebpf, CONTAINER_VETH_INGRESS_PROGRAM, &outbound),
-            nanos_per_packet(&with_flows, CONTAINER_VETH_INGRESS_PROGRAM, &outbound),
-            nanos_per_packet(&ebpf, PUBLIC_EGRESS_PROGRAM, &host_out),
-            nanos_per_packet(&with_flows, PUBLIC_EGRESS_PROGRAM, &host_out),
-            nanos_one_at_a_time(&ebpf, PUBLIC_INGRESS_PROGRAM, &translated_in),
-            nanos_one_at_a_time(&ebpf, PUBLIC_INGRESS_PROGRAM, &owned),
-            nanos_one_at_a_time(&ebpf, CONTAINER_VETH_INGRESS_PROGRAM, &translated_out),
-            nanos_one_at_a_time(&ebpf, CONTAINER_VETH_INGRESS_PROGRAM, &outbound),
-        );
+        let empty = nanos_per_packet(&ebpf, EMPTY_CLASSIFIER_PROGRAM, &owned);
+        let net = |ebpf: &Ebpf, program: &str, frame: &[u8]| {
+            format!("{:>20.0}", nanos_per_packet(ebpf, program, frame) - empty)
+        };
+        let empty_single = nanos_one_at_a_time(&ebpf, EMPTY_CLASSIFIER_PROGRAM, &owned);
+        let single = |program: &str, translated: &[u8], plain: &[u8]| {
+            format!(
+                "{:>12.0} [{:>5.0}]",
+                nanos_one_at_a_time(&ebpf, program, translated) - empty_single,
+                nanos_one_at_a_time(&ebpf, program, plain) - empty_single
+            )
+        };
+        let cells = [
+            format!("{empty:>20.0}"),
+            net(&ebpf, PUBLIC_INGRESS_PROGRAM, &owned),
+            net(&ebpf, PUBLIC_INGRESS_PROGRAM, &host),
+            net(&ebpf, CONTAINER_VETH_INGRESS_PROGRAM, &outbound),
+            net(&with_flows, CONTAINER_VETH_INGRESS_PROGRAM, &outbound),
+            net(&ebpf, PUBLIC_EGRESS_PROGRAM, &host_out),
+            net(&with_flows, PUBLIC_EGRESS_PROGRAM, &host_out),
+            net(&ebpf, HOST_LO_INGRESS_PROGRAM, &local),
+            net(&ebpf, CONTAINER_LO_EGRESS_COPY_PROGRAM, &local),
+            single(PUBLIC_INGRESS_PROGRAM, &translated_in, &owned),
+            single(CONTAINER_VETH_INGRESS_PROGRAM, &translated_out, &outbound),
+        ];
+        println!("{containers:>10}  {}", cells.join("  "));
     }
 }

@@ -84,8 +84,11 @@ impl Agent {
             PUBLIC_IFACE,
             "--bpffs-root",
             &pin_root,
-            "--ephemeral_ports_per_container=16",
         ];
+        // 16 ephemeral ports per container unless the test says otherwise.
+        if !extra_args.iter().any(|a| a.starts_with("--ephemeral")) {
+            args.push("--ephemeral_ports_per_container=16");
+        }
         // The lab's resources unless the test brings its own.
         if !extra_args.iter().any(|a| a.starts_with("--resources")) {
             args.extend(["--resources", LAB_RESOURCES]);

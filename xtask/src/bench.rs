@@ -1,4 +1,4 @@
-//! `cargo xtask bench [datapath|scale|soak|cni|fuzz]`: the benchmarks, in release mode, and
+//! `cargo xtask bench [datapath|traffic|scale|soak|cni|fuzz]`: the benchmarks, in release mode, and
 //! the long forms of the soak and fuzz tests. Figures are printed, never asserted (the
 //! soak does check that nothing leaked, the fuzzers that nothing disagreed).
 use clap::ValueEnum;
@@ -13,6 +13,9 @@ pub enum Bench {
     /// Per-packet cost of the tc programs (BPF_PROG_TEST_RUN) against the number of
     /// containers.
     Datapath,
+    /// Real traffic (iperf3) through netiso, a routed namespace, Mesos's u32 chain and
+    /// no container, with 1 to 4096 containers present (about 20 minutes).
+    Traffic,
     /// Up to 1000 real containers through the control API: create and destroy
     /// latency, the agent's memory and descriptors, scrape times (a few minutes;
     /// NETISO_SCALE_CONTAINERS=N for another count).
@@ -38,6 +41,11 @@ pub fn run(which: Option<Bench>) -> anyhow::Result<()> {
         )?;
     }
     for (bench, name, what) in [
+        (
+            Bench::Traffic,
+            "traffic",
+            "traffic benchmark (iperf3 through four setups)",
+        ),
         (
             Bench::Scale,
             "scale",
