@@ -372,9 +372,7 @@ fn veth(a: &Netns, a_name: &str, b: &Netns, b_name: &str) {
 /// the public interface per family, the service's last, each redirecting to the
 /// container's veth; its veth's packets redirected out of the public interface.
 fn u32_chain(host: &Netns, count: usize) {
-    let mut batch = String::new();
-    batch.push_str(&format!("qdisc add dev {PUBLIC_IFACE} ingress\n"));
-    batch.push_str("qdisc add dev ctr ingress\n");
+    let mut batch = format!("qdisc add dev {PUBLIC_IFACE} ingress\nqdisc add dev ctr ingress\n");
     for (protocol, prio, matcher) in [("ip", 1, "ip dport"), ("ipv6", 2, "ip6 dport")] {
         // Other containers' ports first (never the service's), then the service's.
         for index in 1..count {
