@@ -40,12 +40,20 @@ pub fn classify(ctx: &TcContext) -> TrafficClass {
         return TrafficClass::Other;
     };
     match ethertype {
-        ETH_P_IP => ctx
-            .load::<u8>(ETH_HLEN + IPV4_PROTOCOL_OFFSET)
-            .map_or(TrafficClass::Other, ipv4_class),
-        ETH_P_IPV6 => ctx
-            .load::<u8>(ETH_HLEN + IPV6_NEXT_HEADER_OFFSET)
-            .map_or(TrafficClass::Other, ipv6_class),
+        ETH_P_IP => match ctx.load::<u8>(ETH_HLEN + IPV4_PROTOCOL_OFFSET) {
+            Ok(IPPROTO_TCP) => TrafficClass::Ipv4Tcp,
+            Ok(IPPROTO_UDP) => TrafficClass::Ipv4Udp,
+            Ok(IPPROTO_ICMP) => TrafficClass::Ipv4Icmp,
+            Ok(_) => TrafficClass::Ipv4Other,
+            Err(_) => TrafficClass::Other,
+        },
+        ETH_P_IPV6 => match ctx.load::<u8>(ETH_HLEN + IPV6_NEXT_HEADER_OFFSET) {
+            Ok(IPPROTO_TCP) => TrafficClass::Ipv6Tcp,
+            Ok(IPPROTO_UDP) => TrafficClass::Ipv6Udp,
+            Ok(IPPROTO_ICMPV6) => TrafficClass::Ipv6Icmp,
+            Ok(_) => TrafficClass::Ipv6Other,
+            Err(_) => TrafficClass::Other,
+        },
         ETH_P_ARP => TrafficClass::Arp,
         _ => TrafficClass::Other,
     }
@@ -80,9 +88,6 @@ pub struct Flow {
     pub ipv6: bool,
     /// Transport protocol, after IPv6 extension headers.
     pub protocol: u8,
-    /// The protocol field of the IP header itself (IPv6: before extension headers),
-    /// which traffic classes go by.
-    pub first_protocol: u8,
     pub l4_offset: usize,
     pub fragment: Fragment,
     /// The identification shared by a datagram's fragments (IPv4's 16 bits, or the
@@ -94,16 +99,6 @@ pub struct Flow {
 }
 
 impl Flow {
-    /// The traffic class [`classify`] gives the packet, without reading it again.
-    #[inline(always)]
-    pub fn class(&self) -> TrafficClass {
-        if self.ipv6 {
-            ipv6_class(self.first_protocol)
-        } else {
-            ipv4_class(self.first_protocol)
-        }
-    }
-
     /// The key of the (possibly) fragmented datagram this packet belongs to, whose
     /// other end is `peer`.
     #[inline(always)]
@@ -207,42 +202,15 @@ pub enum Parsed {
 #[inline(always)]
 pub fn parse(ctx: &TcContext) -> Parsed {
     match ethertype(ctx) {
-        Some(ETH_P_IP) => match ctx.load::<u8>(ETH_HLEN + IPV4_PROTOCOL_OFFSET) {
-            Ok(protocol) => parse_ipv4(ctx, protocol),
-            Err(_) => Parsed::Malformed,
-        },
-        Some(ETH_P_IPV6) => match ctx.load::<u8>(ETH_HLEN + IPV6_NEXT_HEADER_OFFSET) {
-            Ok(first_next) => parse_ipv6(ctx, first_next),
-            Err(_) => Parsed::Malformed,
-        },
+        Some(ETH_P_IP) => parse_ipv4(ctx),
+        Some(ETH_P_IPV6) => parse_ipv6(ctx),
         Some(_) => Parsed::NotIp,
         None => Parsed::Malformed,
     }
 }
 
 #[inline(always)]
-fn ipv4_class(protocol: u8) -> TrafficClass {
-    match protocol {
-        IPPROTO_TCP => TrafficClass::Ipv4Tcp,
-        IPPROTO_UDP => TrafficClass::Ipv4Udp,
-        IPPROTO_ICMP => TrafficClass::Ipv4Icmp,
-        _ => TrafficClass::Ipv4Other,
-    }
-}
-
-#[inline(always)]
-fn ipv6_class(first_next: u8) -> TrafficClass {
-    match first_next {
-        IPPROTO_TCP => TrafficClass::Ipv6Tcp,
-        IPPROTO_UDP => TrafficClass::Ipv6Udp,
-        IPPROTO_ICMPV6 => TrafficClass::Ipv6Icmp,
-        _ => TrafficClass::Ipv6Other,
-    }
-}
-
-/// The IPv4 header whose protocol field (already read) is `protocol`.
-#[inline(always)]
-fn parse_ipv4(ctx: &TcContext, protocol: u8) -> Parsed {
+fn parse_ipv4(ctx: &TcContext) -> Parsed {
     let Ok(version_ihl) = ctx.load::<u8>(ETH_HLEN) else {
         return Parsed::Malformed;
     };
@@ -250,16 +218,13 @@ fn parse_ipv4(ctx: &TcContext, protocol: u8) -> Parsed {
     if version_ihl >> 4 != 4 || ihl < 20 {
         return Parsed::Malformed;
     }
-    let Ok(id) = ctx.load::<u16>(ETH_HLEN + 4).map(u16::from_be) else {
-        return Parsed::Malformed;
-    };
-    let Ok(frag) = ctx.load::<u16>(ETH_HLEN + 6).map(u16::from_be) else {
-        return Parsed::Malformed;
-    };
-    let Ok(src) = ctx.load::<[u8; 4]>(ETH_HLEN + 12) else {
-        return Parsed::Malformed;
-    };
-    let Ok(dst) = ctx.load::<[u8; 4]>(ETH_HLEN + 16) else {
+    let (Ok(id), Ok(frag), Ok(protocol), Ok(src), Ok(dst)) = (
+        ctx.load::<u16>(ETH_HLEN + 4).map(u16::from_be),
+        ctx.load::<u16>(ETH_HLEN + 6).map(u16::from_be),
+        ctx.load::<u8>(ETH_HLEN + IPV4_PROTOCOL_OFFSET),
+        ctx.load::<[u8; 4]>(ETH_HLEN + 12),
+        ctx.load::<[u8; 4]>(ETH_HLEN + 16),
+    ) else {
         return Parsed::Malformed;
     };
     // Options included: the transport header starts after IHL words (Mesos required
@@ -278,7 +243,6 @@ fn parse_ipv4(ctx: &TcContext, protocol: u8) -> Parsed {
     Parsed::Ip(Flow {
         ipv6: false,
         protocol,
-        first_protocol: protocol,
         l4_offset,
         fragment,
         fragment_id: u32::from(id),
@@ -287,17 +251,14 @@ fn parse_ipv4(ctx: &TcContext, protocol: u8) -> Parsed {
     })
 }
 
-/// The IPv6 header whose next-header field (already read) is `first_next`.
 #[inline(always)]
-fn parse_ipv6(ctx: &TcContext, first_next: u8) -> Parsed {
-    // One load at a time, each checked (see the fragment header below).
-    let Ok(version) = ctx.load::<u8>(ETH_HLEN) else {
-        return Parsed::Malformed;
-    };
-    let Ok(src) = ctx.load::<[u8; 16]>(ETH_HLEN + 8) else {
-        return Parsed::Malformed;
-    };
-    let Ok(dst) = ctx.load::<[u8; 16]>(ETH_HLEN + 24) else {
+fn parse_ipv6(ctx: &TcContext) -> Parsed {
+    let (Ok(version), Ok(first_next), Ok(src), Ok(dst)) = (
+        ctx.load::<u8>(ETH_HLEN),
+        ctx.load::<u8>(ETH_HLEN + IPV6_NEXT_HEADER_OFFSET),
+        ctx.load::<[u8; 16]>(ETH_HLEN + 8),
+        ctx.load::<[u8; 16]>(ETH_HLEN + 24),
+    ) else {
         return Parsed::Malformed;
     };
     if version >> 4 != 6 {
@@ -345,7 +306,6 @@ fn parse_ipv6(ctx: &TcContext, first_next: u8) -> Parsed {
     Parsed::Ip(Flow {
         ipv6: true,
         protocol: next,
-        first_protocol: first_next,
         l4_offset: offset,
         fragment,
         fragment_id,

@@ -30,25 +30,18 @@ use crate::{
 
 #[classifier]
 pub fn public_ingress(ctx: TcContext) -> i32 {
-    // One parse serves the counters and the steering (frames that are not IP, rare
-    // here, are read again).
-    let parsed = parse(&ctx);
-    let class = match &parsed {
-        Parsed::Ip(flow) => flow.class(),
-        _ => classify(&ctx),
-    };
-    count_public_iface(Direction::Ingress, class, ctx.len());
-    steer(&ctx, parsed).unwrap_or(TC_ACT_PIPE)
+    count_public_iface(Direction::Ingress, classify(&ctx), ctx.len());
+    steer(&ctx).unwrap_or(TC_ACT_PIPE)
 }
 
 /// The redirect verdict for a packet a container owns, `None` for the host's packets.
 #[inline(always)]
-fn steer(ctx: &TcContext, parsed: Parsed) -> Option<i32> {
+fn steer(ctx: &TcContext) -> Option<i32> {
     // SAFETY: the context pointer is valid for the program's run.
     if unsafe { (*ctx.skb.skb).pkt_type } != PACKET_HOST {
         return None;
     }
-    let Parsed::Ip(flow) = parsed else {
+    let Parsed::Ip(flow) = parse(ctx) else {
         return None;
     };
     let config = config()?;
