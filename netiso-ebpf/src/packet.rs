@@ -40,22 +40,34 @@ pub fn classify(ctx: &TcContext) -> TrafficClass {
         return TrafficClass::Other;
     };
     match ethertype {
-        ETH_P_IP => match ctx.load::<u8>(ETH_HLEN + IPV4_PROTOCOL_OFFSET) {
-            Ok(IPPROTO_TCP) => TrafficClass::Ipv4Tcp,
-            Ok(IPPROTO_UDP) => TrafficClass::Ipv4Udp,
-            Ok(IPPROTO_ICMP) => TrafficClass::Ipv4Icmp,
-            Ok(_) => TrafficClass::Ipv4Other,
-            Err(_) => TrafficClass::Other,
-        },
-        ETH_P_IPV6 => match ctx.load::<u8>(ETH_HLEN + IPV6_NEXT_HEADER_OFFSET) {
-            Ok(IPPROTO_TCP) => TrafficClass::Ipv6Tcp,
-            Ok(IPPROTO_UDP) => TrafficClass::Ipv6Udp,
-            Ok(IPPROTO_ICMPV6) => TrafficClass::Ipv6Icmp,
-            Ok(_) => TrafficClass::Ipv6Other,
-            Err(_) => TrafficClass::Other,
-        },
+        ETH_P_IP => ctx
+            .load::<u8>(ETH_HLEN + IPV4_PROTOCOL_OFFSET)
+            .map_or(TrafficClass::Other, ipv4_class),
+        ETH_P_IPV6 => ctx
+            .load::<u8>(ETH_HLEN + IPV6_NEXT_HEADER_OFFSET)
+            .map_or(TrafficClass::Other, ipv6_class),
         ETH_P_ARP => TrafficClass::Arp,
         _ => TrafficClass::Other,
+    }
+}
+
+#[inline(always)]
+fn ipv4_class(protocol: u8) -> TrafficClass {
+    match protocol {
+        IPPROTO_TCP => TrafficClass::Ipv4Tcp,
+        IPPROTO_UDP => TrafficClass::Ipv4Udp,
+        IPPROTO_ICMP => TrafficClass::Ipv4Icmp,
+        _ => TrafficClass::Ipv4Other,
+    }
+}
+
+#[inline(always)]
+fn ipv6_class(first_next: u8) -> TrafficClass {
+    match first_next {
+        IPPROTO_TCP => TrafficClass::Ipv6Tcp,
+        IPPROTO_UDP => TrafficClass::Ipv6Udp,
+        IPPROTO_ICMPV6 => TrafficClass::Ipv6Icmp,
+        _ => TrafficClass::Ipv6Other,
     }
 }
 
@@ -88,6 +100,9 @@ pub struct Flow {
     pub ipv6: bool,
     /// Transport protocol, after IPv6 extension headers.
     pub protocol: u8,
+    /// The protocol field of the IP header itself (IPv6: before extension headers),
+    /// which traffic classes go by.
+    pub first_protocol: u8,
     pub l4_offset: usize,
     pub fragment: Fragment,
     /// The identification shared by a datagram's fragments (IPv4's 16 bits, or the
@@ -99,6 +114,16 @@ pub struct Flow {
 }
 
 impl Flow {
+    /// The traffic class [`classify`] gives the packet, without reading it again.
+    #[inline(always)]
+    pub fn class(&self) -> TrafficClass {
+        if self.ipv6 {
+            ipv6_class(self.first_protocol)
+        } else {
+            ipv4_class(self.first_protocol)
+        }
+    }
+
     /// The key of the (possibly) fragmented datagram this packet belongs to, whose
     /// other end is `peer`.
     #[inline(always)]
@@ -243,6 +268,7 @@ fn parse_ipv4(ctx: &TcContext) -> Parsed {
     Parsed::Ip(Flow {
         ipv6: false,
         protocol,
+        first_protocol: protocol,
         l4_offset,
         fragment,
         fragment_id: u32::from(id),
@@ -306,6 +332,7 @@ fn parse_ipv6(ctx: &TcContext) -> Parsed {
     Parsed::Ip(Flow {
         ipv6: true,
         protocol: next,
+        first_protocol: first_next,
         l4_offset: offset,
         fragment,
         fragment_id,

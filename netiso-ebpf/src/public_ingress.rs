@@ -30,20 +30,27 @@ use crate::{
 
 #[classifier]
 pub fn public_ingress(ctx: TcContext) -> i32 {
-    count_public_iface(Direction::Ingress, classify(&ctx), ctx.len());
-    steer(&ctx).unwrap_or(TC_ACT_PIPE)
+    // One parse serves the counters and the steering of IP packets; the rest (rare
+    // here) are read again to be counted.
+    match parse(&ctx) {
+        Parsed::Ip(flow) => {
+            count_public_iface(Direction::Ingress, flow.class(), ctx.len());
+            steer(&ctx, &flow).unwrap_or(TC_ACT_PIPE)
+        }
+        _ => {
+            count_public_iface(Direction::Ingress, classify(&ctx), ctx.len());
+            TC_ACT_PIPE
+        }
+    }
 }
 
 /// The redirect verdict for a packet a container owns, `None` for the host's packets.
 #[inline(always)]
-fn steer(ctx: &TcContext) -> Option<i32> {
+fn steer(ctx: &TcContext, flow: &Flow) -> Option<i32> {
     // SAFETY: the context pointer is valid for the program's run.
     if unsafe { (*ctx.skb.skb).pkt_type } != PACKET_HOST {
         return None;
     }
-    let Parsed::Ip(flow) = parse(ctx) else {
-        return None;
-    };
     let config = config()?;
     if !flow.is_for_host(config) {
         return None;
@@ -54,15 +61,15 @@ fn steer(ctx: &TcContext) -> Option<i32> {
         // has not arrived): to the host.
         Fragment::Later => (unsafe { INBOUND_FRAGMENTS.get(fragment) }.copied()?, None),
         _ if flow.has_ports() => {
-            let (_, dport) = ports(ctx, &flow)?;
+            let (_, dport) = ports(ctx, flow)?;
             let owner = port_owner(dport);
             if flow.fragment == Fragment::First && owner.is_none() {
                 // An identification reused for the host: later fragments are its.
                 let _ = INBOUND_FRAGMENTS.remove(fragment);
             }
-            (owner?, Some(Destination::of(&flow, dport)))
+            (owner?, Some(Destination::of(flow, dport)))
         }
-        Fragment::Whole if flow.is_icmp() => (icmp_owner(ctx, &flow)?, None),
+        Fragment::Whole if flow.is_icmp() => (icmp_owner(ctx, flow)?, None),
         _ => return None,
     };
     if flow.has_impossible_source(config) {
