@@ -59,8 +59,9 @@ fn main() {
         for index in footprints.last().map_or(0, |f| f.containers)..step {
             create_ms.push(time_ms(|| create(&lab, &name(&lab, index))));
         }
-        footprints.push(Footprint::of(&agent, step));
+        // After a scrape: the statistics keep a socket in each container.
         scrapes.push((step.to_string(), scrape(&lab, step)));
+        footprints.push(Footprint::of(&agent, step));
         eprintln!(
             "  {step} containers, {:.1} s of creates so far",
             create_ms.iter().sum::<f64>() / 1e3

@@ -29,7 +29,12 @@ const NLMSG_HDRLEN: usize = 16;
 pub struct NetlinkSocket {
     socket: Socket,
     sequence: u32,
-    buffer: Vec<u8>,
+}
+
+thread_local! {
+    /// One receive buffer per thread, for all of its sockets: the statistics keep
+    /// sockets open in every container, which would otherwise hold 64 KiB each.
+    static RECEIVE: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; RECEIVE_BUFFER]);
 }
 
 impl NetlinkSocket {
@@ -50,7 +55,6 @@ impl NetlinkSocket {
         Ok(Self {
             socket,
             sequence: 0,
-            buffer: vec![0; RECEIVE_BUFFER],
         })
     }
 
@@ -77,42 +81,46 @@ impl NetlinkSocket {
         packet.serialize(&mut bytes);
         self.socket.send(&bytes, 0)?;
         let dump = flags & NLM_F_DUMP == NLM_F_DUMP;
-        let mut answers = Vec::new();
-        loop {
-            let received = self.socket.recv(&mut &mut self.buffer[..], 0)?;
-            if received > self.buffer.len() {
-                return Err(invalid("a netlink answer larger than 64 KiB"));
-            }
-            let mut rest = &self.buffer[..received];
-            while !rest.is_empty() {
-                let answer = NetlinkBuffer::new_checked(rest)
-                    .map_err(|e| invalid(&format!("a bad netlink answer: {e}")))?;
-                let length = answer.length() as usize;
-                if answer.sequence_number() == self.sequence {
-                    match answer.message_type() {
-                        NLMSG_DONE => return Ok(answers),
-                        NLMSG_ERROR => {
-                            let payload = answer.payload();
-                            let error = ErrorBuffer::new_checked(&payload)
-                                .and_then(|buffer| ErrorMessage::parse(&buffer))
-                                .map_err(|e| invalid(&format!("a bad netlink error: {e}")))?;
-                            return match error.code {
-                                None => Ok(answers),
-                                Some(_) => Err(error.to_io()),
-                            };
-                        }
-                        t if t == answer_type => {
-                            answers.push(answer.payload().to_vec());
-                            if !dump && flags & NLM_F_ACK == 0 {
-                                return Ok(answers);
-                            }
-                        }
-                        _ => {}
-                    }
+        let sequence = self.sequence;
+        let socket = &self.socket;
+        RECEIVE.with_borrow_mut(|buffer| {
+            let mut answers = Vec::new();
+            loop {
+                let received = socket.recv(&mut &mut buffer[..], 0)?;
+                if received > buffer.len() {
+                    return Err(invalid("a netlink answer larger than 64 KiB"));
                 }
-                rest = rest.get(netlink_align(length)..).unwrap_or_default();
+                let mut rest = &buffer[..received];
+                while !rest.is_empty() {
+                    let answer = NetlinkBuffer::new_checked(rest)
+                        .map_err(|e| invalid(&format!("a bad netlink answer: {e}")))?;
+                    let length = answer.length() as usize;
+                    if answer.sequence_number() == sequence {
+                        match answer.message_type() {
+                            NLMSG_DONE => return Ok(answers),
+                            NLMSG_ERROR => {
+                                let payload = answer.payload();
+                                let error = ErrorBuffer::new_checked(&payload)
+                                    .and_then(|buffer| ErrorMessage::parse(&buffer))
+                                    .map_err(|e| invalid(&format!("a bad netlink error: {e}")))?;
+                                return match error.code {
+                                    None => Ok(answers),
+                                    Some(_) => Err(error.to_io()),
+                                };
+                            }
+                            t if t == answer_type => {
+                                answers.push(answer.payload().to_vec());
+                                if !dump && flags & NLM_F_ACK == 0 {
+                                    return Ok(answers);
+                                }
+                            }
+                            _ => {}
+                        }
+                    }
+                    rest = rest.get(netlink_align(length)..).unwrap_or_default();
+                }
             }
-        }
+        })
     }
 
     /// Sends `request` (with `flags` besides NLM_F_REQUEST and NLM_F_ACK) and waits for
