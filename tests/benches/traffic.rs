@@ -1,4 +1,4 @@
-//! Real traffic through four setups side by side, each in a lab of its own (a host
+//! Real traffic through five setups side by side, each in a lab of its own (a host
 //! namespace and a "remote" one on a veth pair), with iperf3: UDP with 64-byte
 //! payloads (datagrams per second received) and TCP (Gbit/s), remote → service and
 //! service → remote, over IPv4 and IPv6, with N = 1, 256, 1024 and 3840 containers
@@ -12,10 +12,12 @@
 //! - u32: Mesos's datapath, the service in a namespace with the host's address behind
 //!   a chain of N u32 port filters on the public interface's ingress (mirred to its
 //!   veth; its own filter last), and one u32 filter sending its packets out;
-//! - limit: the service in the host's namespace, no container at all.
+//! - limit: the service in the host's namespace, no container at all;
+//! - netiso with limits: as netiso, every container with egress and ingress rate
+//!   limits far above what this traffic reaches (5 GB/s), so shaped but never held.
 //!
-//! Prints medians and spreads and the ratios netiso / routed, netiso / limit and
-//! netiso / u32. `cargo xtask bench traffic`; NETISO_TRAFFIC_COUNTS (such as
+//! Prints medians and spreads and the ratios netiso / routed, netiso / limit,
+//! netiso / u32 and (netiso with limits) / netiso. `cargo xtask bench traffic`; NETISO_TRAFFIC_COUNTS (such as
 //! "1,1024"), NETISO_TRAFFIC_SECONDS (per run, 2) and NETISO_TRAFFIC_RUNS (3) change
 //! the defaults.
 use std::{
@@ -53,9 +55,21 @@ enum Setup {
     Routed,
     U32,
     Limit,
+    NetisoLimited,
 }
 
-const SETUPS: [Setup; 4] = [Setup::Netiso, Setup::Routed, Setup::U32, Setup::Limit];
+const SETUPS: [Setup; 5] = [
+    Setup::Netiso,
+    Setup::Routed,
+    Setup::U32,
+    Setup::Limit,
+    Setup::NetisoLimited,
+];
+/// Rate limits of the limited netiso setup: above anything iperf3 reaches here.
+const UNREACHED_LIMITS: [&str; 2] = [
+    "--egress_rate_limit_per_container=5GB",
+    "--ingress_rate_limit_per_container=5GB",
+];
 
 impl Setup {
     fn name(self) -> &'static str {
@@ -64,6 +78,7 @@ impl Setup {
             Setup::Routed => "routed",
             Setup::U32 => "u32",
             Setup::Limit => "limit",
+            Setup::NetisoLimited => "netiso with limits",
         }
     }
 }
@@ -121,15 +136,24 @@ fn main() {
     );
     let mut report = String::new();
     for &count in &counts {
-        eprintln!("  building the four setups with {count} containers/filters…");
+        eprintln!("  building the setups with {count} containers/filters…");
         let started = Instant::now();
         let built: Vec<Built> = SETUPS.iter().map(|&s| build(s, count)).collect();
         eprintln!("  built in {:.1} s", started.elapsed().as_secs_f64());
         let _ = writeln!(report, "\nN = {count}");
         let _ = writeln!(
             report,
-            "{:<14} {:>22} {:>22} {:>22} {:>22}   {:>7} {:>7} {:>7}",
-            "case", "netiso", "routed", "u32", "limit", "/routed", "/limit", "/u32"
+            "{:<14} {:>22} {:>22} {:>22} {:>22} {:>22}   {:>7} {:>7} {:>7} {:>7}",
+            "case",
+            "netiso",
+            "routed",
+            "u32",
+            "limit",
+            "netiso, limits",
+            "/routed",
+            "/limit",
+            "/u32",
+            "limits/"
         );
         for &case in &cases {
             let mut samples: Vec<Vec<f64>> = vec![Vec::new(); SETUPS.len()];
@@ -156,10 +180,11 @@ fn main() {
             let ratio = |other: usize| medians[0] / medians[other];
             let _ = write!(
                 line,
-                "   {:>7.2} {:>7.2} {:>7.2}",
+                "   {:>7.2} {:>7.2} {:>7.2} {:>7.2}",
                 ratio(1),
                 ratio(3),
-                ratio(2)
+                ratio(2),
+                medians[4] / medians[0]
             );
             println!("{line}");
             let _ = writeln!(report, "{line}");
@@ -308,13 +333,17 @@ fn build(setup: Setup, count: usize) -> Built {
                 _namespaces: vec![ns],
             }
         }
-        Setup::Netiso => {
+        Setup::Netiso | Setup::NetisoLimited => {
             lab.host.exec(&[
                 "sysctl",
                 "-qw",
                 &format!("net.ipv4.ip_local_port_range={HOST_EPHEMERAL}"),
             ]);
-            let agent = Agent::start(&lab, &[RESOURCES]);
+            let mut args = vec![RESOURCES];
+            if setup == Setup::NetisoLimited {
+                args.extend(UNREACHED_LIMITS);
+            }
+            let agent = Agent::start(&lab, &args);
             let service = format!("lab-{}-service", lab.id);
             let created = api_request(
                 &lab,

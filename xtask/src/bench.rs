@@ -44,7 +44,7 @@ pub fn run(which: Option<Bench>) -> anyhow::Result<()> {
         (
             Bench::Traffic,
             "traffic",
-            "traffic benchmark (iperf3 through four setups)",
+            "traffic benchmark (iperf3 through five setups)",
         ),
         (
             Bench::Scale,
