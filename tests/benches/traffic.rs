@@ -20,19 +20,13 @@
 //! netiso / u32 and (netiso with limits) / netiso. `cargo xtask bench traffic`; NETISO_TRAFFIC_COUNTS (such as
 //! "1,1024"), NETISO_TRAFFIC_SECONDS (per run, 2) and NETISO_TRAFFIC_RUNS (3) change
 //! the defaults.
-use std::{
-    fmt::Write as _,
-    io::Write as _,
-    net::IpAddr,
-    process::{Command, Stdio},
-    time::Instant,
-};
+use std::{fmt::Write as _, io::Write as _, net::IpAddr, process::Stdio, time::Instant};
 
 use netiso_tests::{
     agent::{Agent, api_request},
     lab::{
-        HOST_IPV4, HOST_IPV6, Lab, PUBLIC_IFACE, Proto, REMOTE_IPV4, REMOTE_IPV6, mac_of,
-        wait_for_listener,
+        HOST_IPV4, HOST_IPV6, Lab, PUBLIC_IFACE, Proto, REMOTE_IPV4, REMOTE_IPV6, add_veth_pair,
+        mac_of, wait_for_listener,
     },
     netns::{ChildGuard, Netns, run_checked},
 };
@@ -110,6 +104,8 @@ struct Built {
     /// Where the remote reaches the service.
     ipv4: IpAddr,
     ipv6: IpAddr,
+    /// The service, the agent and the namespaces it needs, kept alive while it is
+    /// measured.
     _service: ChildGuard,
     _agent: Option<Agent>,
     _namespaces: Vec<Netns>,
@@ -199,19 +195,8 @@ fn main() {
 fn build(setup: Setup, count: usize) -> Built {
     let lab = Lab::new();
     let (v4, v6) = (IpAddr::V4(HOST_IPV4), IpAddr::V6(HOST_IPV6));
-    match setup {
-        Setup::Limit => {
-            let service = iperf3_server(&lab.host);
-            Built {
-                setup,
-                lab,
-                ipv4: v4,
-                ipv6: v6,
-                _service: service,
-                _agent: None,
-                _namespaces: vec![],
-            }
-        }
+    let (service, (ipv4, ipv6), agent, namespaces) = match setup {
+        Setup::Limit => (iperf3_server(&lab.host), (v4, v6), None, vec![]),
         Setup::Routed => {
             let ns = Netns::create(&format!("netiso-lab-{}-routed", lab.id));
             veth(&lab.host, "ctr", &ns, PUBLIC_IFACE);
@@ -265,16 +250,12 @@ fn build(setup: Setup, count: usize) -> Built {
                 "via",
                 &HOST_IPV6.to_string(),
             ]);
-            let service = iperf3_server(&ns);
-            Built {
-                setup,
-                lab,
-                ipv4: ROUTED_IPV4.parse().unwrap(),
-                ipv6: ROUTED_IPV6.parse().unwrap(),
-                _service: service,
-                _agent: None,
-                _namespaces: vec![ns],
-            }
+            (
+                iperf3_server(&ns),
+                (ROUTED_IPV4.parse().unwrap(), ROUTED_IPV6.parse().unwrap()),
+                None,
+                vec![ns],
+            )
         }
         Setup::U32 => {
             let ns = Netns::create(&format!("netiso-lab-{}-u32", lab.id));
@@ -299,39 +280,12 @@ fn build(setup: Setup, count: usize) -> Built {
                 PUBLIC_IFACE,
                 "nodad",
             ]);
-            ns.ip(&[
-                "neigh",
-                "replace",
-                &REMOTE_IPV4.to_string(),
-                "lladdr",
-                &remote_mac,
-                "dev",
-                PUBLIC_IFACE,
-                "nud",
-                "permanent",
-            ]);
-            ns.ip(&[
-                "neigh",
-                "replace",
-                &REMOTE_IPV6.to_string(),
-                "lladdr",
-                &remote_mac,
-                "dev",
-                PUBLIC_IFACE,
-                "nud",
-                "permanent",
-            ]);
-            u32_chain(&lab.host, count);
-            let service = iperf3_server(&ns);
-            Built {
-                setup,
-                lab,
-                ipv4: v4,
-                ipv6: v6,
-                _service: service,
-                _agent: None,
-                _namespaces: vec![ns],
+            for remote in [REMOTE_IPV4.to_string(), REMOTE_IPV6.to_string()] {
+                let neighbour = ["neigh", "replace", &remote, "lladdr", &remote_mac];
+                ns.ip(&[&neighbour[..], &["dev", PUBLIC_IFACE, "nud", "permanent"]].concat());
             }
+            u32_chain(&lab.host, count);
+            (iperf3_server(&ns), (v4, v6), None, vec![ns])
         }
         Setup::Netiso | Setup::NetisoLimited => {
             lab.host.exec(&[
@@ -363,36 +317,23 @@ fn build(setup: Setup, count: usize) -> Built {
                 assert_eq!(created.status, 201, "container {index}: {}", created.body);
             }
             let inside = Netns::existing(&format!("netiso-{service}"));
-            let service = iperf3_server(&inside);
-            Built {
-                setup,
-                lab,
-                ipv4: v4,
-                ipv6: v6,
-                _service: service,
-                _agent: Some(agent),
-                _namespaces: vec![],
-            }
+            (iperf3_server(&inside), (v4, v6), Some(agent), vec![])
         }
+    };
+    Built {
+        setup,
+        lab,
+        ipv4,
+        ipv6,
+        _service: service,
+        _agent: agent,
+        _namespaces: namespaces,
     }
 }
 
 /// A veth pair `a_name` in `a` ↔ `b_name` in `b`, both up.
 fn veth(a: &Netns, a_name: &str, b: &Netns, b_name: &str) {
-    run_checked(Command::new("ip").args([
-        "-n",
-        a.name(),
-        "link",
-        "add",
-        a_name,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        b_name,
-        "netns",
-        b.name(),
-    ]));
+    add_veth_pair((a_name, a), (b_name, b));
     a.ip(&["link", "set", a_name, "up"]);
     b.ip(&["link", "set", b_name, "up"]);
 }

@@ -221,7 +221,7 @@ impl Drop for Lab {
 
 /// Creates a veth pair with each end directly inside its namespace: nothing appears
 /// in the root namespace, even for an instant.
-fn add_veth_pair((a_name, a_ns): (&str, &Netns), (b_name, b_ns): (&str, &Netns)) {
+pub fn add_veth_pair((a_name, a_ns): (&str, &Netns), (b_name, b_ns): (&str, &Netns)) {
     crate::netns::run_checked(std::process::Command::new("ip").args([
         "link",
         "add",

@@ -474,17 +474,7 @@ fn a_failing_step_anywhere_in_create_update_or_destroy_leaves_nothing() {
         failpoints.disarm();
         assert!(serves_from_remote(&lab, &a, 31001), "{point}: still served");
     }
-    for point in failpoints::DESTROY_MADE_NAMESPACE {
-        failpoints.arm(point, "error");
-        let (code, stderr) = cli_status(&lab, &["container", "destroy", &a]);
-        assert_eq!(code, 1, "{point}: {stderr}");
-        assert_eq!(
-            list(&lab).as_array().unwrap().len(),
-            2,
-            "{point}: still listed"
-        );
-    }
-    failpoints.disarm();
+    destroy_fails_at_each_point(&lab, &failpoints, &a, failpoints::DESTROY_MADE_NAMESPACE);
     assert!(cli(&lab, &["container", "destroy", &a]).0);
     assert_holds_only_live_containers(&lab, &list(&lab), "after destroy");
     // The same in an adopted namespace, whose destroy also puts its sysctls back.
@@ -498,21 +488,27 @@ fn a_failing_step_anywhere_in_create_update_or_destroy_leaves_nothing() {
         &netns,
     ];
     assert!(cli(&lab, &adopted).0);
-    for point in failpoints::DESTROY {
+    destroy_fails_at_each_point(&lab, &failpoints, &a, failpoints::DESTROY);
+    assert!(cli(&lab, &["container", "destroy", &a]).0);
+    assert_holds_only_live_containers(&lab, &list(&lab), "after destroying the adopted one");
+    assert_eq!(sysctls(&runtime), before, "sysctls put back");
+    assert!(serves_from_remote(&lab, &keep, 31901));
+}
+
+/// Fails the destroy of container `id` at each of `points` in turn: each time it
+/// stays listed (beside the lab's other container). Disarms the failpoints after.
+fn destroy_fails_at_each_point(lab: &Lab, failpoints: &Failpoints, id: &str, points: &[&str]) {
+    for point in points {
         failpoints.arm(point, "error");
-        let (code, stderr) = cli_status(&lab, &["container", "destroy", &a]);
+        let (code, stderr) = cli_status(lab, &["container", "destroy", id]);
         assert_eq!(code, 1, "{point}: {stderr}");
         assert_eq!(
-            list(&lab).as_array().unwrap().len(),
+            list(lab).as_array().unwrap().len(),
             2,
             "{point}: still listed"
         );
     }
     failpoints.disarm();
-    assert!(cli(&lab, &["container", "destroy", &a]).0);
-    assert_holds_only_live_containers(&lab, &list(&lab), "after destroying the adopted one");
-    assert_eq!(sysctls(&runtime), before, "sysctls put back");
-    assert!(serves_from_remote(&lab, &keep, 31901));
 }
 
 #[test]
