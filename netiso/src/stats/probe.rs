@@ -129,14 +129,17 @@ impl Probe {
 }
 
 /// Reads a `/proc` file from its start (the kernel makes its text anew each time).
+/// The files read here are made in one go (`single_open`), so a read shorter than
+/// the buffer is the whole text: asking again would only make the kernel make it
+/// all again to say there is no more.
 fn read_whole(file: &File) -> io::Result<String> {
     let mut text = Vec::new();
-    let mut buffer = [0u8; 4096];
+    let mut buffer = [0u8; 16 * 1024];
     loop {
         let read = file.read_at(&mut buffer, text.len() as u64)?;
-        if read == 0 {
+        text.extend_from_slice(&buffer[..read]);
+        if read < buffer.len() {
             return Ok(String::from_utf8_lossy(&text).into_owned());
         }
-        text.extend_from_slice(&buffer[..read]);
     }
 }
