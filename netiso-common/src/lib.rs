@@ -459,6 +459,7 @@ pub const INBOUND_FRAGMENTS_MAP: &str = "INBOUND_FRAGMENTS";
 pub const PORT_TRANSLATIONS_MAP: &str = "PORT_TRANSLATIONS";
 pub const CONTAINER_PORT_TRANSLATIONS_MAP: &str = "CONTAINER_PORT_TRANSLATIONS";
 pub const CONTAINER_NETNS_MAP: &str = "CONTAINER_NETNS";
+pub const CONTAINER_ETH0_INDEXES_MAP: &str = "CONTAINER_ETH0_INDEXES";
 
 /// `HOST_PORT_ACCESS` value of a host port containers may not reach (0: they may).
 pub const HOST_PORT_CLOSED: u8 = 1;
@@ -476,7 +477,7 @@ pub const CONTAINER_LO_EGRESS_PROGRAM: &str = "container_lo_egress";
 /// The same for older kernels: one loaded copy per container, told its container by
 /// load-time constants.
 pub const CONTAINER_LO_EGRESS_COPY_PROGRAM: &str = "container_lo_egress_copy";
-/// Load-time constants of the copied container lo program.
+/// Load-time constant of the copied container lo program: its container's slot.
 pub const CONTAINER_SLOT_GLOBAL: &str = "CONTAINER_SLOT";
 /// The probe's target: the veth whose peer it redirects to.
 pub const PROBE_PEER_IFINDEX_GLOBAL: &str = "PROBE_PEER_IFINDEX";
@@ -486,7 +487,6 @@ pub const PROBE_REDIRECT_PEER_PROGRAM: &str = "probe_redirect_peer";
 /// Not part of the datapath: a classifier that does nothing, the datapath
 /// benchmark's baseline.
 pub const EMPTY_CLASSIFIER_PROGRAM: &str = "empty_classifier";
-pub const CONTAINER_ETH0_IFINDEX_GLOBAL: &str = "CONTAINER_ETH0_IFINDEX";
 
 #[cfg(test)]
 mod tests {

@@ -9,8 +9,8 @@
 //! the init namespace without one), so it runs where packets still have their
 //! sender's socket, on lo's egress (loopback orphans them before its ingress), and
 //! looks the cookie up in `CONTAINER_NETNS`. Before 6.15, each container gets a copy
-//! of its own with its slot and eth0 set as load-time constants (a whole object load
-//! per container: what the shared one saves).
+//! of its own with its slot set as a load-time constant, which finds its eth0 in
+//! `CONTAINER_ETH0_INDEXES` (an object load per container: what the shared one saves).
 use aya_ebpf::{
     EbpfContext as _,
     bindings::TC_ACT_PIPE,
@@ -20,7 +20,7 @@ use aya_ebpf::{
 };
 
 use crate::{
-    maps::{CONTAINER_NETNS, port_owner},
+    maps::{CONTAINER_ETH0_INDEXES, CONTAINER_NETNS, port_owner},
     packet::{Fragment, Parsed, parse, ports},
     translate::host_port,
 };
@@ -28,9 +28,6 @@ use crate::{
 /// The copy's container slot.
 #[unsafe(no_mangle)]
 static CONTAINER_SLOT: u32 = 0;
-/// The copy's container's eth0 ifindex, inside its namespace.
-#[unsafe(no_mangle)]
-static CONTAINER_ETH0_IFINDEX: u32 = 0;
 
 #[classifier]
 pub fn container_lo_egress(ctx: TcContext) -> i32 {
@@ -47,14 +44,12 @@ pub fn container_lo_egress(ctx: TcContext) -> i32 {
 
 #[classifier]
 pub fn container_lo_egress_copy(ctx: TcContext) -> i32 {
-    // SAFETY: read_volatile keeps the compiler from folding the load-time constants.
-    let (slot, eth0) = unsafe {
-        (
-            core::ptr::read_volatile(&CONTAINER_SLOT),
-            core::ptr::read_volatile(&CONTAINER_ETH0_IFINDEX),
-        )
-    };
-    steer(&ctx, slot, eth0)
+    // SAFETY: read_volatile keeps the compiler from folding the load-time constant.
+    let slot = unsafe { core::ptr::read_volatile(&CONTAINER_SLOT) };
+    match CONTAINER_ETH0_INDEXES.get(slot).copied() {
+        Some(eth0) if eth0 != 0 => steer(&ctx, slot, eth0),
+        _ => TC_ACT_PIPE,
+    }
 }
 
 /// Keeps the packet on lo if container `slot` owns its destination port, or sends it

@@ -104,6 +104,11 @@ pub static CONTAINER_PORT_TRANSLATIONS: HashMap<
 pub static CONTAINER_NETNS: HashMap<u64, ContainerLoopback, { MAX_CONTAINERS as usize }> =
     HashMap::new();
 
+/// Slot → the ifindex of the container's eth0 (inside its namespace), for the copies
+/// of the loopback program (kernels before 6.15), which know only their slot.
+#[btf_map]
+pub static CONTAINER_ETH0_INDEXES: Array<u32, { MAX_CONTAINERS as usize }> = Array::new();
+
 /// Adds one packet of `bytes` bytes to the public interface's counters.
 #[inline(always)]
 pub fn count_public_iface(direction: Direction, class: TrafficClass, bytes: u32) {

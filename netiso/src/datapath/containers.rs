@@ -8,15 +8,12 @@ use std::{io, path::PathBuf};
 use anyhow::Context as _;
 use aya::{maps::PerCpuValues, programs::TcAttachType};
 use netiso_common::{
-    CONTAINER_ETH0_IFINDEX_GLOBAL, CONTAINER_ETH0_INGRESS_PROGRAM,
-    CONTAINER_LO_EGRESS_COPY_PROGRAM, CONTAINER_LO_EGRESS_PROGRAM, CONTAINER_SLOT_GLOBAL,
+    CONTAINER_ETH0_INGRESS_PROGRAM, CONTAINER_LO_EGRESS_COPY_PROGRAM, CONTAINER_LO_EGRESS_PROGRAM,
     CONTAINER_VETH_INGRESS_PROGRAM, ContainerCounters, ContainerLoopback, ContainerPort,
     ContainerShaping, EchoIdRange, MAX_CONTAINERS, PortOwner,
 };
 
-use super::{
-    ContainerLoopbackProgram, Datapath, LINKS_DIR, attach, object, read_container_counters,
-};
+use super::{ContainerLoopbackProgram, Datapath, LINKS_DIR, attach, read_container_counters};
 use crate::{
     failpoints,
     net::{container_network::ContainerNetwork, netns},
@@ -97,15 +94,14 @@ impl Datapath {
     /// own (the copy can be dropped at once: its filter holds its program).
     fn attach_inside(&mut self, container: &ContainerNetwork) -> anyhow::Result<()> {
         let eth0_index = container.container_eth0_index;
-        let mut copy = match self.loopback {
-            ContainerLoopbackProgram::Shared => None,
-            ContainerLoopbackProgram::PerContainer => Some(object::load(
-                &self.pin_root,
-                &[
-                    (CONTAINER_SLOT_GLOBAL, container.slot),
-                    (CONTAINER_ETH0_IFINDEX_GLOBAL, eth0_index),
-                ],
-            )?),
+        let mut copy = match self.copy_loader.as_mut() {
+            None => None,
+            Some(loader) => {
+                self.maps
+                    .container_eth0_indexes
+                    .set(container.slot, eth0_index, 0)?;
+                Some(loader.load(container.slot)?)
+            }
         };
         let ebpf = &mut self.ebpf;
         netns::run_in(&container.netns, || -> anyhow::Result<()> {

@@ -6,11 +6,12 @@ use aya::{
     maps::{Array, HashMap, Map, MapData, PerCpuArray},
 };
 use netiso_common::{
-    CONTAINER_COUNTERS_MAP, CONTAINER_ECHO_IDS_MAP, CONTAINER_NETNS_MAP,
-    CONTAINER_PORT_TRANSLATIONS_MAP, CONTAINER_SHAPING_MAP, ContainerCounters, ContainerLoopback,
-    ContainerPort, ContainerShaping, DATAPATH_CONFIG_MAP, DatapathConfig, EGRESS_POLICERS_MAP,
-    EchoIdRange, EgressPolicer, HOST_PORT_ACCESS_MAP, PORT_OWNERS_MAP, PORT_TRANSLATIONS_MAP,
-    PUBLIC_IFACE_COUNTERS_MAP, PortOwner, TrafficCounters, VETH_CONTAINERS_MAP,
+    CONTAINER_COUNTERS_MAP, CONTAINER_ECHO_IDS_MAP, CONTAINER_ETH0_INDEXES_MAP,
+    CONTAINER_NETNS_MAP, CONTAINER_PORT_TRANSLATIONS_MAP, CONTAINER_SHAPING_MAP, ContainerCounters,
+    ContainerLoopback, ContainerPort, ContainerShaping, DATAPATH_CONFIG_MAP, DatapathConfig,
+    EGRESS_POLICERS_MAP, EchoIdRange, EgressPolicer, HOST_PORT_ACCESS_MAP, PORT_OWNERS_MAP,
+    PORT_TRANSLATIONS_MAP, PUBLIC_IFACE_COUNTERS_MAP, PortOwner, TrafficCounters,
+    VETH_CONTAINERS_MAP,
 };
 
 /// The maps userspace reads or writes. (`ECHO_OWNERS` is the datapath's own.)
@@ -36,6 +37,8 @@ pub struct DatapathMaps {
     /// Cookie of a container's namespace → its slot and eth0 (for the shared
     /// loopback program).
     pub container_netns: HashMap<MapData, u64, ContainerLoopback>,
+    /// Slot → its eth0's ifindex (for the loopback program's per-container copies).
+    pub container_eth0_indexes: Array<MapData, u32>,
 }
 
 impl DatapathMaps {
@@ -58,6 +61,7 @@ impl DatapathMaps {
                 CONTAINER_PORT_TRANSLATIONS_MAP,
             )?)?,
             container_netns: HashMap::try_from(take(ebpf, CONTAINER_NETNS_MAP)?)?,
+            container_eth0_indexes: Array::try_from(take(ebpf, CONTAINER_ETH0_INDEXES_MAP)?)?,
         })
     }
 }

@@ -44,6 +44,8 @@ pub struct Datapath {
     pin_root: PathBuf,
     attach_mode: AttachMode,
     loopback: ContainerLoopbackProgram,
+    /// Makes the per-container copies of the loopback program, where they are needed.
+    copy_loader: Option<object::CopyLoader>,
 }
 
 /// How containers' lo is given its program (`netiso-ebpf/src/container_lo_ingress.rs`).
@@ -63,7 +65,7 @@ impl Datapath {
     /// counters survive agent restarts) and pinning new ones there.
     pub fn load(pin_root: &Path) -> anyhow::Result<Self> {
         object::check_pins(pin_root)?;
-        let mut ebpf = object::load(pin_root, &[])?;
+        let mut ebpf = object::load(pin_root)?;
         let maps = DatapathMaps::take(&mut ebpf)?;
         // The verifier refuses the shared program where tc programs cannot read a
         // namespace's cookie.
@@ -82,6 +84,8 @@ impl Datapath {
             pin_root: pin_root.to_owned(),
             attach_mode: AttachMode::for_running_kernel(),
             loopback,
+            copy_loader: (loopback == ContainerLoopbackProgram::PerContainer)
+                .then(|| object::CopyLoader::new(pin_root)),
         })
     }
 

@@ -3,24 +3,24 @@
 use std::{io, path::Path};
 
 use anyhow::{Context as _, bail};
-use aya::{Btf, Ebpf, EbpfLoader, maps::MapData};
+use aya::{Ebpf, EbpfLoader, maps::MapData};
 use netiso_common::{
-    CONTAINER_COUNTERS_MAP, CONTAINER_ECHO_IDS_MAP, CONTAINER_NETNS_MAP,
-    CONTAINER_PORT_TRANSLATIONS_MAP, CONTAINER_SHAPING_MAP, ContainerCounters, ContainerLoopback,
-    ContainerPort, ContainerShaping, DATAPATH_CONFIG_MAP, DatapathConfig, ECHO_OWNERS_MAP,
-    EGRESS_POLICERS_MAP, EchoConversation, EchoIdRange, EchoKey, EgressPolicer,
-    FRAGMENT_ROUTES_MAP, FragmentKey, FragmentRoute, HOST_ADDRESSES_MAP, HOST_PORT_ACCESS_MAP,
-    HostAddress, INBOUND_FRAGMENTS_MAP, MAX_CONTAINERS, MAX_ECHO_CONVERSATIONS,
-    MAX_FRAGMENTED_DATAGRAMS, MAX_HOST_ADDRESSES, MAX_PORT_TRANSLATIONS, PORT_OWNERS_MAP,
-    PORT_TRANSLATIONS_MAP, PUBLIC_IFACE_COUNTER_SLOTS, PUBLIC_IFACE_COUNTERS_MAP, PortOwner,
-    TrafficCounters, VETH_CONTAINERS_MAP,
+    CONTAINER_COUNTERS_MAP, CONTAINER_ECHO_IDS_MAP, CONTAINER_ETH0_INDEXES_MAP,
+    CONTAINER_NETNS_MAP, CONTAINER_PORT_TRANSLATIONS_MAP, CONTAINER_SHAPING_MAP,
+    CONTAINER_SLOT_GLOBAL, ContainerCounters, ContainerLoopback, ContainerPort, ContainerShaping,
+    DATAPATH_CONFIG_MAP, DatapathConfig, ECHO_OWNERS_MAP, EGRESS_POLICERS_MAP, EchoConversation,
+    EchoIdRange, EchoKey, EgressPolicer, FRAGMENT_ROUTES_MAP, FragmentKey, FragmentRoute,
+    HOST_ADDRESSES_MAP, HOST_PORT_ACCESS_MAP, HostAddress, INBOUND_FRAGMENTS_MAP, MAX_CONTAINERS,
+    MAX_ECHO_CONVERSATIONS, MAX_FRAGMENTED_DATAGRAMS, MAX_HOST_ADDRESSES, MAX_PORT_TRANSLATIONS,
+    PORT_OWNERS_MAP, PORT_TRANSLATIONS_MAP, PUBLIC_IFACE_COUNTER_SLOTS, PUBLIC_IFACE_COUNTERS_MAP,
+    PortOwner, TrafficCounters, VETH_CONTAINERS_MAP,
 };
 
 /// The eBPF object built from `netiso-ebpf` by `build.rs`.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netiso"));
 
 /// Every pinned map with its layout: (name, key size, value size, entries).
-pub(super) const PINNED_MAPS: [(&str, usize, usize, u32); 16] = [
+pub(super) const PINNED_MAPS: [(&str, usize, usize, u32); 17] = [
     (
         PUBLIC_IFACE_COUNTERS_MAP,
         size_of::<u32>(),
@@ -117,6 +117,12 @@ pub(super) const PINNED_MAPS: [(&str, usize, usize, u32); 16] = [
         size_of::<ContainerLoopback>(),
         MAX_CONTAINERS,
     ),
+    (
+        CONTAINER_ETH0_INDEXES_MAP,
+        size_of::<u32>(),
+        size_of::<u32>(),
+        MAX_CONTAINERS,
+    ),
 ];
 
 /// Fails unless this binary carries the eBPF object, and checks every map pinned
@@ -133,21 +139,56 @@ pub(super) fn check_pins(pin_root: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Loads the object with every map taken from (or pinned to) `pin_root` and the given
-/// load-time constants.
-pub(super) fn load(pin_root: &Path, globals: &[(&'static str, u32)]) -> anyhow::Result<Ebpf> {
-    let btf = Btf::from_sys_fs().ok();
+/// Loads the object with every map taken from (or pinned to) `pin_root`.
+pub(super) fn load(pin_root: &Path) -> anyhow::Result<Ebpf> {
+    // (The loader reads the kernel's BTF itself, where there is one.)
     let mut loader = EbpfLoader::new();
-    loader.btf(btf.as_ref());
     for (name, ..) in PINNED_MAPS {
         loader.map_pin_path(name, pin_root.join(name));
-    }
-    for (name, value) in globals {
-        loader.override_global(name, value, true);
     }
     loader.load(EBPF_OBJECT).context(
         "loading the eBPF object into the kernel (needs root and a kernel with BPF and BTF)",
     )
+}
+
+/// The values a copy's `CONTAINER_SLOT` can take, one per slot, for a loader that
+/// lives as long as the agent (it borrows the values it sets).
+static SLOTS: [u32; MAX_CONTAINERS as usize] = {
+    let mut slots = [0; MAX_CONTAINERS as usize];
+    let mut slot = 0;
+    while slot < slots.len() {
+        slots[slot] = slot as u32;
+        slot += 1;
+    }
+    slots
+};
+
+/// Loads copies of the object for containers' loopback programs (kernels before
+/// 6.15), each told its container's slot. One loader serves every copy: making a
+/// loader reads and parses the kernel's BTF (5 MB, tens of milliseconds), which the
+/// object does not need (it has no CO-RE relocations), so it is dropped at once.
+pub(super) struct CopyLoader(EbpfLoader<'static>);
+
+impl CopyLoader {
+    pub(super) fn new(pin_root: &Path) -> Self {
+        let mut loader = EbpfLoader::new();
+        loader.btf(None);
+        for (name, ..) in PINNED_MAPS {
+            loader.map_pin_path(name, pin_root.join(name));
+        }
+        Self(loader)
+    }
+
+    /// A copy for the container in `slot`.
+    pub(super) fn load(&mut self, slot: u32) -> anyhow::Result<Ebpf> {
+        let value = SLOTS
+            .get(slot as usize)
+            .with_context(|| format!("slot {slot} is beyond the datapath's {MAX_CONTAINERS}"))?;
+        self.0
+            .override_global(CONTAINER_SLOT_GLOBAL, value, true)
+            .load(EBPF_OBJECT)
+            .context("loading a copy of the eBPF object for a container's loopback")
+    }
 }
 
 /// Refuses to reuse a pinned map whose layout differs from this build's (aya reuses

@@ -9,7 +9,7 @@ pub(crate) use aya::{
 };
 pub(crate) use netiso::datapath::{EBPF_OBJECT, read_container_counters};
 pub(crate) use netiso_common::{
-    CONTAINER_COUNTERS_MAP, CONTAINER_ECHO_IDS_MAP, CONTAINER_ETH0_IFINDEX_GLOBAL,
+    CONTAINER_COUNTERS_MAP, CONTAINER_ECHO_IDS_MAP, CONTAINER_ETH0_INDEXES_MAP,
     CONTAINER_ETH0_INGRESS_PROGRAM, CONTAINER_LO_EGRESS_COPY_PROGRAM, CONTAINER_LO_EGRESS_PROGRAM,
     CONTAINER_NETNS_MAP, CONTAINER_SLOT_GLOBAL, CONTAINER_VETH_INGRESS_PROGRAM, ContainerCounters,
     ContainerLoopback, ECHO_OWNERS_MAP, EGRESS_POLICERS_MAP, EchoConversation, EchoIdRange,
@@ -39,7 +39,7 @@ pub(crate) const C0_VETH: u32 = 101;
 pub(crate) const C1_VETH: u32 = 102;
 /// BPF_PROG_TEST_RUN runs on the loopback device of the caller's namespace.
 pub(crate) const TEST_RUN_IFINDEX: u32 = 1;
-/// Container 0's lo program is loaded with this eth0 ifindex.
+/// Container 0's eth0 ifindex, as its lo program finds it.
 pub(crate) const C0_ETH0: u32 = 7;
 
 pub(crate) const LOCALHOST4: Ipv4Addr = Ipv4Addr::LOCALHOST;
@@ -52,7 +52,6 @@ pub(crate) const OTHER_IPV4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 99);
 pub(crate) fn datapath() -> Ebpf {
     let mut ebpf = EbpfLoader::new()
         .override_global(CONTAINER_SLOT_GLOBAL, &0u32, true)
-        .override_global(CONTAINER_ETH0_IFINDEX_GLOBAL, &C0_ETH0, true)
         .load(EBPF_OBJECT)
         .expect("loading the eBPF object");
     load_programs(
@@ -66,6 +65,10 @@ pub(crate) fn datapath() -> Ebpf {
             CONTAINER_LO_EGRESS_COPY_PROGRAM,
         ],
     );
+    // The loopback program's copy finds container 0's eth0 here.
+    let mut eth0s: Array<_, u32> =
+        Array::try_from(ebpf.map_mut(CONTAINER_ETH0_INDEXES_MAP).unwrap()).unwrap();
+    eth0s.set(0, C0_ETH0, 0).unwrap();
     if kernel_has_shared_loopback() {
         load_programs(&mut ebpf, &[CONTAINER_LO_EGRESS_PROGRAM]);
         // Test runs happen in this process's namespace: it plays container 0's.
