@@ -13,7 +13,7 @@ use netiso_common::{
     ContainerShaping, EchoIdRange, MAX_CONTAINERS, PortOwner,
 };
 
-use super::{ContainerLoopbackProgram, Datapath, LINKS_DIR, attach, read_container_counters};
+use super::{Datapath, LINKS_DIR, attach, read_container_counters};
 use crate::{
     failpoints,
     net::{container_network::ContainerNetwork, netns},
@@ -65,7 +65,7 @@ impl Datapath {
             len: u16::try_from(container.ephemeral_ports.len()).unwrap_or(u16::MAX),
         };
         self.maps.container_echo_ids.set(slot, echo_ids, 0)?;
-        if self.loopback == ContainerLoopbackProgram::Shared {
+        if self.copy_loader.is_none() {
             let loopback = ContainerLoopback {
                 slot,
                 eth0_ifindex: container.container_eth0_index,
@@ -304,15 +304,8 @@ impl Datapath {
                 }
             })?;
         }
-        match self.maps.container_netns.remove(&container.netns_cookie) {
-            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
-            Err(aya::maps::MapError::SyscallError(e))
-                if e.io_error.raw_os_error() == Some(libc::ENOENT) => {}
-            Err(error) => return Err(error).context("removing the container's namespace entry"),
-        }
-        for pin in self.earlier_container_link_pins(slot) {
-            remove_if_present(&pin)?;
-        }
+        gone_or_removed(self.maps.container_netns.remove(&container.netns_cookie))
+            .context("removing the container's namespace entry")?;
         for port in container
             .ports
             .iter()
@@ -326,12 +319,8 @@ impl Datapath {
             }
         }
         self.clear_port_mappings_of(container)?;
-        match self.maps.veth_containers.remove(&container.host_veth_index) {
-            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
-            Err(aya::maps::MapError::SyscallError(e))
-                if e.io_error.raw_os_error() == Some(libc::ENOENT) => {}
-            Err(error) => return Err(error).context("removing the container's veth entry"),
-        }
+        gone_or_removed(self.maps.veth_containers.remove(&container.host_veth_index))
+            .context("removing the container's veth entry")?;
         self.maps
             .container_echo_ids
             .set(slot, EchoIdRange::default(), 0)?;
@@ -444,7 +433,7 @@ impl Datapath {
                 container.host_veth
             ));
         }
-        if self.loopback == ContainerLoopbackProgram::Shared
+        if self.copy_loader.is_none()
             && self
                 .maps
                 .container_netns
@@ -464,5 +453,18 @@ fn remove_if_present(path: &std::path::Path) -> anyhow::Result<()> {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(e).with_context(|| format!("removing {}", path.display())),
+    }
+}
+
+/// A map removal, where an entry already gone is fine (removals are idempotent).
+fn gone_or_removed(removal: Result<(), aya::maps::MapError>) -> Result<(), aya::maps::MapError> {
+    match removal {
+        Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+        Err(aya::maps::MapError::SyscallError(e))
+            if e.io_error.raw_os_error() == Some(libc::ENOENT) =>
+        {
+            Ok(())
+        }
+        other => other,
     }
 }

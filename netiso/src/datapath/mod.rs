@@ -43,12 +43,12 @@ pub struct Datapath {
     maps: DatapathMaps,
     pin_root: PathBuf,
     attach_mode: AttachMode,
-    loopback: ContainerLoopbackProgram,
-    /// Makes the per-container copies of the loopback program, where they are needed.
+    /// Makes the per-container copies of the loopback program where the kernel
+    /// refuses the shared one; `None`: the shared one serves every container.
     copy_loader: Option<object::CopyLoader>,
 }
 
-/// How containers' lo is given its program (`netiso-ebpf/src/container_lo_ingress.rs`).
+/// How containers' lo is given its program (`netiso-ebpf/src/container_lo_egress.rs`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ContainerLoopbackProgram {
@@ -69,11 +69,11 @@ impl Datapath {
         let maps = DatapathMaps::take(&mut ebpf)?;
         // The verifier refuses the shared program where tc programs cannot read a
         // namespace's cookie.
-        let loopback = match attach::loaded_program(&mut ebpf, CONTAINER_LO_EGRESS_PROGRAM) {
-            Ok(_) => ContainerLoopbackProgram::Shared,
+        let copy_loader = match attach::loaded_program(&mut ebpf, CONTAINER_LO_EGRESS_PROGRAM) {
+            Ok(_) => None,
             Err(error) => {
                 log::debug!("no shared loopback program: {error:#}");
-                ContainerLoopbackProgram::PerContainer
+                Some(object::CopyLoader::new(pin_root))
             }
         };
         let links = pin_root.join(LINKS_DIR);
@@ -83,15 +83,16 @@ impl Datapath {
             maps,
             pin_root: pin_root.to_owned(),
             attach_mode: AttachMode::for_running_kernel(),
-            loopback,
-            copy_loader: (loopback == ContainerLoopbackProgram::PerContainer)
-                .then(|| object::CopyLoader::new(pin_root)),
+            copy_loader,
         })
     }
 
     /// How containers' lo gets its program on this kernel.
     pub fn container_loopback_program(&self) -> ContainerLoopbackProgram {
-        self.loopback
+        match self.copy_loader {
+            None => ContainerLoopbackProgram::Shared,
+            Some(_) => ContainerLoopbackProgram::PerContainer,
+        }
     }
 
     /// Where this datapath's maps are pinned.
