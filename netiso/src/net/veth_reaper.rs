@@ -33,16 +33,7 @@ impl VethReaper {
             .spawn(move || {
                 let mut socket = None;
                 for (slot, name) in doomed {
-                    let deleted = match &mut socket {
-                        Some(socket) => Ok(socket),
-                        None => NetlinkSocket::route().map(|s| socket.insert(s)),
-                    }
-                    .map_err(anyhow::Error::from)
-                    .and_then(|socket| socket.delete_link_named(&name));
-                    if let Err(error) = deleted {
-                        // The name then stays taken; new containers skip its slot.
-                        log::warn!("deleting {name}: {error:#}");
-                    }
+                    delete(&mut socket, &name);
                     done.lock()
                         .unwrap_or_else(PoisonError::into_inner)
                         .remove(&slot);
@@ -64,12 +55,7 @@ impl VethReaper {
             .is_some_and(|queue| queue.send((slot, name.to_owned())).is_ok());
         if !queued {
             // The worker is gone (it cannot panic short of a bug): delete here.
-            let deleted = NetlinkSocket::route()
-                .map_err(anyhow::Error::from)
-                .and_then(|mut socket| socket.delete_link_named(name));
-            if let Err(error) = deleted {
-                log::warn!("deleting {name}: {error:#}");
-            }
+            delete(&mut None, name);
             self.lock().remove(&slot);
         }
     }
@@ -81,6 +67,20 @@ impl VethReaper {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeSet<u32>> {
         self.pending.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Deletes the link `name` through `socket` (opened on first use). A failure is
+/// logged: the name then stays taken, and new containers skip its slot.
+fn delete(socket: &mut Option<NetlinkSocket>, name: &str) {
+    let deleted = match socket {
+        Some(socket) => Ok(socket),
+        None => NetlinkSocket::route().map(|s| socket.insert(s)),
+    }
+    .map_err(anyhow::Error::from)
+    .and_then(|socket| socket.delete_link_named(name));
+    if let Err(error) = deleted {
+        log::warn!("deleting {name}: {error:#}");
     }
 }
 
