@@ -411,16 +411,23 @@ fn update_changes_ports_live_without_disturbing_kept_connections() {
         .0
     );
     let container = Netns::existing(&format!("netiso-{web}"));
-    // A connection on 31001 that is open across the update.
+    // A connection on 31001 that is open across the update: the client sends its
+    // second half only once the update is done (a fixed pause raced slow VMs).
     let server = start_tcp_listener(&container, IpAddr::V4(HOST_IPV4), 31001);
+    let updated_flag = std::env::temp_dir().join(format!("{web}-updated"));
+    let _ = std::fs::remove_file(&updated_flag);
     let client = lab.remote.spawn(&[
         "sh",
         "-c",
-        &format!("(printf before; sleep 2; printf +after) | nc -N -w 10 {HOST_IPV4} 31001"),
+        &format!(
+            "(printf before; for _ in $(seq 600); do [ -e {} ] && break; sleep 0.1; done; \
+             printf +after) | nc -N -w 60 {HOST_IPV4} 31001",
+            updated_flag.display()
+        ),
     ]);
     netiso_tests::wait::wait_until(
         "the connection to be established",
-        std::time::Duration::from_secs(10),
+        std::time::Duration::from_secs(60),
         || {
             container.run(|| {
                 std::fs::read_to_string("/proc/thread-self/net/tcp")
@@ -442,7 +449,10 @@ fn update_changes_ports_live_without_disturbing_kept_connections() {
         updated["ports"],
         serde_json::json!([{"begin": 31001, "end": 31001}, {"begin": 31100, "end": 31109}])
     );
-    assert!(client.wait_with_output().status.success());
+    std::fs::write(&updated_flag, b"").unwrap();
+    let client_status = client.wait_with_output().status;
+    let _ = std::fs::remove_file(&updated_flag);
+    assert!(client_status.success());
     assert_eq!(
         server.wait_with_output().stdout,
         b"before+after",
