@@ -377,10 +377,27 @@ impl HttpAnswer {
 /// `GET path` from `ns` to the agent's HTTP server at `addr` (HTTP/1.0, so the server
 /// closes the connection after answering).
 pub fn http_get(ns: &Netns, addr: std::net::SocketAddr, path: &str) -> HttpAnswer {
+    http_get_accepting(ns, addr, path, None)
+}
+
+/// [`http_get`] with an `Accept` header.
+pub fn http_get_accepting(
+    ns: &Netns,
+    addr: std::net::SocketAddr,
+    path: &str,
+    accept: Option<&str>,
+) -> HttpAnswer {
     use std::io::{Read as _, Write as _};
+    let accept = accept
+        .map(|a| format!("Accept: {a}\r\n"))
+        .unwrap_or_default();
     ns.run(|| {
         let mut stream = std::net::TcpStream::connect(addr).expect("connecting to the agent");
-        write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").expect("sending request");
+        write!(
+            stream,
+            "GET {path} HTTP/1.0\r\nHost: {addr}\r\n{accept}\r\n"
+        )
+        .expect("sending request");
         let mut response = String::new();
         stream
             .read_to_string(&mut response)

@@ -34,6 +34,10 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     ),
     ("busybox-static", "the VM's initramfs"),
     ("python3-pip", "installing virtme-ng and prometheus-client"),
+    (
+        "prometheus",
+        "a real Prometheus scrapes the agent in the tests; promtool checks the alert rules",
+    ),
     ("podman", "a real CNI client in the CNI tests"),
     (
         "runc",

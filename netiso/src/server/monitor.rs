@@ -77,9 +77,14 @@ async fn route(
         "/metrics" => match stats.entries(None).await {
             Ok(entries) => {
                 let failures = stats.collector.probe_failures();
-                let text = prometheus::render(&entries.unwrap_or_default(), &failures);
+                let accept = request
+                    .headers()
+                    .get(header::ACCEPT)
+                    .and_then(|v| v.to_str().ok());
+                let format = prometheus::Format::negotiate(accept);
+                let text = prometheus::render(&entries.unwrap_or_default(), &failures, format);
                 Response::builder()
-                    .header(header::CONTENT_TYPE, prometheus::CONTENT_TYPE)
+                    .header(header::CONTENT_TYPE, format.content_type())
                     .body(Full::new(Bytes::from(text)))
                     .unwrap_or_default()
             }

@@ -14,8 +14,32 @@ use prometheus_client::{
 
 use super::MonitorEntry;
 
-/// The content type of [`render`]'s output.
-pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// The two exposition formats Prometheus reads. OpenMetrics is what Prometheus asks for
+/// first; the classic text format (0.0.4) is what older scrapers and `promtool check
+/// metrics` read, and what a client that names neither gets, as with Prometheus's own
+/// client libraries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    OpenMetrics,
+    Text,
+}
+
+impl Format {
+    /// The format a request's `Accept` header asks for.
+    pub fn negotiate(accept: Option<&str>) -> Self {
+        match accept {
+            Some(accept) if accept.contains("application/openmetrics-text") => Self::OpenMetrics,
+            _ => Self::Text,
+        }
+    }
+
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Self::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            Self::Text => "text/plain; version=0.0.4; charset=utf-8",
+        }
+    }
+}
 
 type Labels = Vec<(String, String)>;
 
@@ -59,8 +83,12 @@ impl Collector for Families {
 }
 
 /// Renders `entries`, and the containers left out because they could not be probed
-/// (`probe_failures`: id → how many scrapes), as OpenMetrics text.
-pub fn render(entries: &[MonitorEntry], probe_failures: &BTreeMap<String, u64>) -> String {
+/// (`probe_failures`: id → how many scrapes), in `format`.
+pub fn render(
+    entries: &[MonitorEntry],
+    probe_failures: &BTreeMap<String, u64>,
+    format: Format,
+) -> String {
     let mut registry = Registry::with_prefix("netiso");
     let mut all = families(entries);
     all.push(Family {
@@ -76,6 +104,44 @@ pub fn render(entries: &[MonitorEntry], probe_failures: &BTreeMap<String, u64>) 
     let mut text = String::new();
     // Writing to a String cannot fail.
     let _ = prometheus_client::encoding::text::encode(&mut text, &registry);
+    match format {
+        Format::OpenMetrics => text,
+        Format::Text => openmetrics_to_text(&text),
+    }
+}
+
+/// The classic text format of an OpenMetrics exposition without `_created` samples or
+/// exemplars (ours has neither): a counter family's HELP and TYPE name its samples'
+/// `_total` name, and there are no UNIT lines and no `# EOF`.
+fn openmetrics_to_text(openmetrics: &str) -> String {
+    let counters: BTreeSet<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+        .collect();
+    let mut text = String::with_capacity(openmetrics.len() + 8 * counters.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let descriptor = ["# HELP ", "# TYPE "]
+            .into_iter()
+            .find_map(|prefix| Some((prefix, line.strip_prefix(prefix)?)));
+        match descriptor {
+            Some((prefix, rest)) => {
+                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                let suffix = if counters.contains(name) {
+                    "_total"
+                } else {
+                    ""
+                };
+                for part in [prefix, name, suffix, " ", tail] {
+                    text.push_str(part);
+                }
+            }
+            None => text.push_str(line),
+        }
+        text.push('\n');
+    }
     text
 }
 
@@ -410,4 +476,32 @@ fn labels(entry: &MonitorEntry, extra: &[(&str, String)]) -> Labels {
     }
     labels.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
     labels
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_text_format_names_counters_by_their_samples_and_has_no_openmetrics_lines() {
+        let openmetrics = "# HELP netiso_a_bytes Bytes.\n# TYPE netiso_a_bytes counter\n\
+            # UNIT netiso_a_bytes bytes\nnetiso_a_bytes_total{container_id=\"x\"} 5\n\
+            # HELP netiso_containers Containers.\n# TYPE netiso_containers gauge\n\
+            netiso_containers 1.0\n# EOF\n";
+        assert_eq!(
+            openmetrics_to_text(openmetrics),
+            "# HELP netiso_a_bytes_total Bytes.\n# TYPE netiso_a_bytes_total counter\n\
+            netiso_a_bytes_total{container_id=\"x\"} 5\n\
+            # HELP netiso_containers Containers.\n# TYPE netiso_containers gauge\n\
+            netiso_containers 1.0\n"
+        );
+    }
+
+    #[test]
+    fn openmetrics_only_when_asked_for() {
+        let prometheus = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+        assert_eq!(Format::negotiate(Some(prometheus)), Format::OpenMetrics);
+        assert_eq!(Format::negotiate(Some("*/*")), Format::Text);
+        assert_eq!(Format::negotiate(None), Format::Text);
+    }
 }

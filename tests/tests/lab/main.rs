@@ -14,6 +14,7 @@ mod lifecycle;
 mod loopback;
 mod podman;
 mod port_isolation;
+mod prometheus;
 mod public_counters;
 mod rate_limits;
 mod reachability;

@@ -9,7 +9,7 @@ use std::{
 };
 
 use netiso_tests::{
-    agent::{Agent, agent_http, cli, http_get},
+    agent::{Agent, agent_http, cli, http_get_accepting},
     lab::{HOST_IPV4, Lab, send_udp},
     wait::wait_until,
 };
@@ -270,7 +270,13 @@ fn metrics_parse_with_the_prometheus_parser_and_every_sample_matches_the_json() 
     for name in ["web", "db"] {
         wait_until_quiet(&lab, name);
     }
-    let answer = http_get(&lab.host, agent_http(), "/metrics");
+    // What Prometheus asks for first.
+    let answer = http_get_accepting(
+        &lab.host,
+        agent_http(),
+        "/metrics",
+        Some("application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"),
+    );
     assert_eq!(answer.status, 200);
     assert!(
         answer
