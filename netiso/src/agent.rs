@@ -68,6 +68,7 @@ pub fn run(args: AgentArgs, api_socket: &Path) -> anyhow::Result<()> {
     let _socket_file = SocketFile(api_socket.to_owned());
     let ledger = ports.ledger();
     shaping.egress_flows = unique_egress_flows(&args, &host, &ledger, shaping.fq_codel)?;
+    crate::net::host_mounts::configure(&args.host_mount_namespace)?;
     bpffs::prepare_pin_root(&args.bpffs_root)?;
     let mut datapath = Datapath::load(&args.bpffs_root)?;
     datapath.configure(

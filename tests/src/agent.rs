@@ -61,6 +61,14 @@ pub fn agent_http() -> std::net::SocketAddr {
 
 pub const LAB_RESOURCES: &str = "ports:[31000-32000];ephemeral_ports:[30001-30999]";
 
+/// How the agent's process is set up, beyond its namespace and arguments.
+#[derive(Default)]
+struct Launch {
+    /// An open files limit (soft, hard).
+    open_files: Option<(u64, u64)>,
+    own_mount_namespace: bool,
+}
+
 /// A running agent, stopped (SIGKILL) when dropped.
 pub struct Agent {
     process: ChildGuard,
@@ -96,12 +104,40 @@ impl Agent {
         let paths = lab.agent_paths();
         args.extend(paths.iter().map(String::as_str));
         args.extend_from_slice(extra_args);
-        Self::spawn(&lab.host, &args, env, None)
+        Self::spawn(&lab.host, &args, env, Launch::default())
+    }
+
+    /// [`Agent::start`] in a mount namespace of its own whose mounts do not propagate
+    /// back (slave), as systemd's sandboxing (`ProtectSystem=`) runs a service; told
+    /// that the host's mount namespace is the test's (PID 1's may be unreadable here).
+    pub fn start_in_own_mount_namespace(lab: &Lab, extra_args: &[&str]) -> Self {
+        let pin_root = lab.pin_root().display().to_string();
+        let host_mounts = format!("/proc/{}/ns/mnt", std::process::id());
+        let mut args = vec![
+            "agent",
+            "--eth0-name",
+            PUBLIC_IFACE,
+            "--bpffs-root",
+            &pin_root,
+            "--ephemeral_ports_per_container=16",
+            "--resources",
+            LAB_RESOURCES,
+            "--host-mount-namespace",
+            &host_mounts,
+        ];
+        let paths = lab.agent_paths();
+        args.extend(paths.iter().map(String::as_str));
+        args.extend_from_slice(extra_args);
+        let launch = Launch {
+            own_mount_namespace: true,
+            ..Launch::default()
+        };
+        Self::spawn(&lab.host, &args, &[], launch)
     }
 
     /// Starts the agent with exactly `args` in `ns` and waits for its ready line.
     pub fn start_with_args(ns: &Netns, args: &[&str]) -> Self {
-        Self::spawn(ns, args, &[], None)
+        Self::spawn(ns, args, &[], Launch::default())
     }
 
     /// [`Agent::start`] with an open files limit of `soft` (and `hard`), as a service
@@ -119,17 +155,35 @@ impl Agent {
         ];
         args.extend(lab.agent_paths());
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        Self::spawn(&lab.host, &args, &[], Some((soft, hard)))
+        let launch = Launch {
+            open_files: Some((soft, hard)),
+            ..Launch::default()
+        };
+        Self::spawn(&lab.host, &args, &[], launch)
     }
 
-    fn spawn(
-        ns: &Netns,
-        args: &[&str],
-        env: &[(&str, &str)],
-        open_files: Option<(u64, u64)>,
-    ) -> Self {
+    fn spawn(ns: &Netns, args: &[&str], env: &[(&str, &str)], launch: Launch) -> Self {
         let mut command = ns.command(netiso_bin());
-        if let Some((soft, hard)) = open_files {
+        if launch.own_mount_namespace {
+            use std::os::unix::process::CommandExt as _;
+            // SAFETY: unshare and mount are async-signal-safe; nothing else runs in
+            // the child.
+            unsafe {
+                command.pre_exec(|| {
+                    use nix::mount::{MsFlags, mount};
+                    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)?;
+                    mount(
+                        None::<&str>,
+                        "/",
+                        None::<&str>,
+                        MsFlags::MS_SLAVE | MsFlags::MS_REC,
+                        None::<&str>,
+                    )?;
+                    Ok(())
+                });
+            }
+        }
+        if let Some((soft, hard)) = launch.open_files {
             use std::os::unix::process::CommandExt as _;
             // SAFETY: setrlimit is async-signal-safe; nothing else runs in the child.
             unsafe {

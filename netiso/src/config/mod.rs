@@ -104,6 +104,17 @@ pub struct AgentArgs {
         default_value = "/sys/fs/bpf/netiso"
     )]
     pub bpffs_root: PathBuf,
+
+    /// The host's mount namespace, where namespace names (`/run/netns`) and the BPF
+    /// filesystem are mounted for runtimes, `ip netns` and bpftool to see. Matters only
+    /// when the agent runs in a mount namespace of its own, as under systemd's
+    /// sandboxing: it then enters this one for those mounts alone.
+    #[arg(
+        long = "host-mount-namespace",
+        value_name = "FILE",
+        default_value = "/proc/1/ns/mnt"
+    )]
+    pub host_mount_namespace: PathBuf,
 }
 
 /// Mesos's boolean flags: `--flag`, `--flag=true` or `--flag=false`.

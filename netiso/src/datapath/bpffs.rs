@@ -26,16 +26,20 @@ pub fn prepare_pin_root(root: &Path) -> anyhow::Result<()> {
     let mount_point = Path::new(BPFFS_MOUNT_POINT);
     if root.starts_with(mount_point) && !is_bpffs(mount_point).unwrap_or(false) {
         log::info!("mounting the BPF filesystem at {BPFFS_MOUNT_POINT}");
-        // Root's alone: whoever can write in bpffs can unpin netiso's links.
-        mount(
-            Some("bpf"),
-            mount_point,
-            Some("bpf"),
-            MsFlags::empty(),
-            Some("mode=0700"),
-        )
-        .with_context(|| {
-            format!("mounting bpffs at {BPFFS_MOUNT_POINT}; run `mount -t bpf bpf {BPFFS_MOUNT_POINT}` as root")
+        // Root's alone: whoever can write in bpffs can unpin netiso's links. Made in
+        // the host's mount namespace: pins in a sandbox's own bpffs would be lost
+        // with the agent, and out of bpftool's sight.
+        crate::net::host_mounts::run(|| {
+            mount(
+                Some("bpf"),
+                mount_point,
+                Some("bpf"),
+                MsFlags::empty(),
+                Some("mode=0700"),
+            )
+            .with_context(|| {
+                format!("mounting bpffs at {BPFFS_MOUNT_POINT}; run `mount -t bpf bpf {BPFFS_MOUNT_POINT}` as root")
+            })
         })?;
     }
     // Check before creating anything, so a wrong path leaves nothing behind.

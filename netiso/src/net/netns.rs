@@ -1,5 +1,7 @@
 //! Network namespaces: creating named ones (as `ip netns add` does), and running code
 //! inside one on a thread of its own, so the rest of the process stays where it is.
+//! Names are bind mounts under `/run/netns`, made where the host sees them
+//! ([`host_mounts`]).
 use std::{
     fs::{self, File},
     io,
@@ -13,6 +15,7 @@ use nix::{
     sched::{CloneFlags, setns, unshare},
 };
 
+use super::host_mounts;
 use crate::failure::refuse;
 
 /// Where named namespaces are bind-mounted, as iproute2 expects.
@@ -77,14 +80,16 @@ pub fn current_cookie() -> io::Result<u64> {
 pub fn create_named(name: &str) -> anyhow::Result<PathBuf> {
     // Set and put back in the caller's namespace: the new thread leaves it.
     let _own_tcp_table = OwnTcpTable::set();
-    bind_at_name(name, |target| {
-        let target = target.to_owned();
-        thread::spawn(move || -> io::Result<()> {
-            unshare(CloneFlags::CLONE_NEWNET)?;
-            bind(Path::new("/proc/thread-self/ns/net"), &target)
+    host_mounts::run(|| {
+        bind_at_name(name, |target| {
+            let target = target.to_owned();
+            thread::spawn(move || -> io::Result<()> {
+                unshare(CloneFlags::CLONE_NEWNET)?;
+                bind(Path::new("/proc/thread-self/ns/net"), &target)
+            })
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
         })
-        .join()
-        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
     })
     .with_context(|| format!("creating network namespace {name}"))
 }
@@ -157,6 +162,10 @@ fn bind(source: &Path, target: &Path) -> io::Result<()> {
 /// Gives the existing network namespace at `source` (such as `/proc/PID/ns/net` or a
 /// runtime's bind mount) the name `name`, by bind-mounting it at `/run/netns/<name>`.
 pub fn name_existing(source: &Path, name: &str) -> anyhow::Result<PathBuf> {
+    host_mounts::run(|| name_existing_here(source, name))
+}
+
+fn name_existing_here(source: &Path, name: &str) -> anyhow::Result<PathBuf> {
     let kind = fs::read_link(source).ok();
     let is_netns = nix::sys::statfs::statfs(source)
         .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::NSFS_MAGIC);
@@ -172,6 +181,10 @@ pub fn name_existing(source: &Path, name: &str) -> anyhow::Result<PathBuf> {
 
 /// Unmounts and removes a named namespace. A missing one is not an error.
 pub fn delete_named(name: &str) -> anyhow::Result<()> {
+    host_mounts::run(|| delete_named_here(name))
+}
+
+fn delete_named_here(name: &str) -> anyhow::Result<()> {
     let path = named_path(name);
     if !path.exists() {
         return Ok(());

@@ -92,3 +92,35 @@ fn the_state_directory_and_records_are_private() {
     let (ok, _, stderr) = cli(&lab, &["container", "destroy", &id]);
     assert!(ok, "{stderr}");
 }
+
+/// Under a service manager's sandbox (its own mount namespace, mounts not propagated
+/// back to the host), the namespaces the agent names are still the host's: runtimes,
+/// `ip netns` and the CNI plugin open them there.
+#[test]
+fn a_sandboxed_agent_names_namespaces_the_host_sees() {
+    let lab = Lab::new();
+    let _agent = Agent::start_in_own_mount_namespace(&lab, &[]);
+    let web = lab.container_id("web");
+    let (ok, _, stderr) = cli(
+        &lab,
+        &["container", "create", &web, "--ports", "31000-31009"],
+    );
+    assert!(ok, "{stderr}");
+    let name = format!("netiso-{web}");
+    let path = Path::new("/run/netns").join(&name);
+    // The namespace itself, not the empty file it is mounted on in the agent's view.
+    let kind = nix::sys::statfs::statfs(&path).unwrap().filesystem_type();
+    assert_eq!(kind, nix::sys::statfs::NSFS_MAGIC, "{}", path.display());
+    let link = std::process::Command::new("ip")
+        .args(["netns", "exec", &name, "ip", "-o", "link", "show", "eth0"])
+        .output()
+        .unwrap();
+    assert!(link.status.success(), "{link:?}");
+    let container = netiso_tests::netns::Netns::existing(&name);
+    assert!(super::lifecycle::reachable_from_remote(
+        &lab, &container, 31005
+    ));
+    let (ok, _, stderr) = cli(&lab, &["container", "destroy", &web]);
+    assert!(ok, "{stderr}");
+    assert!(!path.exists(), "{} left behind", path.display());
+}

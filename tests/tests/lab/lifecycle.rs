@@ -16,7 +16,7 @@ fn netns_exists(id: &str) -> bool {
     Path::new(&format!("/run/netns/netiso-{id}")).exists()
 }
 
-fn reachable_from_remote(lab: &Lab, container: &Netns, port: u16) -> bool {
+pub(super) fn reachable_from_remote(lab: &Lab, container: &Netns, port: u16) -> bool {
     let server = start_tcp_listener(container, IpAddr::V4(HOST_IPV4), port);
     let sent = send_tcp(
         &lab.remote,
