@@ -67,6 +67,18 @@ pub enum Command {
         /// Only this container's.
         id: Option<String>,
     },
+    /// Print a shell completion script, like
+    /// `netiso completions bash > /etc/bash_completion.d/netiso`.
+    Completions {
+        /// The shell: bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages (netiso.1 and one per subcommand) into DIR.
+    #[command(hide = true)]
+    ManPages {
+        /// Where to write them (created if missing).
+        dir: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -129,6 +141,8 @@ pub fn main() -> ExitCode {
         Command::Exec { id, command } => exec(&cli.api_socket, &id, &command),
         Command::Stats { id } => stats(&cli.api_socket, id.as_deref()),
         Command::Doctor => crate::doctor::run(),
+        Command::Completions { shell } => crate::manual::print_completions(shell),
+        Command::ManPages { dir } => crate::manual::write_man_pages(&dir),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

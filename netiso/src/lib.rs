@@ -27,6 +27,7 @@ mod doctor;
 pub mod failpoints;
 mod failure;
 mod heap;
+mod manual;
 pub mod net;
 pub mod ports;
 mod server;

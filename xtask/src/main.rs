@@ -7,6 +7,7 @@ mod bench;
 mod cmd;
 mod fuzz;
 mod layout;
+mod package;
 mod run;
 mod setup;
 mod test;
@@ -28,7 +29,8 @@ enum Task {
     /// with the given flags: `cargo xtask run -- --eth0-name eth0`.
     Run(run::RunArgs),
     /// Every check CI runs: fmt, clippy (userspace and eBPF), unit, BPF test-run and lab
-    /// tests on this kernel, then the VM tests on Debian's 6.1 kernel.
+    /// tests on this kernel, the Debian package (built and checked), then the VM tests
+    /// on Debian's 6.1 and 5.10 kernels.
     Test(test::TestArgs),
     /// Benchmarks: per-packet cost of the datapath against the number of containers
     /// (`datapath`), scrape time and memory with up to 1000 containers (`stats`);
@@ -43,6 +45,11 @@ enum Task {
     /// Boot Debian's generic 6.1 kernel with virtme-ng and run the kernel-dependent
     /// tests there (netlink attach path, fq_codel).
     VmTest(vm::VmTestArgs),
+    /// Build the Debian package (target/package/netiso_VERSION_amd64.deb: the binary,
+    /// the CNI plugin link, the systemd unit, /etc/default/netiso, man pages, shell
+    /// completions, alert rules and dashboard) and check it: contents, the unit,
+    /// an install and purge into a scratch root, the installed `--version` and `doctor`.
+    Package,
 }
 
 fn main() -> ExitCode {
@@ -54,6 +61,7 @@ fn main() -> ExitCode {
         Task::VmTest(args) => vm::run(args),
         Task::Bench { which } => bench::run(which),
         Task::Fuzz(args) => fuzz::run(&args),
+        Task::Package => package::run().map(drop),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -38,6 +38,11 @@ const APT_PACKAGES: &[(&str, &str)] = &[
         "prometheus",
         "a real Prometheus scrapes the agent in the tests; promtool checks the alert rules",
     ),
+    (
+        "systemd",
+        "systemd-analyze checks the packaged unit (cargo xtask package)",
+    ),
+    ("binutils", "strip for the packaged binary"),
     ("podman", "a real CNI client in the CNI tests"),
     (
         "runc",

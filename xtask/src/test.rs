@@ -5,7 +5,7 @@ use clap::Args;
 
 use crate::{
     cmd::{self, build_test_agent, cargo, nightly_cargo, workspace_root},
-    setup, vm,
+    package, setup, vm,
 };
 
 #[derive(Debug, Args)]
@@ -55,6 +55,7 @@ pub fn run(args: TestArgs) -> anyhow::Result<()> {
             "--no-fail-fast",
         ]),
     )?;
+    package::run()?;
     if args.no_vm {
         println!("==> VM tests skipped (--no-vm)");
     } else {
