@@ -3,7 +3,7 @@
 //! it is an end host, so it sends no multicast, no link-local traffic, no neighbour
 //! discovery, and of ICMP only echo requests and errors about its own traffic.
 use aya_ebpf::programs::TcContext;
-use netiso_common::DatapathConfig;
+use netiso_common::{DatapathConfig, DropReason};
 
 use crate::{
     maps::port_owner,
@@ -14,20 +14,6 @@ use crate::{
     },
     translate::host_port,
 };
-
-/// Why a container's packet was dropped; each reason has its own counter.
-#[derive(Clone, Copy)]
-pub enum DropReason {
-    PortNotOwned,
-    Malformed,
-    Other,
-    Spoofed,
-    Fragment,
-    Icmp,
-    Multicast,
-    HostPort,
-    RateLimit,
-}
 
 /// The source MAC and address must be the container's own (the host's). Traffic
 /// that stays on the host (to the host's address or loopback) may also come from the

@@ -18,14 +18,14 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use netiso_common::{
-    DatapathConfig, FRAGMENTS_TO_CONTAINER, FRAGMENTS_TO_HOST, FRAGMENTS_TO_NETWORK, FragmentRoute,
-    HOST_PORT_CLOSED, HostAddress, PortOwner,
+    DatapathConfig, Direction, DropReason, FRAGMENTS_TO_CONTAINER, FRAGMENTS_TO_HOST,
+    FRAGMENTS_TO_NETWORK, FragmentRoute, HOST_PORT_CLOSED, HostAddress, PortOwner,
 };
 
 use crate::{
-    container_checks::{DropReason, check_icmp, check_source, check_source_port},
+    container_checks::{check_icmp, check_source, check_source_port},
     deliver::{Origin, deliver_to, into_loopback},
-    echo,
+    drop_events, echo,
     egress_flow::assign_container_flow,
     egress_policer,
     maps::{
@@ -68,6 +68,7 @@ pub fn container_veth_ingress(ctx: TcContext) -> i32 {
     let route = match decision {
         Ok(route) => route,
         Err(reason) => {
+            drop_events::report(&ctx, slot, Direction::Egress, reason);
             count_container(slot, |c| match reason {
                 DropReason::PortNotOwned => c.tx_dropped_port_not_owned += 1,
                 DropReason::Malformed => c.tx_dropped_malformed += 1,
@@ -78,6 +79,7 @@ pub fn container_veth_ingress(ctx: TcContext) -> i32 {
                 DropReason::Multicast => c.tx_dropped_multicast += 1,
                 DropReason::HostPort => c.tx_dropped_host_port += 1,
                 DropReason::RateLimit => c.tx_dropped_rate_limit += 1,
+                DropReason::SpoofedSource => c.rx_dropped_spoofed_source += 1,
             });
             return TC_ACT_SHOT;
         }

@@ -12,6 +12,7 @@ mod container_eth0_ingress;
 mod container_lo_egress;
 mod container_veth_ingress;
 mod deliver;
+mod drop_events;
 mod echo;
 mod egress_flow;
 mod egress_policer;

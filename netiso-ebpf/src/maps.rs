@@ -1,14 +1,15 @@
 //! Every map of the datapath. BTF-defined, so `bpftool map dump` shows field names.
 use aya_ebpf::{
-    btf_maps::{Array, HashMap, LruHashMap, PerCpuArray},
+    btf_maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
     macros::btf_map,
 };
 use netiso_common::{
-    ContainerCounters, ContainerLoopback, ContainerPort, ContainerShaping, DatapathConfig,
-    Direction, EchoConversation, EchoIdRange, EchoKey, EgressPolicer, FragmentKey, FragmentRoute,
-    HostAddress, MAX_CONTAINERS, MAX_ECHO_CONVERSATIONS, MAX_FRAGMENTED_DATAGRAMS,
-    MAX_HOST_ADDRESSES, MAX_PORT_TRANSLATIONS, PUBLIC_IFACE_COUNTER_SLOTS, PortOwner, TrafficClass,
-    TrafficCounters, public_iface_counter_slot,
+    ContainerCounters, ContainerLoopback, ContainerPort, ContainerShaping, DROP_EVENTS_BYTES,
+    DatapathConfig, Direction, DropEvent, DropEventBudget, EchoConversation, EchoIdRange, EchoKey,
+    EgressPolicer, FragmentKey, FragmentRoute, HostAddress, MAX_CONTAINERS, MAX_ECHO_CONVERSATIONS,
+    MAX_FRAGMENTED_DATAGRAMS, MAX_HOST_ADDRESSES, MAX_PORT_TRANSLATIONS,
+    PUBLIC_IFACE_COUNTER_SLOTS, PortOwner, TrafficClass, TrafficCounters,
+    public_iface_counter_slot,
 };
 
 /// What crossed the public interface, per direction and traffic class. Per-CPU, so the
@@ -108,6 +109,18 @@ pub static CONTAINER_NETNS: HashMap<u64, ContainerLoopback, { MAX_CONTAINERS as 
 /// of the loopback program (kernels before 6.15), which know only their slot.
 #[btf_map]
 pub static CONTAINER_ETH0_INDEXES: Array<u32, { MAX_CONTAINERS as usize }> = Array::new();
+
+/// Dropped packets described for `netiso monitor` (see `drop_events.rs`).
+#[btf_map]
+pub static DROP_EVENTS: RingBuf<DropEvent, { DROP_EVENTS_BYTES as usize }> = RingBuf::new();
+
+/// Entry 0: whether the agent has a listener for drop events.
+#[btf_map]
+pub static DROP_EVENTS_SWITCH: Array<u32, 1> = Array::new();
+
+/// Each CPU's drop event rate limit.
+#[btf_map]
+pub static DROP_EVENT_BUDGETS: PerCpuArray<DropEventBudget, 1> = PerCpuArray::new();
 
 /// Adds one packet of `bytes` bytes to the public interface's counters.
 #[inline(always)]

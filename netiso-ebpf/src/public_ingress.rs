@@ -18,10 +18,11 @@ use aya_ebpf::{
     macros::classifier,
     programs::TcContext,
 };
-use netiso_common::{Direction, PortOwner};
+use netiso_common::{Direction, DropReason, PortOwner};
 
 use crate::{
     deliver::{Origin, PACKET_HOST, deliver_to},
+    drop_events,
     echo::{checksum_offset, identifier_offset, reply_owner},
     maps::{INBOUND_FRAGMENTS, config, count_container, count_public_iface, port_owner},
     packet::{Flow, Fragment, Icmp, Parsed, Quoted, classify, icmp, parse, ports},
@@ -74,6 +75,7 @@ fn steer(ctx: &TcContext, flow: &Flow) -> Option<i32> {
     };
     if flow.has_impossible_source(config) {
         if let Some(slot) = owner.slot() {
+            drop_events::report(ctx, slot, Direction::Ingress, DropReason::SpoofedSource);
             count_container(slot, |c| c.rx_dropped_spoofed_source += 1);
         }
         return Some(TC_ACT_SHOT);

@@ -8,8 +8,9 @@ use std::{path::Path, sync::Arc};
 use crate::{
     config::{self, AgentArgs},
     control::{Manager, ManagerHandle, Shaping},
-    datapath::{self, ContainerLoopbackProgram, Datapath, bpffs},
+    datapath::{self, ContainerLoopbackProgram, Datapath, DropEventMaps, bpffs},
     doctor,
+    drop_monitor::DropMonitor,
     net::{NetlinkSocket, host::HostNetwork},
     ports::PortLedger,
     server::{Limits, StatisticsSource, control_api, monitor},
@@ -110,6 +111,9 @@ pub fn run(args: AgentArgs, api_socket: &Path) -> anyhow::Result<()> {
         args.statistics.clone(),
         datapath.pin_root(),
     )?);
+    let drop_events = datapath
+        .take_drop_events()
+        .context("the datapath's drop event maps were taken already")?;
     let mut manager = Manager::new(datapath, host, ledger, shaping, &args.state_dir)?;
     // The ready line comes after recovery.
     let (recovered, removed) = manager.recover()?;
@@ -129,12 +133,15 @@ pub fn run(args: AgentArgs, api_socket: &Path) -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(serve(
-        http_listener,
-        api_listener,
+        Listeners {
+            http: http_listener,
+            api: api_listener,
+        },
         limits,
         health,
         manager,
         stats,
+        drop_events,
         &format!(
             "netiso agent ready: public interface {eth0}, http://{}/health",
             args.listen
@@ -143,17 +150,35 @@ pub fn run(args: AgentArgs, api_socket: &Path) -> anyhow::Result<()> {
 }
 
 /// Serves both servers until SIGINT or SIGTERM.
+/// The servers' sockets, bound before anything is attached.
+struct Listeners {
+    http: std::net::TcpListener,
+    api: std::os::unix::net::UnixListener,
+}
+
 async fn serve(
-    http_listener: std::net::TcpListener,
-    api_listener: std::os::unix::net::UnixListener,
+    listeners: Listeners,
     limits: Limits,
     health: monitor::Health,
     manager: ManagerHandle,
     stats: StatisticsSource,
+    drop_events: DropEventMaps,
     ready_line: &str,
 ) -> anyhow::Result<()> {
-    let server = tokio::spawn(monitor::serve(http_listener, limits, health, stats.clone()));
-    let api_server = tokio::spawn(control_api::serve(api_listener, limits, manager, stats));
+    let drops = DropMonitor::start(drop_events)?;
+    let server = tokio::spawn(monitor::serve(
+        listeners.http,
+        limits,
+        health,
+        stats.clone(),
+    ));
+    let api_server = tokio::spawn(control_api::serve(
+        listeners.api,
+        limits,
+        manager,
+        stats,
+        drops,
+    ));
     // Handlers first: a SIGTERM right after the ready line must stop us cleanly.
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;

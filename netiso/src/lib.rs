@@ -24,6 +24,7 @@ mod config;
 mod control;
 pub mod datapath;
 mod doctor;
+pub mod drop_monitor;
 pub mod failpoints;
 mod failure;
 mod heap;

@@ -3,15 +3,15 @@
 use anyhow::Context as _;
 use aya::{
     Ebpf,
-    maps::{Array, HashMap, Map, MapData, PerCpuArray},
+    maps::{Array, HashMap, Map, MapData, PerCpuArray, RingBuf},
 };
 use netiso_common::{
     CONTAINER_COUNTERS_MAP, CONTAINER_ECHO_IDS_MAP, CONTAINER_ETH0_INDEXES_MAP,
     CONTAINER_NETNS_MAP, CONTAINER_PORT_TRANSLATIONS_MAP, CONTAINER_SHAPING_MAP, ContainerCounters,
-    ContainerLoopback, ContainerPort, ContainerShaping, DATAPATH_CONFIG_MAP, DatapathConfig,
-    EGRESS_POLICERS_MAP, EchoIdRange, EgressPolicer, HOST_PORT_ACCESS_MAP, PORT_OWNERS_MAP,
-    PORT_TRANSLATIONS_MAP, PUBLIC_IFACE_COUNTERS_MAP, PortOwner, TrafficCounters,
-    VETH_CONTAINERS_MAP,
+    ContainerLoopback, ContainerPort, ContainerShaping, DATAPATH_CONFIG_MAP, DROP_EVENTS_MAP,
+    DROP_EVENTS_SWITCH_MAP, DatapathConfig, EGRESS_POLICERS_MAP, EchoIdRange, EgressPolicer,
+    HOST_PORT_ACCESS_MAP, PORT_OWNERS_MAP, PORT_TRANSLATIONS_MAP, PUBLIC_IFACE_COUNTERS_MAP,
+    PortOwner, TrafficCounters, VETH_CONTAINERS_MAP,
 };
 
 /// The maps userspace reads or writes. (`ECHO_OWNERS` is the datapath's own.)
@@ -62,6 +62,22 @@ impl DatapathMaps {
             )?)?,
             container_netns: HashMap::try_from(take(ebpf, CONTAINER_NETNS_MAP)?)?,
             container_eth0_indexes: Array::try_from(take(ebpf, CONTAINER_ETH0_INDEXES_MAP)?)?,
+        })
+    }
+}
+
+/// The maps of drop events (`netiso monitor`): the ring buffer the datapath writes
+/// them into, and the switch that tells it someone listens.
+pub struct DropEventMaps {
+    pub events: RingBuf<MapData>,
+    pub switch: Array<MapData, u32>,
+}
+
+impl DropEventMaps {
+    pub fn take(ebpf: &mut Ebpf) -> anyhow::Result<Self> {
+        Ok(Self {
+            events: RingBuf::try_from(take(ebpf, DROP_EVENTS_MAP)?)?,
+            switch: Array::try_from(take(ebpf, DROP_EVENTS_SWITCH_MAP)?)?,
         })
     }
 }

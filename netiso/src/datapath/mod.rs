@@ -9,6 +9,7 @@ mod containers;
 mod counters;
 pub mod host_addresses;
 mod maps;
+pub use maps::DropEventMaps;
 mod object;
 pub mod probe;
 
@@ -46,6 +47,8 @@ pub struct Datapath {
     /// Makes the per-container copies of the loopback program where the kernel
     /// refuses the shared one; `None`: the shared one serves every container.
     copy_loader: Option<object::CopyLoader>,
+    /// Until the agent takes them for its drop monitor.
+    drop_events: Option<maps::DropEventMaps>,
 }
 
 /// How containers' lo is given its program (`netiso-ebpf/src/container_lo_egress.rs`).
@@ -67,6 +70,7 @@ impl Datapath {
         object::check_pins(pin_root)?;
         let mut ebpf = object::load(pin_root)?;
         let maps = DatapathMaps::take(&mut ebpf)?;
+        let drop_events = Some(maps::DropEventMaps::take(&mut ebpf)?);
         // The verifier refuses the shared program where tc programs cannot read a
         // namespace's cookie.
         let copy_loader = match attach::loaded_program(&mut ebpf, CONTAINER_LO_EGRESS_PROGRAM) {
@@ -84,7 +88,13 @@ impl Datapath {
             pin_root: pin_root.to_owned(),
             attach_mode: AttachMode::for_running_kernel(),
             copy_loader,
+            drop_events,
         })
+    }
+
+    /// The drop events' maps, for the agent's drop monitor (once).
+    pub fn take_drop_events(&mut self) -> Option<maps::DropEventMaps> {
+        self.drop_events.take()
     }
 
     /// How containers' lo gets its program on this kernel.

@@ -8,19 +8,20 @@ use netiso_common::{
     CONTAINER_COUNTERS_MAP, CONTAINER_ECHO_IDS_MAP, CONTAINER_ETH0_INDEXES_MAP,
     CONTAINER_NETNS_MAP, CONTAINER_PORT_TRANSLATIONS_MAP, CONTAINER_SHAPING_MAP,
     CONTAINER_SLOT_GLOBAL, ContainerCounters, ContainerLoopback, ContainerPort, ContainerShaping,
-    DATAPATH_CONFIG_MAP, DatapathConfig, ECHO_OWNERS_MAP, EGRESS_POLICERS_MAP, EchoConversation,
-    EchoIdRange, EchoKey, EgressPolicer, FRAGMENT_ROUTES_MAP, FragmentKey, FragmentRoute,
-    HOST_ADDRESSES_MAP, HOST_PORT_ACCESS_MAP, HostAddress, INBOUND_FRAGMENTS_MAP, MAX_CONTAINERS,
-    MAX_ECHO_CONVERSATIONS, MAX_FRAGMENTED_DATAGRAMS, MAX_HOST_ADDRESSES, MAX_PORT_TRANSLATIONS,
-    PORT_OWNERS_MAP, PORT_TRANSLATIONS_MAP, PUBLIC_IFACE_COUNTER_SLOTS, PUBLIC_IFACE_COUNTERS_MAP,
-    PortOwner, TrafficCounters, VETH_CONTAINERS_MAP,
+    DATAPATH_CONFIG_MAP, DROP_EVENT_BUDGETS_MAP, DROP_EVENTS_BYTES, DROP_EVENTS_MAP,
+    DROP_EVENTS_SWITCH_MAP, DatapathConfig, DropEventBudget, ECHO_OWNERS_MAP, EGRESS_POLICERS_MAP,
+    EchoConversation, EchoIdRange, EchoKey, EgressPolicer, FRAGMENT_ROUTES_MAP, FragmentKey,
+    FragmentRoute, HOST_ADDRESSES_MAP, HOST_PORT_ACCESS_MAP, HostAddress, INBOUND_FRAGMENTS_MAP,
+    MAX_CONTAINERS, MAX_ECHO_CONVERSATIONS, MAX_FRAGMENTED_DATAGRAMS, MAX_HOST_ADDRESSES,
+    MAX_PORT_TRANSLATIONS, PORT_OWNERS_MAP, PORT_TRANSLATIONS_MAP, PUBLIC_IFACE_COUNTER_SLOTS,
+    PUBLIC_IFACE_COUNTERS_MAP, PortOwner, TrafficCounters, VETH_CONTAINERS_MAP,
 };
 
 /// The eBPF object built from `netiso-ebpf` by `build.rs`.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netiso"));
 
 /// Every pinned map with its layout: (name, key size, value size, entries).
-pub(super) const PINNED_MAPS: [(&str, usize, usize, u32); 17] = [
+pub(super) const PINNED_MAPS: [(&str, usize, usize, u32); 20] = [
     (
         PUBLIC_IFACE_COUNTERS_MAP,
         size_of::<u32>(),
@@ -122,6 +123,21 @@ pub(super) const PINNED_MAPS: [(&str, usize, usize, u32); 17] = [
         size_of::<u32>(),
         size_of::<u32>(),
         MAX_CONTAINERS,
+    ),
+    // Shared with every copy of the object (the loopback copies), so there is one
+    // ring buffer, not one per container. A ring buffer has no keys or values.
+    (DROP_EVENTS_MAP, 0, 0, DROP_EVENTS_BYTES),
+    (
+        DROP_EVENTS_SWITCH_MAP,
+        size_of::<u32>(),
+        size_of::<u32>(),
+        1,
+    ),
+    (
+        DROP_EVENT_BUDGETS_MAP,
+        size_of::<u32>(),
+        size_of::<DropEventBudget>(),
+        1,
     ),
 ];
 

@@ -10,7 +10,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use http_body_util::Full;
 use hyper::{
     Request, Response,
     body::{Bytes, Incoming},
@@ -58,11 +57,13 @@ const MAX_ACCEPT_PAUSE: Duration = Duration::from_secs(1);
 const WARNING_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Serves HTTP/1 on `listener` with `handler` until the task is dropped.
-pub async fn serve<L, H, F>(listener: L, limits: Limits, server: &'static str, handler: H)
+pub async fn serve<L, H, F, B>(listener: L, limits: Limits, server: &'static str, handler: H)
 where
     L: Listener,
     H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
-    F: Future<Output = Response<Full<Bytes>>> + Send + 'static,
+    F: Future<Output = Response<B>> + Send + 'static,
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let mut pause = Duration::ZERO;

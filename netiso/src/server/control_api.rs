@@ -12,6 +12,7 @@
 //! | DELETE | /v1/containers/ID | | 200, `{"destroyed": ID}` (also when unknown; 500 if teardown failed, retry) |
 //! | GET | /v1/statistics | | the `/monitor/statistics` array |
 //! | GET | /v1/statistics/ID | | the same, for one container (404 if unknown) |
+//! | GET | /v1/monitor[?container=ID][&reason=R] | | drop events as they happen: a stream of JSON lines (`drop_stream.rs`) |
 //!
 //! Errors answer `{"error": "…"}` with the status of their kind (`crate::failure`):
 //! 400 invalid, 404 unknown container, 409 conflict (id or ports taken), 413 too large,
@@ -19,7 +20,7 @@
 use std::{fs, os::unix::fs::PermissionsExt as _, path::Path};
 
 use anyhow::{Context as _, bail};
-use http_body_util::{BodyExt as _, Full, LengthLimitError, Limited};
+use http_body_util::{BodyExt as _, Either, Full, LengthLimitError, Limited};
 use hyper::{
     Method, Request, Response, StatusCode,
     body::{Bytes, Incoming},
@@ -29,9 +30,13 @@ use tokio::net::UnixListener;
 use super::{
     StatisticsSource,
     connections::{self, Limits},
+    drop_stream,
     response::{error, json},
 };
-use crate::control::{CreateRequest, ManagerHandle, RequestError, UpdateRequest};
+use crate::{
+    control::{CreateRequest, ManagerHandle, RequestError, UpdateRequest},
+    drop_monitor::DropMonitor,
+};
 
 /// Binds the control socket: mode 0600, its directory created, a stale socket (no
 /// agent behind it) replaced, a live one refused.
@@ -64,11 +69,20 @@ pub async fn serve(
     limits: Limits,
     manager: ManagerHandle,
     stats: StatisticsSource,
+    drops: DropMonitor,
 ) -> anyhow::Result<()> {
     let listener = UnixListener::from_std(listener).context("serving the control socket")?;
     connections::serve(listener, limits, "control API", move |request| {
-        let (manager, stats) = (manager.clone(), stats.clone());
-        async move { route(request, &manager, &stats, limits).await }
+        let (manager, stats, drops) = (manager.clone(), stats.clone(), drops.clone());
+        async move {
+            if request.method() == Method::GET && request.uri().path() == "/v1/monitor" {
+                drop_stream::start(request.uri().query(), &drops, &manager).await
+            } else {
+                route(request, &manager, &stats, limits)
+                    .await
+                    .map(Either::Left)
+            }
+        }
     })
     .await;
     Ok(())

@@ -4,6 +4,7 @@
 //! collector.
 mod connections;
 pub mod control_api;
+mod drop_stream;
 pub mod monitor;
 mod response;
 

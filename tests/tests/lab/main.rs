@@ -12,6 +12,7 @@ mod host_services;
 mod hostile;
 mod lifecycle;
 mod loopback;
+mod monitor;
 mod podman;
 mod port_isolation;
 mod prometheus;
