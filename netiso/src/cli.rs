@@ -82,6 +82,22 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Show the containers' live rates, refreshed every second: received and sent
+    /// bit/s and packets/s, datapath drops per second and their main reason, the
+    /// egress limit and its use, the ephemeral range. Keys sort (a r t d l n) and quit
+    /// (q).
+    Top {
+        /// Print one plain table of the rates over one interval, and exit (for
+        /// scripts).
+        #[arg(long)]
+        once: bool,
+        /// Seconds between refreshes.
+        #[arg(long, value_name = "SECONDS", default_value_t = 1.0, value_parser = positive_seconds)]
+        interval: f64,
+        /// What the rows are ordered by, largest first.
+        #[arg(long, value_enum, default_value_t = crate::top::SortKey::Traffic)]
+        sort: crate::top::SortKey,
+    },
     /// Print a shell completion script, like
     /// `netiso completions bash > /etc/bash_completion.d/netiso`.
     Completions {
@@ -159,6 +175,16 @@ pub fn main() -> ExitCode {
         Command::Monitor { id, reason, json } => {
             monitor(&cli.api_socket, id.as_deref(), reason.as_deref(), json)
         }
+        Command::Top {
+            once,
+            interval,
+            sort,
+        } => crate::top::run(
+            &cli.api_socket,
+            once,
+            std::time::Duration::from_secs_f64(interval),
+            sort,
+        ),
         Command::Completions { shell } => {
             crate::manual::print_completions(<Cli as clap::CommandFactory>::command(), shell)
         }
@@ -323,4 +349,13 @@ fn monitor(
             Ok(())
         },
     )
+}
+
+fn positive_seconds(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(seconds) if seconds > 0.0 && seconds <= 3600.0 => Ok(seconds),
+        _ => Err(format!(
+            "{text:?} is not a number of seconds between 0 and 3600"
+        )),
+    }
 }

@@ -34,3 +34,4 @@ pub mod ports;
 mod server;
 mod stats;
 mod tc;
+mod top;

@@ -43,6 +43,7 @@ const APT_PACKAGES: &[(&str, &str)] = &[
         "systemd-analyze checks the packaged unit (cargo xtask package)",
     ),
     ("binutils", "strip for the packaged binary"),
+    ("tmux", "a terminal for netiso top in the tests"),
     ("podman", "a real CNI client in the CNI tests"),
     (
         "runc",

@@ -3,8 +3,8 @@
 //! is counted as suppressed, so that every drop is either reported or accounted for.
 use aya::maps::{MapData, RingBuf};
 use netiso_common::{
-    DROP_EVENT_BUDGETS_MAP, DROP_EVENT_BURST, DROP_EVENTS_MAP, DROP_EVENTS_SWITCH_MAP, Direction,
-    DropEvent, DropEventBudget, DropReason,
+    DROP_EVENT_BUDGETS_MAP, DROP_EVENT_BURST, DROP_EVENTS_MAP, DROP_EVENTS_PER_SECOND,
+    DROP_EVENTS_SWITCH_MAP, Direction, DropEvent, DropEventBudget, DropReason,
 };
 
 use super::fixtures::*;
@@ -102,12 +102,16 @@ fn a_flood_of_drops_is_reported_up_to_the_rate_limit_and_every_drop_is_accounted
     switch(&mut ebpf, true);
     let unowned = udp4_out(32502, REMOTE_IPV4, 53);
     let flood = 20_000;
+    let started = std::time::Instant::now();
     assert_eq!(run_repeated(&ebpf, &unowned, flood), SHOT);
+    let elapsed = started.elapsed().as_secs_f64();
     let events = events(&mut ebpf);
-    // The burst, and what the rate refills while the flood runs (milliseconds).
+    // The burst, and what the rate refills while the flood runs (milliseconds here,
+    // longer under a VM's emulation: the bound follows the time it took).
+    let allowed = DROP_EVENT_BURST + (DROP_EVENTS_PER_SECOND as f64 * elapsed).ceil() as u64 + 1;
     assert!(
-        !events.is_empty() && events.len() as u64 <= DROP_EVENT_BURST + 100,
-        "{} events for {flood} drops",
+        !events.is_empty() && events.len() as u64 <= allowed,
+        "{} events for {flood} drops in {elapsed:.3} s (at most {allowed})",
         events.len()
     );
     let reported = events.len() as u64;

@@ -24,3 +24,4 @@ mod soak;
 mod state_dir;
 mod statistics;
 mod statistics_format;
+mod top;
