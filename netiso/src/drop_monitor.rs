@@ -59,11 +59,7 @@ impl DropMonitor {
     /// A new listener; the datapath reports drops while it lives.
     pub fn subscribe(&self) -> anyhow::Result<Subscription> {
         let events = self.shared.events.subscribe();
-        let mut guard = self
-            .shared
-            .switch
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut guard = self.shared.switch();
         let (switch, listeners) = &mut *guard;
         if *listeners == 0 {
             switch.set(0, 1, 0).context("switching drop events on")?;
@@ -76,6 +72,16 @@ impl DropMonitor {
     }
 }
 
+impl Shared {
+    /// The switch and the listeners' count (a panic elsewhere does not stop the
+    /// count from being kept).
+    fn switch(&self) -> std::sync::MutexGuard<'_, (Array<MapData, u32>, usize)> {
+        self.switch
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
 /// One listener's events; dropping it leaves.
 pub struct Subscription {
     shared: Arc<Shared>,
@@ -84,11 +90,7 @@ pub struct Subscription {
 
 impl Drop for Subscription {
     fn drop(&mut self) {
-        let mut guard = self
-            .shared
-            .switch
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut guard = self.shared.switch();
         let (switch, listeners) = &mut *guard;
         *listeners -= 1;
         if *listeners == 0

@@ -85,25 +85,8 @@ impl Agent {
 
     /// [`Agent::start`] with environment variables (such as `NETISO_FAILPOINTS`).
     pub fn start_with_env(lab: &Lab, extra_args: &[&str], env: &[(&str, &str)]) -> Self {
-        let pin_root = lab.pin_root().display().to_string();
-        let mut args = vec![
-            "agent",
-            "--eth0-name",
-            PUBLIC_IFACE,
-            "--bpffs-root",
-            &pin_root,
-        ];
-        // 16 ephemeral ports per container unless the test says otherwise.
-        if !extra_args.iter().any(|a| a.starts_with("--ephemeral")) {
-            args.push("--ephemeral_ports_per_container=16");
-        }
-        // The lab's resources unless the test brings its own.
-        if !extra_args.iter().any(|a| a.starts_with("--resources")) {
-            args.extend(["--resources", LAB_RESOURCES]);
-        }
-        let paths = lab.agent_paths();
-        args.extend(paths.iter().map(String::as_str));
-        args.extend_from_slice(extra_args);
+        let args = Self::lab_args(lab, extra_args);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         Self::spawn(&lab.host, &args, env, Launch::default())
     }
 
@@ -111,28 +94,38 @@ impl Agent {
     /// back (slave), as systemd's sandboxing (`ProtectSystem=`) runs a service; told
     /// that the host's mount namespace is the test's (PID 1's may be unreadable here).
     pub fn start_in_own_mount_namespace(lab: &Lab, extra_args: &[&str]) -> Self {
-        let pin_root = lab.pin_root().display().to_string();
         let host_mounts = format!("/proc/{}/ns/mnt", std::process::id());
-        let mut args = vec![
-            "agent",
-            "--eth0-name",
-            PUBLIC_IFACE,
-            "--bpffs-root",
-            &pin_root,
-            "--ephemeral_ports_per_container=16",
-            "--resources",
-            LAB_RESOURCES,
-            "--host-mount-namespace",
-            &host_mounts,
-        ];
-        let paths = lab.agent_paths();
-        args.extend(paths.iter().map(String::as_str));
-        args.extend_from_slice(extra_args);
+        let mut extra = vec!["--host-mount-namespace", &host_mounts];
+        extra.extend_from_slice(extra_args);
+        let args = Self::lab_args(lab, &extra);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let launch = Launch {
             own_mount_namespace: true,
             ..Launch::default()
         };
         Self::spawn(&lab.host, &args, &[], launch)
+    }
+
+    /// `netiso agent` on the lab's public interface with its pin directory, socket,
+    /// state directory, resources and 16 ephemeral ports per container (unless
+    /// `extra_args` bring their own), then `extra_args`.
+    fn lab_args(lab: &Lab, extra_args: &[&str]) -> Vec<String> {
+        let mut args: Vec<String> = vec![
+            "agent".into(),
+            "--eth0-name".into(),
+            PUBLIC_IFACE.into(),
+            "--bpffs-root".into(),
+            lab.pin_root().display().to_string(),
+        ];
+        if !extra_args.iter().any(|a| a.starts_with("--ephemeral")) {
+            args.push("--ephemeral_ports_per_container=16".into());
+        }
+        if !extra_args.iter().any(|a| a.starts_with("--resources")) {
+            args.extend(["--resources".into(), LAB_RESOURCES.into()]);
+        }
+        args.extend(lab.agent_paths());
+        args.extend(extra_args.iter().map(|a| (*a).to_owned()));
+        args
     }
 
     /// Starts the agent with exactly `args` in `ns` and waits for its ready line.
@@ -143,17 +136,7 @@ impl Agent {
     /// [`Agent::start`] with an open files limit of `soft` (and `hard`), as a service
     /// manager may give it.
     pub fn start_with_open_files_limit(lab: &Lab, soft: u64, hard: u64) -> Self {
-        let mut args = vec![
-            "agent".to_owned(),
-            "--eth0-name".into(),
-            PUBLIC_IFACE.into(),
-            "--bpffs-root".into(),
-            lab.pin_root().display().to_string(),
-            "--ephemeral_ports_per_container=16".into(),
-            "--resources".into(),
-            LAB_RESOURCES.into(),
-        ];
-        args.extend(lab.agent_paths());
+        let args = Self::lab_args(lab, &[]);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let launch = Launch {
             open_files: Some((soft, hard)),

@@ -63,7 +63,6 @@ fn build() -> anyhow::Result<PathBuf> {
     let stage = out.join(format!("{NAME}_{version}_amd64"));
     step(&format!("staging the package in {}", stage.display()));
     let _ = fs::remove_dir_all(&stage);
-    let deploy = root.join("deploy");
     let binary = stage.join("usr/bin/netiso");
     install(&root.join("target/release/netiso"), &binary, 0o755)?;
     output(Command::new("strip").arg("--strip-debug").arg(&binary))
@@ -71,16 +70,9 @@ fn build() -> anyhow::Result<PathBuf> {
     // The CNI plugin is the same binary, run by the runtime with CNI_COMMAND set.
     fs::create_dir_all(stage.join("opt/cni/bin"))?;
     symlink("../../../usr/bin/netiso", stage.join("opt/cni/bin/netiso"))?;
-    install(
-        &deploy.join("systemd/netiso.service"),
-        &stage.join("lib/systemd/system/netiso.service"),
-        0o644,
-    )?;
-    install(
-        &deploy.join("debian/default"),
-        &stage.join("etc/default/netiso"),
-        0o644,
-    )?;
+    for (from, to) in FILES {
+        install(&root.join(from), &stage.join(to), 0o644)?;
+    }
     man_pages(&binary, &stage.join("usr/share/man/man1"))?;
     for (shell, path) in [
         ("bash", "usr/share/bash-completion/completions/netiso"),
@@ -90,21 +82,6 @@ fn build() -> anyhow::Result<PathBuf> {
         let script = output(Command::new(&binary).args(["completions", shell]))?.stdout;
         write(&stage.join(path), &script, 0o644)?;
     }
-    install(
-        &deploy.join("prometheus/netiso-alerts.yml"),
-        &stage.join("usr/share/netiso/prometheus/netiso-alerts.yml"),
-        0o644,
-    )?;
-    install(
-        &deploy.join("grafana/netiso.json"),
-        &stage.join("usr/share/netiso/grafana/netiso.json"),
-        0o644,
-    )?;
-    install(
-        &root.join("README.md"),
-        &stage.join("usr/share/doc/netiso/README.md"),
-        0o644,
-    )?;
     write(
         &stage.join("usr/share/doc/netiso/copyright"),
         COPYRIGHT.as_bytes(),
@@ -122,6 +99,24 @@ fn build() -> anyhow::Result<PathBuf> {
     )?;
     Ok(deb)
 }
+
+/// Files installed as they are in the workspace: (source, place in the package).
+const FILES: &[(&str, &str)] = &[
+    (
+        "deploy/systemd/netiso.service",
+        "lib/systemd/system/netiso.service",
+    ),
+    ("deploy/debian/default", "etc/default/netiso"),
+    (
+        "deploy/prometheus/netiso-alerts.yml",
+        "usr/share/netiso/prometheus/netiso-alerts.yml",
+    ),
+    (
+        "deploy/grafana/netiso.json",
+        "usr/share/netiso/grafana/netiso.json",
+    ),
+    ("README.md", "usr/share/doc/netiso/README.md"),
+];
 
 const COPYRIGHT: &str = "Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/
 Upstream-Name: netiso

@@ -1,9 +1,6 @@
 //! The tc programs run on crafted frames through BPF_PROG_TEST_RUN: every parse branch,
 //! exact counters, exact verdicts. No interface is involved.
-use aya::{
-    Ebpf,
-    programs::{SchedClassifier, TestRun as _, TestRunOptions},
-};
+use aya::Ebpf;
 use netiso::datapath::{EBPF_OBJECT, PublicIfaceCounters};
 use netiso_common::{
     Direction, PUBLIC_EGRESS_PROGRAM, PUBLIC_INGRESS_PROGRAM, TrafficClass, TrafficCounters,
@@ -13,6 +10,8 @@ use netiso_tests::{
     test_run::load_programs,
 };
 
+use super::fixtures::run_repeated;
+
 /// tc verdict "continue with the next program / the stack".
 const TC_ACT_PIPE: u32 = 3;
 
@@ -21,22 +20,6 @@ fn load() -> Ebpf {
     let mut ebpf = Ebpf::load(EBPF_OBJECT).expect("loading the eBPF object");
     load_programs(&mut ebpf, &[PUBLIC_INGRESS_PROGRAM, PUBLIC_EGRESS_PROGRAM]);
     ebpf
-}
-
-fn run(ebpf: &Ebpf, program: &str, frame: &[u8], repeat: u32) -> u32 {
-    let program: &SchedClassifier = ebpf
-        .program(program)
-        .expect("program present")
-        .try_into()
-        .expect("a tc classifier");
-    program
-        .test_run(TestRunOptions {
-            data_in: Some(frame),
-            repeat,
-            ..Default::default()
-        })
-        .expect("BPF_PROG_TEST_RUN")
-        .return_value
 }
 
 /// Every (direction, class) counter must be zero except `expected`.
@@ -73,8 +56,14 @@ fn counted(packets: u64, frame: &[u8]) -> TrafficCounters {
 /// in the right direction, with exact packet and byte counts.
 fn check_classified(frame: &[u8], class: TrafficClass) {
     let ebpf = load();
-    assert_eq!(run(&ebpf, PUBLIC_INGRESS_PROGRAM, frame, 7), TC_ACT_PIPE);
-    assert_eq!(run(&ebpf, PUBLIC_EGRESS_PROGRAM, frame, 3), TC_ACT_PIPE);
+    assert_eq!(
+        run_repeated(&ebpf, PUBLIC_INGRESS_PROGRAM, frame, 7),
+        TC_ACT_PIPE
+    );
+    assert_eq!(
+        run_repeated(&ebpf, PUBLIC_EGRESS_PROGRAM, frame, 3),
+        TC_ACT_PIPE
+    );
     let counters = PublicIfaceCounters::read_loaded(&ebpf).expect("reading counters");
     assert_only(
         &counters,
@@ -166,9 +155,18 @@ fn counters_accumulate_across_frames_of_different_classes() {
     let ebpf = load();
     let udp = packets::ipv4_udp(1, 2, 10);
     let tcp = packets::ipv6_tcp_syn(3, 4);
-    assert_eq!(run(&ebpf, PUBLIC_INGRESS_PROGRAM, &udp, 5), TC_ACT_PIPE);
-    assert_eq!(run(&ebpf, PUBLIC_INGRESS_PROGRAM, &udp, 2), TC_ACT_PIPE);
-    assert_eq!(run(&ebpf, PUBLIC_EGRESS_PROGRAM, &tcp, 4), TC_ACT_PIPE);
+    assert_eq!(
+        run_repeated(&ebpf, PUBLIC_INGRESS_PROGRAM, &udp, 5),
+        TC_ACT_PIPE
+    );
+    assert_eq!(
+        run_repeated(&ebpf, PUBLIC_INGRESS_PROGRAM, &udp, 2),
+        TC_ACT_PIPE
+    );
+    assert_eq!(
+        run_repeated(&ebpf, PUBLIC_EGRESS_PROGRAM, &tcp, 4),
+        TC_ACT_PIPE
+    );
     let counters = PublicIfaceCounters::read_loaded(&ebpf).expect("reading counters");
     assert_only(
         &counters,

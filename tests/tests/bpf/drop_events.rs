@@ -37,22 +37,6 @@ fn suppressed_now(ebpf: &Ebpf) -> u64 {
         .sum()
 }
 
-fn run_repeated(ebpf: &Ebpf, frame: &[u8], repeat: u32) -> u32 {
-    let program: &SchedClassifier = ebpf
-        .program(CONTAINER_VETH_INGRESS_PROGRAM)
-        .unwrap()
-        .try_into()
-        .unwrap();
-    program
-        .test_run(TestRunOptions {
-            data_in: Some(frame),
-            repeat,
-            ..Default::default()
-        })
-        .expect("BPF_PROG_TEST_RUN")
-        .return_value
-}
-
 #[test]
 fn a_drop_is_described_while_switched_on_and_not_otherwise() {
     let mut ebpf = datapath();
@@ -103,7 +87,10 @@ fn a_flood_of_drops_is_reported_up_to_the_rate_limit_and_every_drop_is_accounted
     let unowned = udp4_out(32502, REMOTE_IPV4, 53);
     let flood = 20_000;
     let started = std::time::Instant::now();
-    assert_eq!(run_repeated(&ebpf, &unowned, flood), SHOT);
+    assert_eq!(
+        run_repeated(&ebpf, CONTAINER_VETH_INGRESS_PROGRAM, &unowned, flood),
+        SHOT
+    );
     let elapsed = started.elapsed().as_secs_f64();
     let events = events(&mut ebpf);
     // The burst, and what the rate refills while the flood runs (milliseconds here,

@@ -162,10 +162,16 @@ pub(crate) fn echo_conversation(ebpf: &Ebpf, remote: IpAddr, id: u16) -> Option<
 }
 
 pub(crate) fn run(ebpf: &Ebpf, program: &str, frame: &[u8]) -> u32 {
+    run_repeated(ebpf, program, frame, 1)
+}
+
+/// [`run`] `repeat` times in one test run.
+pub(crate) fn run_repeated(ebpf: &Ebpf, program: &str, frame: &[u8], repeat: u32) -> u32 {
     let program: &SchedClassifier = ebpf.program(program).unwrap().try_into().unwrap();
     program
         .test_run(TestRunOptions {
             data_in: Some(frame),
+            repeat,
             ..Default::default()
         })
         .expect("BPF_PROG_TEST_RUN")
