@@ -4,6 +4,7 @@
 use aya_ebpf::{bindings::TC_ACT_PIPE, macros::classifier, programs::TcContext};
 
 use crate::{
+    datapath_log::{self, Program},
     deliver::into_loopback,
     packet::{Parsed, parse},
 };
@@ -13,8 +14,15 @@ const LOOPBACK_IFINDEX: u32 = 1;
 
 #[classifier]
 pub fn container_eth0_ingress(ctx: TcContext) -> i32 {
-    match parse(&ctx) {
-        Parsed::Ip(flow) if flow.is_for_loopback() => into_loopback(&ctx, LOOPBACK_IFINDEX),
+    let verdict = container_eth0_ingress_verdict(&ctx);
+    datapath_log::decision(&ctx, Program::ContainerEth0Ingress, verdict);
+    verdict
+}
+
+#[inline(always)]
+fn container_eth0_ingress_verdict(ctx: &TcContext) -> i32 {
+    match parse(ctx) {
+        Parsed::Ip(flow) if flow.is_for_loopback() => into_loopback(ctx, LOOPBACK_IFINDEX),
         _ => TC_ACT_PIPE,
     }
 }

@@ -20,6 +20,7 @@ use aya_ebpf::{
 };
 
 use crate::{
+    datapath_log::{self, Program},
     maps::{CONTAINER_ETH0_INDEXES, CONTAINER_NETNS, port_owner},
     packet::{Fragment, Parsed, parse, ports},
     translate::host_port,
@@ -31,11 +32,19 @@ static CONTAINER_SLOT: u32 = 0;
 
 #[classifier]
 pub fn container_lo_egress(ctx: TcContext) -> i32 {
+    let verdict = container_lo_egress_verdict(&ctx);
+    datapath_log::decision(&ctx, Program::ContainerLoEgress, verdict);
+    verdict
+}
+
+// A function of its own: its stack is not added to the logging's.
+#[inline(never)]
+fn container_lo_egress_verdict(ctx: &TcContext) -> i32 {
     // SAFETY: helper call on the program's own context.
     let cookie = unsafe { bpf_get_netns_cookie(ctx.as_ptr()) };
     // SAFETY: a plain-data value, read once.
     match unsafe { CONTAINER_NETNS.get(cookie) } {
-        Some(container) => steer(&ctx, container.slot, container.eth0_ifindex),
+        Some(container) => steer(ctx, container.slot, container.eth0_ifindex),
         // Not a container's namespace (any more), or a packet without a socket: leave
         // it on lo.
         None => TC_ACT_PIPE,
@@ -44,10 +53,18 @@ pub fn container_lo_egress(ctx: TcContext) -> i32 {
 
 #[classifier]
 pub fn container_lo_egress_copy(ctx: TcContext) -> i32 {
+    let verdict = container_lo_egress_copy_verdict(&ctx);
+    datapath_log::decision(&ctx, Program::ContainerLoEgress, verdict);
+    verdict
+}
+
+// A function of its own: its stack is not added to the logging's.
+#[inline(never)]
+fn container_lo_egress_copy_verdict(ctx: &TcContext) -> i32 {
     // SAFETY: read_volatile keeps the compiler from folding the load-time constant.
     let slot = unsafe { core::ptr::read_volatile(&CONTAINER_SLOT) };
     match CONTAINER_ETH0_INDEXES.get(slot).copied() {
-        Some(eth0) if eth0 != 0 => steer(&ctx, slot, eth0),
+        Some(eth0) if eth0 != 0 => steer(ctx, slot, eth0),
         _ => TC_ACT_PIPE,
     }
 }

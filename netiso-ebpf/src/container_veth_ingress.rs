@@ -24,6 +24,7 @@ use netiso_common::{
 
 use crate::{
     container_checks::{check_icmp, check_source, check_source_port},
+    datapath_log::{self, Program},
     deliver::{Origin, deliver_to, into_loopback},
     drop_events, echo,
     egress_flow::assign_container_flow,
@@ -47,6 +48,14 @@ enum Route {
 
 #[classifier]
 pub fn container_veth_ingress(ctx: TcContext) -> i32 {
+    let verdict = container_veth_ingress_verdict(&ctx);
+    datapath_log::decision(&ctx, Program::ContainerVethIngress, verdict);
+    verdict
+}
+
+// A function of its own: its stack is not added to the logging's.
+#[inline(never)]
+fn container_veth_ingress_verdict(ctx: &TcContext) -> i32 {
     // SAFETY: the context pointer is valid for the program's run.
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
     // SAFETY: the value is copied at once; a concurrent update only changes which
@@ -58,7 +67,7 @@ pub fn container_veth_ingress(ctx: TcContext) -> i32 {
     let Some(config) = config() else {
         return TC_ACT_SHOT;
     };
-    let decision = decide(&ctx, PortOwner::new(slot, ifindex), config).and_then(|route| {
+    let decision = decide(ctx, PortOwner::new(slot, ifindex), config).and_then(|route| {
         if egress_policer::conforms(slot, ctx.len()) {
             Ok(route)
         } else {
@@ -68,7 +77,7 @@ pub fn container_veth_ingress(ctx: TcContext) -> i32 {
     let route = match decision {
         Ok(route) => route,
         Err(reason) => {
-            drop_events::report(&ctx, slot, Direction::Egress, reason);
+            drop_events::report(ctx, slot, Direction::Egress, reason);
             count_container(slot, |c| match reason {
                 DropReason::PortNotOwned => c.tx_dropped_port_not_owned += 1,
                 DropReason::Malformed => c.tx_dropped_malformed += 1,
@@ -90,14 +99,14 @@ pub fn container_veth_ingress(ctx: TcContext) -> i32 {
     });
     match route {
         Route::Container(owner, destination) => {
-            if let Some(verdict) = deliver_to(&ctx, owner, config, Origin::Outside, destination) {
+            if let Some(verdict) = deliver_to(ctx, owner, config, Origin::Outside, destination) {
                 return verdict;
             }
-            into_loopback(&ctx, config.host_lo_ifindex)
+            into_loopback(ctx, config.host_lo_ifindex)
         }
-        Route::Host => into_loopback(&ctx, config.host_lo_ifindex),
+        Route::Host => into_loopback(ctx, config.host_lo_ifindex),
         Route::Network => {
-            assign_container_flow(&ctx, slot);
+            assign_container_flow(ctx, slot);
             // SAFETY: helper call; a null params pointer means "look the next hop up".
             unsafe { bpf_redirect_neigh(config.public_ifindex, core::ptr::null_mut(), 0, 0) as i32 }
         }

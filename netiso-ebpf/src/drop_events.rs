@@ -70,7 +70,7 @@ fn emit(skb: *mut __sk_buff, slot: u32, direction: u8, reason: u8) {
 /// `packet::parse`: its flow would not fit the stack next to the dropping program's
 /// (IPv6 extension headers are not walked here: such packets show no ports).
 #[inline(always)]
-fn describe(ctx: &TcContext, event: &mut DropEvent) {
+pub fn describe(ctx: &TcContext, event: &mut DropEvent) {
     // SAFETY: the context pointer is valid for the program's run.
     if unsafe { (*ctx.skb.skb).vlan_present } != 0 {
         return;

@@ -4,6 +4,7 @@
 use aya_ebpf::{bindings::TC_ACT_PIPE, macros::classifier, programs::TcContext};
 
 use crate::{
+    datapath_log::{self, Program},
     deliver::{Origin, deliver_to},
     maps::{config, port_owner},
     packet::{Fragment, Parsed, parse, ports},
@@ -12,7 +13,15 @@ use crate::{
 
 #[classifier]
 pub fn host_lo_ingress(ctx: TcContext) -> i32 {
-    steer(&ctx).unwrap_or(TC_ACT_PIPE)
+    let verdict = host_lo_ingress_verdict(&ctx);
+    datapath_log::decision(&ctx, Program::HostLoIngress, verdict);
+    verdict
+}
+
+// A function of its own: its stack is not added to the logging's.
+#[inline(never)]
+fn host_lo_ingress_verdict(ctx: &TcContext) -> i32 {
+    steer(ctx).unwrap_or(TC_ACT_PIPE)
 }
 
 #[inline(always)]

@@ -11,6 +11,7 @@ mod container_checks;
 mod container_eth0_ingress;
 mod container_lo_egress;
 mod container_veth_ingress;
+mod datapath_log;
 mod deliver;
 mod drop_events;
 mod echo;

@@ -21,6 +21,7 @@ use aya_ebpf::{
 use netiso_common::{Direction, DropReason, PortOwner};
 
 use crate::{
+    datapath_log::{self, Program},
     deliver::{Origin, PACKET_HOST, deliver_to},
     drop_events,
     echo::{checksum_offset, identifier_offset, reply_owner},
@@ -31,15 +32,23 @@ use crate::{
 
 #[classifier]
 pub fn public_ingress(ctx: TcContext) -> i32 {
+    let verdict = public_ingress_verdict(&ctx);
+    datapath_log::decision(&ctx, Program::PublicIngress, verdict);
+    verdict
+}
+
+// A function of its own: its stack is not added to the logging's.
+#[inline(never)]
+fn public_ingress_verdict(ctx: &TcContext) -> i32 {
     // One parse serves the counters and the steering of IP packets; the rest (rare
     // here) are read again to be counted.
-    match parse(&ctx) {
+    match parse(ctx) {
         Parsed::Ip(flow) => {
             count_public_iface(Direction::Ingress, flow.class(), ctx.len());
-            steer(&ctx, &flow).unwrap_or(TC_ACT_PIPE)
+            steer(ctx, &flow).unwrap_or(TC_ACT_PIPE)
         }
         _ => {
-            count_public_iface(Direction::Ingress, classify(&ctx), ctx.len());
+            count_public_iface(Direction::Ingress, classify(ctx), ctx.len());
             TC_ACT_PIPE
         }
     }

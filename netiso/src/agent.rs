@@ -1,14 +1,17 @@
 //! The agent: checks the host, loads and attaches the datapath, serves HTTP, and shuts
 //! down cleanly on SIGINT/SIGTERM.
 use anyhow::{Context as _, bail};
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::{
+    io::Interest,
+    signal::unix::{SignalKind, signal},
+};
 
 use std::{path::Path, sync::Arc};
 
 use crate::{
     config::{self, AgentArgs},
     control::{Manager, ManagerHandle, Shaping},
-    datapath::{self, ContainerLoopbackProgram, Datapath, DropEventMaps, bpffs},
+    datapath::{self, ContainerLoopbackProgram, Datapath, DatapathLogger, DropEventMaps, bpffs},
     doctor,
     drop_monitor::DropMonitor,
     net::{NetlinkSocket, host::HostNetwork},
@@ -71,7 +74,7 @@ pub fn run(args: AgentArgs, api_socket: &Path) -> anyhow::Result<()> {
     shaping.egress_flows = unique_egress_flows(&args, &host, &ledger, shaping.fq_codel)?;
     crate::net::host_mounts::configure(&args.host_mount_namespace)?;
     bpffs::prepare_pin_root(&args.bpffs_root)?;
-    let mut datapath = Datapath::load(&args.bpffs_root)?;
+    let mut datapath = Datapath::load(&args.bpffs_root, args.datapath_log)?;
     datapath.configure(
         &host,
         shaping.egress_flows.as_ref().map_or(0, |f| f.qdisc.handle),
@@ -114,6 +117,7 @@ pub fn run(args: AgentArgs, api_socket: &Path) -> anyhow::Result<()> {
     let drop_events = datapath
         .take_drop_events()
         .context("the datapath's drop event maps were taken already")?;
+    let datapath_log = datapath.take_logger();
     let mut manager = Manager::new(datapath, host, ledger, shaping, &args.state_dir)?;
     // The ready line comes after recovery.
     let (recovered, removed) = manager.recover()?;
@@ -141,7 +145,10 @@ pub fn run(args: AgentArgs, api_socket: &Path) -> anyhow::Result<()> {
         health,
         manager,
         stats,
-        drop_events,
+        DatapathReaders {
+            drop_events,
+            log: datapath_log,
+        },
         &format!(
             "netiso agent ready: public interface {eth0}, http://{}/health",
             args.listen
@@ -150,6 +157,13 @@ pub fn run(args: AgentArgs, api_socket: &Path) -> anyhow::Result<()> {
 }
 
 /// Serves both servers until SIGINT or SIGTERM.
+/// What the agent reads from the datapath on its runtime: drop events, and the
+/// programs' log if it is on.
+struct DatapathReaders {
+    drop_events: DropEventMaps,
+    log: Option<DatapathLogger>,
+}
+
 /// The servers' sockets, bound before anything is attached.
 struct Listeners {
     http: std::net::TcpListener,
@@ -162,10 +176,13 @@ async fn serve(
     health: monitor::Health,
     manager: ManagerHandle,
     stats: StatisticsSource,
-    drop_events: DropEventMaps,
+    readers: DatapathReaders,
     ready_line: &str,
 ) -> anyhow::Result<()> {
-    let drops = DropMonitor::start(drop_events)?;
+    let drops = DropMonitor::start(readers.drop_events)?;
+    if let Some(logger) = readers.log {
+        tokio::spawn(forward_datapath_log(logger));
+    }
     let server = tokio::spawn(monitor::serve(
         listeners.http,
         limits,
@@ -193,6 +210,32 @@ async fn serve(
     // The datapath stays in the kernel: containers keep their network while the
     // agent is down.
     Ok(())
+}
+
+/// Copies the programs' log records (`--datapath-log`) into the agent's log as they
+/// come.
+async fn forward_datapath_log(logger: DatapathLogger) {
+    // SAFETY: the logger owns its ring buffer's descriptor for as long as the AsyncFd
+    // that owns the logger lives.
+    let registered =
+        unsafe { tokio::io::unix::AsyncFd::register_with_interest(logger, Interest::READABLE) };
+    let mut logger = match registered {
+        Ok(logger) => logger,
+        Err(error) => {
+            log::warn!(
+                "the datapath's log cannot be read: {}",
+                error.into_parts().1
+            );
+            return;
+        }
+    };
+    loop {
+        let Ok(mut guard) = logger.readable_mut().await else {
+            return;
+        };
+        guard.get_inner_mut().flush();
+        guard.clear_ready();
+    }
 }
 
 /// The public and loopback interfaces: as given, or found as Mesos finds them.

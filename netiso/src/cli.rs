@@ -163,7 +163,13 @@ pub enum ContainerCommand {
 /// Entry point of the `netiso` binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+    // Info and up, or what RUST_LOG says. The datapath's own lines (`--datapath-log`)
+    // pass at any level, since the agent's flag chose them, unless RUST_LOG names
+    // `netiso_datapath` itself.
+    env_logger::Builder::new()
+        .filter_level(log::LevelFilter::Info)
+        .filter_module("netiso_datapath", log::LevelFilter::Trace)
+        .parse_env(env_logger::Env::default())
         .format_target(false)
         .init();
     let result = match cli.command {

@@ -6,10 +6,10 @@
 //! 80 inside (translated). Run with `cargo xtask bench datapath`.
 use aya::{
     Ebpf,
-    maps::{Array, HashMap},
+    maps::{Array, HashMap, RingBuf},
     programs::{SchedClassifier, TestRun as _, TestRunOptions},
 };
-use netiso::datapath::EBPF_OBJECT;
+use netiso::datapath::{DatapathLogLevel, EBPF_OBJECT, LOG_MAP, loader};
 use netiso_common::{
     CONTAINER_ETH0_INDEXES_MAP, CONTAINER_LO_EGRESS_COPY_PROGRAM, CONTAINER_LO_EGRESS_PROGRAM,
     CONTAINER_NETNS_MAP, CONTAINER_PORT_TRANSLATIONS_MAP, CONTAINER_VETH_INGRESS_PROGRAM,
@@ -40,7 +40,14 @@ const TEST_RUN_IFINDEX: u32 = 1;
 /// The datapath with `containers` containers; with `unique_flows`, each has its own
 /// egress flow.
 fn datapath(containers: u32, unique_flows: bool) -> Ebpf {
-    let mut ebpf = Ebpf::load(EBPF_OBJECT).expect("loading the eBPF object");
+    datapath_logging(containers, unique_flows, DatapathLogLevel::Off)
+}
+
+/// [`datapath`] with the programs' logging at `level`.
+fn datapath_logging(containers: u32, unique_flows: bool, level: DatapathLogLevel) -> Ebpf {
+    let mut ebpf = loader(level)
+        .load(EBPF_OBJECT)
+        .expect("loading the eBPF object");
     load_programs(
         &mut ebpf,
         &[
@@ -117,6 +124,30 @@ fn datapath(containers: u32, unique_flows: bool) -> Ebpf {
         netns.insert(cookie, container, 0).unwrap();
     }
     ebpf
+}
+
+/// Runs of a batch whose log records fit aya-log's ring buffer (128 KiB).
+const LOG_BATCH: u32 = 400;
+const LOG_BATCHES: u32 = 50;
+
+/// [`nanos_per_packet`] with the programs logging every packet: batches whose records
+/// fit the log's ring buffer, drained between batches as the agent would.
+fn nanos_logging(ebpf: &mut Ebpf, program: &str, frame: &[u8]) -> f64 {
+    let mut total = 0.0;
+    for _ in 0..LOG_BATCHES {
+        let mut log = RingBuf::try_from(ebpf.map_mut(LOG_MAP).unwrap()).unwrap();
+        while log.next().is_some() {}
+        let program: &SchedClassifier = ebpf.program(program).unwrap().try_into().unwrap();
+        let result = program
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                repeat: LOG_BATCH,
+                ..Default::default()
+            })
+            .expect("BPF_PROG_TEST_RUN");
+        total += result.duration.as_nanos() as f64;
+    }
+    total / f64::from(LOG_BATCHES)
 }
 
 fn nanos_per_packet(ebpf: &Ebpf, program: &str, frame: &[u8]) -> f64 {
@@ -228,4 +259,22 @@ fn main() {
         ];
         println!("{containers:>10}  {}", cells.join("  "));
     }
+    // What --datapath-log=debug costs: the same packets with every decision logged.
+    let mut logging = datapath_logging(1, false, DatapathLogLevel::Debug);
+    let quiet = datapath(1, false);
+    let owned = udp4(REMOTE_IPV4, 40000, HOST_IPV4, FIRST_PORT as u16);
+    let outbound = udp4(HOST_IPV4, FIRST_PORT as u16, REMOTE_IPV4, 53);
+    let mut extra = Vec::new();
+    for (name, program, frame) in [
+        ("inbound", PUBLIC_INGRESS_PROGRAM, &owned),
+        ("outbound", CONTAINER_VETH_INGRESS_PROGRAM, &outbound),
+    ] {
+        let on = nanos_logging(&mut logging, program, frame);
+        let off = nanos_per_packet(&quiet, program, frame);
+        extra.push(format!("{name} +{:.0} ns", on - off));
+    }
+    println!(
+        "with --datapath-log=debug (1 container; the log drained between batches of {LOG_BATCH}): {}",
+        extra.join(", ")
+    );
 }

@@ -3,7 +3,7 @@
 //! are exercised directly, on a real kernel.
 use netiso::{
     datapath::bpffs,
-    datapath::{Datapath, Delivery, read_pinned_container_counters},
+    datapath::{Datapath, DatapathLogLevel, Delivery, read_pinned_container_counters},
     net::{
         container_network::{self as container, ContainerNetwork, ContainerSpec},
         host::HostNetwork,
@@ -78,7 +78,8 @@ impl IsolationLab {
         let containers = &self.containers;
         let datapath = self.lab.host.run(|| {
             bpffs::prepare_pin_root(&pin_root).expect("preparing the pin directory");
-            let mut datapath = Datapath::load(&pin_root).expect("loading the datapath");
+            let mut datapath =
+                Datapath::load(&pin_root, DatapathLogLevel::Off).expect("loading the datapath");
             datapath
                 .configure(host, 0, Delivery::Peer)
                 .expect("configuring the datapath");

@@ -1,8 +1,8 @@
 //! Helpers for running the tc programs through BPF_PROG_TEST_RUN.
 use std::sync::OnceLock;
 
-use aya::{Ebpf, EbpfLoader, maps::Array, programs::SchedClassifier};
-use netiso::datapath::EBPF_OBJECT;
+use aya::{Ebpf, maps::Array, programs::SchedClassifier};
+use netiso::datapath::{DatapathLogLevel, EBPF_OBJECT, loader};
 use netiso_common::{
     CONTAINER_LO_EGRESS_PROGRAM, CONTAINER_SHAPING_MAP, ContainerShaping, DATAPATH_CONFIG_MAP,
     DatapathConfig,
@@ -33,7 +33,7 @@ pub fn load_programs(ebpf: &mut Ebpf, names: &[&str]) {
 pub fn kernel_has_shared_loopback() -> bool {
     static ANSWER: OnceLock<bool> = OnceLock::new();
     *ANSWER.get_or_init(|| {
-        let mut ebpf = EbpfLoader::new()
+        let mut ebpf = loader(DatapathLogLevel::Off)
             .load(EBPF_OBJECT)
             .expect("loading the eBPF object");
         let program: &mut SchedClassifier = ebpf

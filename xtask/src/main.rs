@@ -61,7 +61,7 @@ fn main() -> ExitCode {
         Task::VmTest(args) => vm::run(args),
         Task::Bench { which } => bench::run(which),
         Task::Fuzz(args) => fuzz::run(&args),
-        Task::Package => package::run().map(drop),
+        Task::Package => package::run(package::Binary::Release).map(drop),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -34,9 +34,20 @@ const EXPECTED: &[&str] = &[
     "./usr/share/doc/netiso/README.md",
 ];
 
+/// Which build of the binary goes into the package.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Binary {
+    /// A release build (what `cargo xtask package` ships).
+    Release,
+    /// The debug build the tests already made (`cargo xtask test` checks the
+    /// packaging with it rather than spend minutes on a release build: the package's
+    /// contents, unit and install do not depend on the optimisation).
+    TestBuild,
+}
+
 /// Builds the package into `target/package/` and checks it; returns its path.
-pub fn run() -> anyhow::Result<PathBuf> {
-    let deb = build()?;
+pub fn run(binary: Binary) -> anyhow::Result<PathBuf> {
+    let deb = build(binary)?;
     verify(&deb)?;
     println!("==> package ready: {}", deb.display());
     Ok(deb)
@@ -52,19 +63,25 @@ fn version() -> anyhow::Result<String> {
         .context("no version in netiso/Cargo.toml")
 }
 
-fn build() -> anyhow::Result<PathBuf> {
+fn build(binary: Binary) -> anyhow::Result<PathBuf> {
     let root = workspace_root();
-    cmd::run(
-        "building netiso (release)",
-        cargo().args(["build", "--release", "--package", NAME, "--bin", NAME]),
-    )?;
+    let built = match binary {
+        Binary::Release => {
+            cmd::run(
+                "building netiso (release)",
+                cargo().args(["build", "--release", "--package", NAME, "--bin", NAME]),
+            )?;
+            root.join("target/release/netiso")
+        }
+        Binary::TestBuild => root.join("target/debug/netiso"),
+    };
     let version = version()?;
     let out = root.join("target/package");
     let stage = out.join(format!("{NAME}_{version}_amd64"));
     step(&format!("staging the package in {}", stage.display()));
     let _ = fs::remove_dir_all(&stage);
     let binary = stage.join("usr/bin/netiso");
-    install(&root.join("target/release/netiso"), &binary, 0o755)?;
+    install(&built, &binary, 0o755)?;
     output(Command::new("strip").arg("--strip-debug").arg(&binary))
         .context("stripping the binary (binutils)")?;
     // The CNI plugin is the same binary, run by the runtime with CNI_COMMAND set.

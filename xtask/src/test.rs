@@ -55,7 +55,7 @@ pub fn run(args: TestArgs) -> anyhow::Result<()> {
             "--no-fail-fast",
         ]),
     )?;
-    package::run()?;
+    package::run(package::Binary::TestBuild)?;
     if args.no_vm {
         println!("==> VM tests skipped (--no-vm)");
     } else {

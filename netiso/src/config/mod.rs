@@ -115,6 +115,18 @@ pub struct AgentArgs {
         default_value = "/proc/1/ns/mnt"
     )]
     pub host_mount_namespace: PathBuf,
+
+    /// Log the datapath's decision on every packet (program, verdict, protocol,
+    /// addresses, ports, length) through the agent's log at this level and below:
+    /// `debug` shows them. Off by default, when it costs the datapath nothing; on, a
+    /// few hundred nanoseconds per packet (see docs/benchmarks.md): for debugging.
+    #[arg(
+        long = "datapath-log",
+        value_enum,
+        value_name = "LEVEL",
+        default_value_t = crate::datapath::DatapathLogLevel::Off
+    )]
+    pub datapath_log: crate::datapath::DatapathLogLevel,
 }
 
 /// Mesos's boolean flags: `--flag`, `--flag=true` or `--flag=false`.

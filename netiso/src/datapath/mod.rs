@@ -10,6 +10,7 @@ mod counters;
 pub mod host_addresses;
 mod maps;
 pub use maps::DropEventMaps;
+pub use object::{DatapathLogLevel, LOG_MAP, loader};
 mod object;
 pub mod probe;
 
@@ -49,7 +50,12 @@ pub struct Datapath {
     copy_loader: Option<object::CopyLoader>,
     /// Until the agent takes them for its drop monitor.
     drop_events: Option<maps::DropEventMaps>,
+    /// Reads the programs' log (`--datapath-log`), until the agent takes it.
+    logger: Option<DatapathLogger>,
 }
+
+/// Reads the datapath's log records into the agent's log.
+pub type DatapathLogger = aya_log::EbpfLogger<&'static dyn log::Log>;
 
 /// How containers' lo is given its program (`netiso-ebpf/src/container_lo_egress.rs`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -66,18 +72,25 @@ pub enum ContainerLoopbackProgram {
 impl Datapath {
     /// Loads the eBPF object, reusing the maps already pinned under `pin_root` (so
     /// counters survive agent restarts) and pinning new ones there.
-    pub fn load(pin_root: &Path) -> anyhow::Result<Self> {
+    pub fn load(pin_root: &Path, log_level: DatapathLogLevel) -> anyhow::Result<Self> {
         object::check_pins(pin_root)?;
-        let mut ebpf = object::load(pin_root)?;
+        let mut ebpf = object::load(pin_root, log_level)?;
         let maps = DatapathMaps::take(&mut ebpf)?;
         let drop_events = Some(maps::DropEventMaps::take(&mut ebpf)?);
+        let logger = match log_level {
+            DatapathLogLevel::Off => None,
+            _ => Some(
+                aya_log::EbpfLogger::init(&mut ebpf)
+                    .context("reading the datapath's log (aya-log)")?,
+            ),
+        };
         // The verifier refuses the shared program where tc programs cannot read a
         // namespace's cookie.
         let copy_loader = match attach::loaded_program(&mut ebpf, CONTAINER_LO_EGRESS_PROGRAM) {
             Ok(_) => None,
             Err(error) => {
                 log::debug!("no shared loopback program: {error:#}");
-                Some(object::CopyLoader::new(pin_root))
+                Some(object::CopyLoader::new(pin_root, log_level))
             }
         };
         let links = pin_root.join(LINKS_DIR);
@@ -89,7 +102,13 @@ impl Datapath {
             attach_mode: AttachMode::for_running_kernel(),
             copy_loader,
             drop_events,
+            logger,
         })
+    }
+
+    /// The datapath's log reader, if its logging is on (once).
+    pub fn take_logger(&mut self) -> Option<DatapathLogger> {
+        self.logger.take()
     }
 
     /// The drop events' maps, for the agent's drop monitor (once).

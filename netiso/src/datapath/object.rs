@@ -21,7 +21,7 @@ use netiso_common::{
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netiso"));
 
 /// Every pinned map with its layout: (name, key size, value size, entries).
-pub(super) const PINNED_MAPS: [(&str, usize, usize, u32); 20] = [
+pub(super) const PINNED_MAPS: [(&str, usize, usize, u32); 21] = [
     (
         PUBLIC_IFACE_COUNTERS_MAP,
         size_of::<u32>(),
@@ -139,6 +139,8 @@ pub(super) const PINNED_MAPS: [(&str, usize, usize, u32); 20] = [
         size_of::<DropEventBudget>(),
         1,
     ),
+    // aya-log's ring buffer (128 KiB).
+    (LOG_MAP, 0, 0, 1 << 17),
 ];
 
 /// Fails unless this binary carries the eBPF object, and checks every map pinned
@@ -155,10 +157,38 @@ pub(super) fn check_pins(pin_root: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Loads the object with every map taken from (or pinned to) `pin_root`.
-pub(super) fn load(pin_root: &Path) -> anyhow::Result<Ebpf> {
-    // (The loader reads the kernel's BTF itself, where there is one.)
+/// How much of the datapath's decisions the programs log (aya-log's level, a
+/// load-time constant: off, the verifier removes the logging code).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum DatapathLogLevel {
+    Off,
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+/// The values aya-log's level global takes, for loaders that borrow them.
+static LOG_LEVELS: [u8; 6] = [0, 1, 2, 3, 4, 5];
+
+/// The global the programs' log statements compare their level with.
+const LOG_LEVEL_GLOBAL: &str = "AYA_LOG_LEVEL";
+/// aya-log's ring buffer, pinned so that the per-container copies share it.
+pub const LOG_MAP: &str = "AYA_LOGS";
+
+/// A loader for the object with its logging at `level` (the tests and benchmarks
+/// load it this way too; aya-log's own default logs everything).
+pub fn loader(level: DatapathLogLevel) -> EbpfLoader<'static> {
     let mut loader = EbpfLoader::new();
+    loader.override_global(LOG_LEVEL_GLOBAL, &LOG_LEVELS[level as usize], true);
+    loader
+}
+
+/// Loads the object with every map taken from (or pinned to) `pin_root`.
+pub(super) fn load(pin_root: &Path, log_level: DatapathLogLevel) -> anyhow::Result<Ebpf> {
+    // (The loader reads the kernel's BTF itself, where there is one.)
+    let mut loader = loader(log_level);
     for (name, ..) in PINNED_MAPS {
         loader.map_pin_path(name, pin_root.join(name));
     }
@@ -186,8 +216,8 @@ static SLOTS: [u32; MAX_CONTAINERS as usize] = {
 pub(super) struct CopyLoader(EbpfLoader<'static>);
 
 impl CopyLoader {
-    pub(super) fn new(pin_root: &Path) -> Self {
-        let mut loader = EbpfLoader::new();
+    pub(super) fn new(pin_root: &Path, log_level: DatapathLogLevel) -> Self {
+        let mut loader = loader(log_level);
         loader.btf(None);
         for (name, ..) in PINNED_MAPS {
             loader.map_pin_path(name, pin_root.join(name));

@@ -11,10 +11,7 @@
 use std::{fs::File, net::UdpSocket, path::Path, thread, time::Duration};
 
 use anyhow::Context as _;
-use aya::{
-    EbpfLoader,
-    programs::{SchedClassifier, TcAttachType},
-};
+use aya::programs::{SchedClassifier, TcAttachType};
 use netiso_common::{PROBE_PEER_IFINDEX_GLOBAL, PROBE_REDIRECT_PEER_PROGRAM};
 
 use super::{AttachMode, object::EBPF_OBJECT};
@@ -109,7 +106,7 @@ fn probe_in(a: &Path, b: &Path) -> anyhow::Result<bool> {
             })?
         };
         let before = received()?;
-        let mut ebpf = EbpfLoader::new()
+        let mut ebpf = super::loader(super::DatapathLogLevel::Off)
             .override_global(PROBE_PEER_IFINDEX_GLOBAL, &target, true)
             .load(EBPF_OBJECT)
             .context("loading the probe")?;

@@ -17,7 +17,9 @@ const TC_ACT_PIPE: u32 = 3;
 
 fn load() -> Ebpf {
     // No pin paths: every test gets fresh, private maps.
-    let mut ebpf = Ebpf::load(EBPF_OBJECT).expect("loading the eBPF object");
+    let mut ebpf = netiso::datapath::loader(netiso::datapath::DatapathLogLevel::Off)
+        .load(EBPF_OBJECT)
+        .expect("loading the eBPF object");
     load_programs(&mut ebpf, &[PUBLIC_INGRESS_PROGRAM, PUBLIC_EGRESS_PROGRAM]);
     ebpf
 }

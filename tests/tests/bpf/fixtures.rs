@@ -3,11 +3,11 @@
 pub(crate) use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 pub(crate) use aya::{
-    Ebpf, EbpfLoader,
+    Ebpf,
     maps::{Array, HashMap, PerCpuArray},
     programs::{SchedClassifier, TestRun as _, TestRunOptions},
 };
-pub(crate) use netiso::datapath::{EBPF_OBJECT, read_container_counters};
+pub(crate) use netiso::datapath::{DatapathLogLevel, EBPF_OBJECT, loader, read_container_counters};
 pub(crate) use netiso_common::{
     CONTAINER_COUNTERS_MAP, CONTAINER_ECHO_IDS_MAP, CONTAINER_ETH0_INDEXES_MAP,
     CONTAINER_ETH0_INGRESS_PROGRAM, CONTAINER_LO_EGRESS_COPY_PROGRAM, CONTAINER_LO_EGRESS_PROGRAM,
@@ -50,7 +50,12 @@ pub(crate) const OTHER_IPV4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 99);
 /// 31000-31499 and 30016-30031, container 1 owns 31500-32000; test runs see
 /// container 0's veth.
 pub(crate) fn datapath() -> Ebpf {
-    let mut ebpf = EbpfLoader::new()
+    datapath_logging(DatapathLogLevel::Off)
+}
+
+/// [`datapath`] with the programs' logging at `level`.
+pub(crate) fn datapath_logging(level: DatapathLogLevel) -> Ebpf {
+    let mut ebpf = loader(level)
         .override_global(CONTAINER_SLOT_GLOBAL, &0u32, true)
         .load(EBPF_OBJECT)
         .expect("loading the eBPF object");

@@ -4,6 +4,7 @@
 //! headers, ICMP errors). No interface is involved; frames shorter than an IP header
 //! cannot go through test runs (the kernel refuses them) and are covered by the lab.
 mod classify;
+mod datapath_log;
 mod drop_events;
 mod egress_flows;
 mod fixtures;

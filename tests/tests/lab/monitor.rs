@@ -116,7 +116,7 @@ fn switch_is_on(lab: &Lab) -> bool {
 #[test]
 fn a_packet_from_an_unowned_port_shows_up_with_its_reason_and_flow() {
     let lab = Lab::new();
-    let _agent = Agent::start(&lab, &[]);
+    let agent = Agent::start(&lab, &[]);
     let mut containers = Vec::new();
     for (name, ports) in [("web", "31000-31009"), ("db", "31010-31019")] {
         let id = lab.container_id(name);
@@ -189,6 +189,10 @@ fn a_packet_from_an_unowned_port_shows_up_with_its_reason_and_flow() {
         "{line}"
     );
 
+    // The datapath's debug log is off unless asked for.
+    let log = agent.log();
+    assert!(!log.contains("container_veth_ingress:"), "{log}");
+
     // The last listener gone, the datapath stops reporting.
     drop((everything, only_web, only_rate_limit, text));
     wait_until(
@@ -226,4 +230,32 @@ fn monitor_refuses_an_unknown_container_or_reason() {
     let bad_reason = run(&["--reason", "cosmic_rays"]);
     assert_eq!(bad_reason.status.code(), Some(2), "{bad_reason:?}");
     assert!(String::from_utf8_lossy(&bad_reason.stderr).contains("port_not_owned"));
+}
+
+#[test]
+fn with_debug_logging_the_agent_logs_each_decision_of_the_datapath() {
+    let lab = Lab::new();
+    let agent = Agent::start(&lab, &["--datapath-log=debug"]);
+    let id = lab.container_id("web");
+    let (ok, _, stderr) = cli(
+        &lab,
+        &["container", "create", &id, "--ports", "31000-31009"],
+    );
+    assert!(ok, "{stderr}");
+    let web = Netns::existing(&format!("netiso-{id}"));
+    let _sink = web.run(|| UdpSocket::bind((HOST_IPV4, 31005)).unwrap());
+    netiso_tests::lab::send_udp(&lab.remote, (HOST_IPV4, 31005).into(), 1, 10);
+    let line = format!("public_ingress: redirect proto 17 {REMOTE_IPV4}:");
+    let (found, log) = agent.wait_for_log(&line);
+    assert!(found, "no line with {line:?} in:\n{log}");
+    let decision = log.lines().find(|l| l.contains(&line)).unwrap();
+    assert!(
+        decision.contains(&format!("-> {HOST_IPV4}:31005 len 52")),
+        "{decision}"
+    );
+    send_from_unowned_port(&web, 29999, 1);
+    let (found, log) = agent.wait_for_log(&format!(
+        "container_veth_ingress: drop proto 17 {HOST_IPV4}:29999 -> {REMOTE_IPV4}:7002"
+    ));
+    assert!(found, "{log}");
 }
