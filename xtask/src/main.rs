@@ -49,7 +49,12 @@ enum Task {
     /// the CNI plugin link, the systemd unit, /etc/default/netiso, man pages, shell
     /// completions, alert rules and dashboard) and check it: contents, the unit,
     /// an install and purge into a scratch root, the installed `--version` and `doctor`.
-    Package,
+    Package {
+        /// Package the debug build the tests use instead of a release build (a quick
+        /// check of the packaging; `cargo xtask test` does this).
+        #[arg(long)]
+        test_build: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -61,7 +66,14 @@ fn main() -> ExitCode {
         Task::VmTest(args) => vm::run(args),
         Task::Bench { which } => bench::run(which),
         Task::Fuzz(args) => fuzz::run(&args),
-        Task::Package => package::run(package::Binary::Release).map(drop),
+        Task::Package { test_build } => {
+            let binary = if test_build {
+                package::Binary::TestBuild
+            } else {
+                package::Binary::Release
+            };
+            package::run(binary).map(drop)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
