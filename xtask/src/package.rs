@@ -255,21 +255,7 @@ pub fn verify(deb: &Path) -> anyhow::Result<()> {
     fs::create_dir_all(admin.join("info"))?;
     fs::create_dir_all(admin.join("updates"))?;
     fs::write(admin.join("status"), "")?;
-    // Chrootless: the scratch root has no shell to run the maintainer scripts in; they
-    // see DPKG_ROOT and leave the running system alone. Its empty package database has
-    // no libc6 either: the dependency is this system's.
-    output(
-        Command::new("dpkg")
-            .arg(format!("--root={}", scratch.display()))
-            .args([
-                "--force-script-chrootless",
-                "--force-depends",
-                "--no-triggers",
-                "-i",
-            ])
-            .arg(deb),
-    )
-    .context("dpkg -i into the scratch root")?;
+    output(scratch_dpkg(&scratch).arg("-i").arg(deb)).context("dpkg -i into the scratch root")?;
     let status = fs::read_to_string(admin.join("status"))?;
     ensure!(
         status.contains("Package: netiso\nStatus: install ok installed"),
@@ -346,18 +332,8 @@ pub fn verify(deb: &Path) -> anyhow::Result<()> {
     }
 
     step("removing it again with dpkg --purge");
-    output(
-        Command::new("dpkg")
-            .arg(format!("--root={}", scratch.display()))
-            .args([
-                "--force-script-chrootless",
-                "--force-depends",
-                "--no-triggers",
-                "--purge",
-                NAME,
-            ]),
-    )
-    .context("dpkg --purge in the scratch root")?;
+    output(scratch_dpkg(&scratch).args(["--purge", NAME]))
+        .context("dpkg --purge in the scratch root")?;
     ensure!(
         !installed.exists() && !scratch.join("etc/default/netiso").exists(),
         "files left after purge"
@@ -365,6 +341,20 @@ pub fn verify(deb: &Path) -> anyhow::Result<()> {
     let _ = fs::remove_dir_all(&scratch);
     println!("    purged: nothing left");
     Ok(())
+}
+
+/// dpkg working on the scratch root `root`. Chrootless: the scratch root has no shell
+/// to run the maintainer scripts in; they see DPKG_ROOT and leave the running system
+/// alone. Its empty package database has no libc6 either: the dependency is this
+/// system's.
+fn scratch_dpkg(root: &Path) -> Command {
+    let mut dpkg = Command::new("dpkg");
+    dpkg.arg(format!("--root={}", root.display())).args([
+        "--force-script-chrootless",
+        "--force-depends",
+        "--no-triggers",
+    ]);
+    dpkg
 }
 
 fn tempdir(prefix: &str) -> anyhow::Result<PathBuf> {
