@@ -1,7 +1,6 @@
 //! Running the CNI plugin exactly as runtimes do: the `netiso` binary with the `CNI_*`
 //! environment and the network configuration on stdin, read back from stdout and the
 //! exit status.
-use std::{io::Write as _, process::Stdio};
 
 use serde_json::Value;
 
@@ -33,24 +32,14 @@ impl PluginRun {
 
 /// Runs the plugin in `ns` with only `CNI_COMMAND`, `CNI_PATH` and `env` set.
 pub fn run_plugin(ns: &Netns, command: &str, env: &[(&str, &str)], stdin: &Value) -> PluginRun {
-    let mut child = ns
-        .command(netiso_bin())
-        .env_clear()
-        .env("CNI_COMMAND", command)
-        .env("CNI_PATH", "/opt/cni/bin")
-        .envs(env.iter().copied())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("running the plugin");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.to_string().as_bytes())
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
+    let output = crate::netns::output_with_stdin(
+        ns.command(netiso_bin())
+            .env_clear()
+            .env("CNI_COMMAND", command)
+            .env("CNI_PATH", "/opt/cni/bin")
+            .envs(env.iter().copied()),
+        stdin.to_string().as_bytes(),
+    );
     let text = String::from_utf8_lossy(&output.stdout);
     PluginRun {
         ok: output.status.success(),

@@ -158,6 +158,23 @@ impl Drop for ChildGuard {
     }
 }
 
+/// Runs `command` to completion with `stdin` as its standard input, capturing its
+/// output (whatever its status).
+pub fn output_with_stdin(command: &mut Command, stdin: &[u8]) -> Output {
+    use std::io::Write as _;
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("running {command:?}: {e}"));
+    // Closed once written, so the command sees the end of its input.
+    let mut input = child.stdin.take().expect("piped stdin");
+    input.write_all(stdin).expect("writing the command's input");
+    drop(input);
+    child.wait_with_output().expect("waiting for the command")
+}
+
 /// Runs a command to completion, panicking with its stderr if it fails.
 pub fn run_checked(command: &mut Command) -> Output {
     let output = command

@@ -7,14 +7,14 @@ use std::{
     fs,
     net::{IpAddr, SocketAddr, UdpSocket},
     path::{Path, PathBuf},
-    process::{Command, Stdio},
+    process::Command,
     time::Duration,
 };
 
 use netiso_tests::{
     agent::{AGENT_HTTP, Agent, agent_http, http_get},
     lab::{HOST_IPV4, Lab, REMOTE_IPV4, send_udp},
-    netns::{ChildGuard, Netns},
+    netns::{ChildGuard, Netns, output_with_stdin},
     wait::wait_until,
 };
 use serde_json::Value;
@@ -115,25 +115,12 @@ fn url_encode(text: &str) -> String {
 }
 
 fn promtool(args: &[&str], stdin: Option<&str>) -> (bool, String) {
-    let mut child = Command::new("promtool")
-        .args(args)
-        .current_dir(deploy_dir().join("prometheus"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("running promtool (cargo xtask setup installs the prometheus package)");
-    if let Some(text) = stdin {
-        use std::io::Write as _;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(text.as_bytes())
-            .unwrap();
-    }
-    drop(child.stdin.take());
-    let output = child.wait_with_output().unwrap();
+    let output = output_with_stdin(
+        Command::new("promtool")
+            .args(args)
+            .current_dir(deploy_dir().join("prometheus")),
+        stdin.unwrap_or_default().as_bytes(),
+    );
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&output.stdout),

@@ -1,16 +1,11 @@
 //! The statistics' formats: Mesos's JSON shape key for key, `netiso stats`,
 //! `/metrics` through Prometheus's own parser, counters across agent restarts.
-use std::{
-    collections::BTreeSet,
-    io::Write as _,
-    net::IpAddr,
-    process::{Command, Stdio},
-    time::Duration,
-};
+use std::{collections::BTreeSet, net::IpAddr, process::Command, time::Duration};
 
 use netiso_tests::{
     agent::{Agent, agent_http, cli, http_get_accepting},
     lab::{HOST_IPV4, Lab, send_udp},
+    netns::output_with_stdin,
     wait::wait_until,
 };
 use serde_json::Value;
@@ -226,20 +221,7 @@ print(json.dumps(out))
 ";
     // The VM runner names the Python that `cargo xtask setup` installed into.
     let python = std::env::var("NETISO_PYTHON").unwrap_or_else(|_| "python3".into());
-    let mut child = Command::new(python)
-        .args(["-c", SCRIPT])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3 (cargo xtask setup installs prometheus-client)");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
+    let output = output_with_stdin(Command::new(python).args(["-c", SCRIPT]), text.as_bytes());
     assert!(
         output.status.success(),
         "the Prometheus parser refused /metrics: {}\n{text}",
