@@ -5,11 +5,7 @@
 //! with `--once`.
 mod screen;
 
-use std::{
-    collections::BTreeMap,
-    path::Path,
-    time::{Duration, Instant},
-};
+use std::{collections::BTreeMap, path::Path, time::Duration};
 
 use hyper::Method;
 use serde_json::Value;
@@ -251,7 +247,6 @@ pub fn run(socket: &Path, once: bool, interval: Duration, sort: SortKey) -> anyh
     let mut sampler = Sampler {
         socket: socket.to_owned(),
         last: sample(socket)?,
-        taken: Instant::now(),
     };
     screen::run(&mut sampler, interval, sort)
 }
@@ -260,7 +255,6 @@ pub fn run(socket: &Path, once: bool, interval: Duration, sort: SortKey) -> anyh
 struct Sampler {
     socket: std::path::PathBuf,
     last: BTreeMap<String, Sample>,
-    taken: Instant,
 }
 
 impl Sampler {
@@ -268,7 +262,6 @@ impl Sampler {
         let now = sample(&self.socket)?;
         let rows = rows(&self.last, &now, sort);
         self.last = now;
-        self.taken = Instant::now();
         Ok(rows)
     }
 }

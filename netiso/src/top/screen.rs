@@ -40,7 +40,8 @@ fn refresh_until_quit(
 ) -> anyhow::Result<()> {
     let mut rows: Option<Vec<Row>> = None;
     let mut problem: Option<String> = None;
-    let mut next = sampler.taken + interval;
+    // The first sample was just taken.
+    let mut next = Instant::now() + interval;
     loop {
         terminal.draw(|frame| draw(frame, rows.as_deref(), sort, problem.as_deref()))?;
         let wait = next.saturating_duration_since(Instant::now());
@@ -75,7 +76,7 @@ fn refresh_until_quit(
             // Shown, and tried again next time: the agent may be restarting.
             Err(error) => problem = Some(format!("{error:#}")),
         }
-        next = sampler.taken.max(Instant::now()) + interval;
+        next = Instant::now() + interval;
     }
 }
 
