@@ -31,7 +31,7 @@ use super::{
     StatisticsSource,
     connections::{self, Limits},
     drop_stream,
-    response::{error, json},
+    response::{error, json, refused},
 };
 use crate::{
     control::{CreateRequest, ManagerHandle, RequestError, UpdateRequest},
@@ -153,11 +153,7 @@ fn answer<T: serde::Serialize>(
 ) -> Response<Full<Bytes>> {
     match result {
         Ok(value) => json(ok, &value),
-        Err(refused) => error(
-            StatusCode::from_u16(refused.kind().status())
-                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-            refused.to_string(),
-        ),
+        Err(refusal) => refused(&refusal),
     }
 }
 

@@ -18,7 +18,7 @@ use hyper::{
 use netiso_common::DropReason;
 use tokio::sync::{broadcast::error::RecvError, mpsc};
 
-use super::response::error;
+use super::response::{error, refused};
 use crate::{
     control::ManagerHandle,
     drop_monitor::{DropMonitor, DropRecord, clock_offset_ns, slot_of},
@@ -81,12 +81,9 @@ pub async fn start(
         }
     }
     if let Some(id) = &container
-        && let Err(refused) = manager.get(id.clone()).await
+        && let Err(refusal) = manager.get(id.clone()).await
     {
-        return left(error(
-            StatusCode::from_u16(refused.kind().status()).unwrap_or(StatusCode::NOT_FOUND),
-            refused.to_string(),
-        ));
+        return left(refused(&refusal));
     }
     let mut subscription = match monitor.subscribe() {
         Ok(subscription) => subscription,
