@@ -4,6 +4,11 @@
 //! user side see the same bytes through BPF maps.
 #![no_std]
 
+mod layout;
+pub use layout::{
+    LAYOUT_VERSION, LayoutState, PINNED_LAYOUT_MAGIC, PINNED_LAYOUT_MAP, PinnedLayout,
+};
+
 /// Packet and byte counters for one slot of a counter map.
 ///
 /// Bytes are the length of the frame as tc sees it, Ethernet header included.

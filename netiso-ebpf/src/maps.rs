@@ -8,7 +8,7 @@ use netiso_common::{
     DatapathConfig, Direction, DropEvent, DropEventBudget, EchoConversation, EchoIdRange, EchoKey,
     EgressPolicer, FragmentKey, FragmentRoute, HostAddress, MAX_CONTAINERS, MAX_ECHO_CONVERSATIONS,
     MAX_FRAGMENTED_DATAGRAMS, MAX_HOST_ADDRESSES, MAX_PORT_TRANSLATIONS,
-    PUBLIC_IFACE_COUNTER_SLOTS, PortOwner, TrafficClass, TrafficCounters,
+    PUBLIC_IFACE_COUNTER_SLOTS, PinnedLayout, PortOwner, TrafficClass, TrafficCounters,
     public_iface_counter_slot,
 };
 
@@ -121,6 +121,11 @@ pub static DROP_EVENTS_SWITCH: Array<u32, 1> = Array::new();
 /// Each CPU's drop event rate limit.
 #[btf_map]
 pub static DROP_EVENT_BUDGETS: PerCpuArray<DropEventBudget, 1> = PerCpuArray::new();
+
+/// Entry 0: the layout version of everything pinned beside it. The programs never
+/// read it; it is in the object so that it is pinned, with BTF, like every map.
+#[btf_map]
+pub static NETISO_LAYOUT: Array<PinnedLayout, 1> = Array::new();
 
 /// Adds one packet of `bytes` bytes to the public interface's counters.
 #[inline(always)]

@@ -88,14 +88,20 @@ pub fn run(args: AgentArgs, api_socket: &Path) -> anyhow::Result<()> {
     let host_ports = &args.servers.container_host_ports;
     let closed = datapath.set_host_port_access(|port| host_ports.closed(port, agent_port))?;
     log::info!("containers may reach {} host ports", 65536 - closed);
-    datapath::host_addresses::keep_up_to_date(datapath.pin_root())?;
+    datapath::host_addresses::keep_up_to_date(datapath.maps_dir())?;
     let attach_mode = datapath.attach_public_iface(&eth0)?;
     host.prepare_loopback(&lo)?;
     datapath.attach_host_lo(&lo)?;
-    log::info!(
-        "datapath attached to {eth0} and {lo} ({attach_mode:?}); maps pinned under {}",
-        datapath.pin_root().display()
-    );
+    if datapath.upgrading() {
+        log::info!(
+            "datapath: the new programs replace the old ones on {eth0}, {lo} and every container after recovery ({attach_mode:?})"
+        );
+    } else {
+        log::info!(
+            "datapath attached to {eth0} and {lo} ({attach_mode:?}); maps pinned under {}",
+            datapath.pin_root().display()
+        );
+    }
     match datapath.container_loopback_program() {
         ContainerLoopbackProgram::Shared => {
             log::info!("containers' lo: one shared program (by namespace cookie)");
@@ -110,10 +116,6 @@ pub fn run(args: AgentArgs, api_socket: &Path) -> anyhow::Result<()> {
         attach_mode,
         bpffs_root: args.bpffs_root.display().to_string(),
     };
-    let collector = Arc::new(Collector::new(
-        args.statistics.clone(),
-        datapath.pin_root(),
-    )?);
     let drop_events = datapath
         .take_drop_events()
         .context("the datapath's drop event maps were taken already")?;
@@ -122,6 +124,7 @@ pub fn run(args: AgentArgs, api_socket: &Path) -> anyhow::Result<()> {
     // The ready line comes after recovery.
     let (recovered, removed) = manager.recover()?;
     log::info!("recovered {recovered} containers; removed {removed} orphaned or half-made ones");
+    let collector = Arc::new(Collector::new(args.statistics.clone(), &args.bpffs_root)?);
     let manager = ManagerHandle::spawn(manager);
     let stats = StatisticsSource {
         manager: manager.clone(),

@@ -67,6 +67,8 @@ struct Launch {
     /// An open files limit (soft, hard).
     open_files: Option<(u64, u64)>,
     own_mount_namespace: bool,
+    /// Another agent binary than [`netiso_bin`] (an older release's).
+    binary: Option<PathBuf>,
 }
 
 /// A running agent, stopped (SIGKILL) when dropped.
@@ -106,10 +108,21 @@ impl Agent {
         Self::spawn(&lab.host, &args, &[], launch)
     }
 
+    /// [`Agent::start`] with the agent binary `binary` (another release's).
+    pub fn start_binary(lab: &Lab, binary: &std::path::Path, extra_args: &[&str]) -> Self {
+        let args = Self::lab_args(lab, extra_args);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let launch = Launch {
+            binary: Some(binary.to_owned()),
+            ..Launch::default()
+        };
+        Self::spawn(&lab.host, &args, &[], launch)
+    }
+
     /// `netiso agent` on the lab's public interface with its pin directory, socket,
     /// state directory, resources and 16 ephemeral ports per container (unless
     /// `extra_args` bring their own), then `extra_args`.
-    fn lab_args(lab: &Lab, extra_args: &[&str]) -> Vec<String> {
+    pub fn lab_args(lab: &Lab, extra_args: &[&str]) -> Vec<String> {
         let mut args: Vec<String> = vec![
             "agent".into(),
             "--eth0-name".into(),
@@ -146,7 +159,7 @@ impl Agent {
     }
 
     fn spawn(ns: &Netns, args: &[&str], env: &[(&str, &str)], launch: Launch) -> Self {
-        let mut command = ns.command(netiso_bin());
+        let mut command = ns.command(launch.binary.clone().unwrap_or_else(netiso_bin));
         if launch.own_mount_namespace {
             use std::os::unix::process::CommandExt as _;
             // SAFETY: unshare and mount are async-signal-safe; nothing else runs in

@@ -11,6 +11,7 @@ pub mod leaks;
 pub mod netns;
 pub mod packets;
 pub mod soak;
+pub mod streams;
 pub mod test_run;
 pub mod wait;
 

@@ -8,6 +8,7 @@ mod cmd;
 mod fuzz;
 mod layout;
 mod package;
+mod previous_release;
 mod run;
 mod setup;
 mod test;
@@ -45,6 +46,9 @@ enum Task {
     /// Boot Debian's generic 6.1 kernel with virtme-ng and run the kernel-dependent
     /// tests there (netlink attach path, fq_codel).
     VmTest(vm::VmTestArgs),
+    /// Build the agent of the release the upgrade tests start from (netiso 0.1.0,
+    /// from its commit in this repository's history; cached) and print its path.
+    PreviousRelease,
     /// Build the Debian package (target/package/netiso_VERSION_amd64.deb: the binary,
     /// the CNI plugin link, the systemd unit, /etc/default/netiso, man pages, shell
     /// completions, alert rules and dashboard) and check it: contents, the unit,
@@ -66,6 +70,9 @@ fn main() -> ExitCode {
         Task::VmTest(args) => vm::run(args),
         Task::Bench { which } => bench::run(which),
         Task::Fuzz(args) => fuzz::run(&args),
+        Task::PreviousRelease => {
+            previous_release::build().map(|path| println!("{}", path.display()))
+        }
         Task::Package { test_build } => {
             let binary = if test_build {
                 package::Binary::TestBuild

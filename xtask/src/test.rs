@@ -5,7 +5,7 @@ use clap::Args;
 
 use crate::{
     cmd::{self, build_test_agent, cargo, nightly_cargo, workspace_root},
-    package, setup, vm,
+    package, previous_release, setup, vm,
 };
 
 #[derive(Debug, Args)]
@@ -45,15 +45,18 @@ pub fn run(args: TestArgs) -> anyhow::Result<()> {
             .args(["clippy", "--", "-D", "warnings"]),
     )?;
     build_test_agent()?;
+    let previous = previous_release::build()?;
     cmd::run(
         "unit, BPF test-run and lab tests on this kernel",
-        cargo().args([
-            "test",
-            "--workspace",
-            "--exclude",
-            "netiso-ebpf",
-            "--no-fail-fast",
-        ]),
+        cargo()
+            .env(previous_release::BIN_VARIABLE, &previous)
+            .args([
+                "test",
+                "--workspace",
+                "--exclude",
+                "netiso-ebpf",
+                "--no-fail-fast",
+            ]),
     )?;
     package::run(package::Binary::TestBuild)?;
     if args.no_vm {

@@ -16,7 +16,7 @@ use clap::Args;
 
 use crate::{
     cmd::{self, build_test_agent, cargo, output, step, workspace_root},
-    setup,
+    previous_release, setup,
 };
 
 /// Debian's meta package whose dependency names the current generic kernel.
@@ -38,10 +38,11 @@ pub enum Kernel {
 /// The lab tests the 5.10 VM runs when it runs beside the 6.1 VM (`cargo xtask test`),
 /// to stay within CI's time: the lifecycle through netlink, the faults, edge and
 /// hostile frames, egress flows, and what 5.10's `bpf_redirect_peer` does differently
-/// (loopback and host traffic, the statistics' receive counters, published ports); the
+/// (loopback and host traffic, the statistics' receive counters, published ports), and
+/// upgrades from the previous release through netlink attachments; the
 /// 6.1 VM runs every test. `cargo xtask vm-test --kernel 5.10` runs every test on 5.10.
 /// Its BPF test-run binary always runs whole (every program through 5.10's verifier).
-const LAB_TESTS_BESIDE: [&str; 8] = [
+const LAB_TESTS_BESIDE: [&str; 9] = [
     "lifecycle::",
     "edge_packets::",
     "hostile::",
@@ -50,6 +51,7 @@ const LAB_TESTS_BESIDE: [&str; 8] = [
     "loopback::",
     "statistics::link_and_datapath_counters",
     "cni::a_published_port",
+    "upgrade::",
 ];
 
 impl Kernel {
@@ -133,6 +135,7 @@ pub fn run(args: VmTestArgs) -> anyhow::Result<()> {
         .map(|k| kernel(*k))
         .collect::<anyhow::Result<Vec<_>>>()?;
     build_test_agent()?;
+    let previous = previous_release::build()?;
     let built = [
         vec![workspace_root().join("target/debug/netiso")],
         test_binaries()?,
@@ -156,7 +159,7 @@ pub fn run(args: VmTestArgs) -> anyhow::Result<()> {
             .iter()
             .zip(&vmlinuzes)
             .map(|(kernel, vmlinuz)| {
-                let (built, vng) = (&built, &vng);
+                let (built, vng, previous) = (&built, &vng, &previous);
                 let filters = match kernel {
                     _ if !args.filter.is_empty() => Filters::All(args.filter.clone()),
                     Kernel::Debian11 if beside => {
@@ -164,7 +167,7 @@ pub fn run(args: VmTestArgs) -> anyhow::Result<()> {
                     }
                     _ => Filters::All(Vec::new()),
                 };
-                scope.spawn(move || boot_and_test(*kernel, vmlinuz, built, &filters, vng))
+                scope.spawn(move || boot_and_test(*kernel, vmlinuz, built, previous, &filters, vng))
             })
             .collect();
         handles
@@ -215,6 +218,7 @@ fn boot_and_test(
     kernel: Kernel,
     vmlinuz: &Path,
     built: &[PathBuf],
+    previous: &Path,
     filters: &Filters,
     vng: &Path,
 ) -> anyhow::Result<VmRun> {
@@ -223,8 +227,14 @@ fn boot_and_test(
     fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
     let binaries = copy_into(&out_dir, built)?;
     let (netiso, binaries) = binaries.split_first().context("no binaries")?;
+    let previous_copy = out_dir.join("bin/netiso-previous");
+    fs::copy(previous, &previous_copy).context("copying the previous release's agent")?;
+    let agents = Agents {
+        netiso,
+        previous: &previous_copy,
+    };
     let script = out_dir.join("guest.sh");
-    fs::write(&script, guest_script(netiso, binaries, &out_dir, filters))
+    fs::write(&script, guest_script(&agents, binaries, &out_dir, filters))
         .context("writing the guest script")?;
     let started = Instant::now();
     let mut vm = Command::new("timeout");
@@ -410,7 +420,18 @@ fn copy_into(out_dir: &Path, files: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> 
         .collect()
 }
 
-fn guest_script(netiso: &Path, binaries: &[PathBuf], out_dir: &Path, filters: &Filters) -> String {
+/// The agents a VM's tests run: this tree's, and the previous release's.
+struct Agents<'a> {
+    netiso: &'a Path,
+    previous: &'a Path,
+}
+
+fn guest_script(
+    agents: &Agents,
+    binaries: &[PathBuf],
+    out_dir: &Path,
+    filters: &Filters,
+) -> String {
     let log = out_dir.join("tests.log");
     // The guest's PATH may find another Python than the one setup installed into.
     let python = Command::new("python3")
@@ -423,11 +444,13 @@ fn guest_script(netiso: &Path, binaries: &[PathBuf], out_dir: &Path, filters: &F
     let mut script = format!(
         "# Runs inside the VM. The host's filesystem is visible read-only, except {out}.\n\
          mount -t bpf bpf /sys/fs/bpf 2>/dev/null\n\
-         export NETISO_BIN={netiso} NETISO_PYTHON={python} RUST_BACKTRACE=1 NETISO_IN_VM=1\n\
+         export NETISO_BIN={netiso} {previous_var}={previous} NETISO_PYTHON={python} RUST_BACKTRACE=1 NETISO_IN_VM=1\n\
          echo \"kernel $(uname -r)\" > {log}\n\
          status=0\n",
         out = out_dir.display(),
-        netiso = netiso.display(),
+        netiso = agents.netiso.display(),
+        previous_var = previous_release::BIN_VARIABLE,
+        previous = agents.previous.display(),
         log = log.display()
     );
     for binary in binaries {

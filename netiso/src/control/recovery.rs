@@ -71,6 +71,19 @@ impl Manager {
         let keep: Vec<u32> = self.containers.values().map(|m| m.network.slot).collect();
         self.datapath
             .forget_containers_except(&keep, |port| owners[usize::from(port)])?;
+        // Older pinned state: every container is in the new maps now, so the
+        // programs can move to them.
+        if let Some(report) = self.datapath.complete_upgrade()? {
+            log::info!(
+                "pinned state upgraded in place from layout {} to {} in {} ms: {} attachments swapped, counters of {} containers carried over, {} echo conversations kept",
+                report.from,
+                report.to,
+                report.took.as_millis(),
+                report.attachments,
+                report.counters_carried,
+                report.echo_conversations
+            );
+        }
         Ok((self.containers.len(), removed))
     }
 

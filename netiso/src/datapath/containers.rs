@@ -74,6 +74,22 @@ impl Datapath {
                 .container_netns
                 .insert(container.netns_cookie, loopback, 0)?;
         }
+        match self.upgrade.as_mut() {
+            // Its programs move to the new maps with everyone else's, once they are
+            // whole; until then the old programs serve it.
+            Some(upgrade) => upgrade
+                .deferred
+                .push(super::upgrade::Deferred::Container(Box::new(
+                    container.clone(),
+                ))),
+            None => self.attach_container(container)?,
+        }
+        Ok(())
+    }
+
+    /// Attaches the container's programs to its veth and inside its namespace,
+    /// replacing whatever netiso program was there.
+    pub(super) fn attach_container(&mut self, container: &ContainerNetwork) -> anyhow::Result<()> {
         failpoints::hit("create.attach")?;
         let program = attach::loaded_program(&mut self.ebpf, CONTAINER_VETH_INGRESS_PROGRAM)?;
         attach::attach_filter(program, &container.host_veth, TcAttachType::Ingress).with_context(
@@ -83,7 +99,7 @@ impl Datapath {
         self.attach_inside(container)?;
         // A container an earlier agent attached with tcx: its filters now run first,
         // so the links can go (unpinning detaches them).
-        for pin in self.earlier_container_link_pins(slot) {
+        for pin in self.earlier_container_link_pins(container.slot) {
             remove_if_present(&pin)?;
         }
         Ok(())

@@ -10,8 +10,8 @@ use netiso_common::{
     CONTAINER_NETNS_MAP, CONTAINER_PORT_TRANSLATIONS_MAP, CONTAINER_SHAPING_MAP, ContainerCounters,
     ContainerLoopback, ContainerPort, ContainerShaping, DATAPATH_CONFIG_MAP, DROP_EVENTS_MAP,
     DROP_EVENTS_SWITCH_MAP, DatapathConfig, EGRESS_POLICERS_MAP, EchoIdRange, EgressPolicer,
-    HOST_PORT_ACCESS_MAP, PORT_OWNERS_MAP, PORT_TRANSLATIONS_MAP, PUBLIC_IFACE_COUNTERS_MAP,
-    PortOwner, TrafficCounters, VETH_CONTAINERS_MAP,
+    HOST_PORT_ACCESS_MAP, PINNED_LAYOUT_MAP, PORT_OWNERS_MAP, PORT_TRANSLATIONS_MAP,
+    PUBLIC_IFACE_COUNTERS_MAP, PinnedLayout, PortOwner, TrafficCounters, VETH_CONTAINERS_MAP,
 };
 
 /// The maps userspace reads or writes. (`ECHO_OWNERS` is the datapath's own.)
@@ -39,6 +39,8 @@ pub struct DatapathMaps {
     pub container_netns: HashMap<MapData, u64, ContainerLoopback>,
     /// Slot → its eth0's ifindex (for the loopback program's per-container copies).
     pub container_eth0_indexes: Array<MapData, u32>,
+    /// Entry 0: the layout of the state pinned with these maps.
+    pub layout: Array<MapData, PinnedLayout>,
 }
 
 impl DatapathMaps {
@@ -62,6 +64,7 @@ impl DatapathMaps {
             )?)?,
             container_netns: HashMap::try_from(take(ebpf, CONTAINER_NETNS_MAP)?)?,
             container_eth0_indexes: Array::try_from(take(ebpf, CONTAINER_ETH0_INDEXES_MAP)?)?,
+            layout: Array::try_from(take(ebpf, PINNED_LAYOUT_MAP)?)?,
         })
     }
 }

@@ -8,11 +8,14 @@ pub mod bpffs;
 mod containers;
 mod counters;
 pub mod host_addresses;
+pub mod layout;
 mod maps;
 pub use maps::DropEventMaps;
 pub use object::{DatapathLogLevel, LOG_MAP, loader};
 mod object;
 pub mod probe;
+mod upgrade;
+pub use upgrade::UpgradeReport;
 
 use std::path::{Path, PathBuf};
 
@@ -20,7 +23,7 @@ use anyhow::Context as _;
 use aya::{Ebpf, programs::TcAttachType};
 use netiso_common::{
     CONTAINER_LO_EGRESS_PROGRAM, DatapathConfig, HOST_LO_INGRESS_PROGRAM, HOST_PORT_CLOSED,
-    PUBLIC_EGRESS_PROGRAM, PUBLIC_INGRESS_PROGRAM,
+    LayoutState, PUBLIC_EGRESS_PROGRAM, PUBLIC_INGRESS_PROGRAM, PinnedLayout,
 };
 
 pub use attach::{AttachMode, NETLINK_PRIORITY};
@@ -44,6 +47,12 @@ pub struct Datapath {
     ebpf: Ebpf,
     maps: DatapathMaps,
     pin_root: PathBuf,
+    /// Where the maps are pinned: the pin root, or while an upgrade of older pinned
+    /// state is under way, the directory the new maps are built in.
+    maps_dir: PathBuf,
+    /// That upgrade: until it completes, attachments wait (see [`upgrade`]).
+    upgrade: Option<upgrade::Upgrade>,
+    log_level: DatapathLogLevel,
     attach_mode: AttachMode,
     /// Makes the per-container copies of the loopback program where the kernel
     /// refuses the shared one; `None`: the shared one serves every container.
@@ -71,11 +80,39 @@ pub enum ContainerLoopbackProgram {
 
 impl Datapath {
     /// Loads the eBPF object, reusing the maps already pinned under `pin_root` (so
-    /// counters survive agent restarts) and pinning new ones there.
+    /// counters survive agent restarts) and pinning new ones there. Pinned state of an
+    /// older layout is upgraded in place: the new maps are built beside it, and the
+    /// attachments move to them in [`Datapath::complete_upgrade`]. State this agent
+    /// cannot take (a newer layout, a damaged one) is refused before anything changes.
     pub fn load(pin_root: &Path, log_level: DatapathLogLevel) -> anyhow::Result<Self> {
-        object::check_pins(pin_root)?;
-        let mut ebpf = object::load(pin_root, log_level)?;
-        let maps = DatapathMaps::take(&mut ebpf)?;
+        object::check_has_programs()?;
+        let mut upgrade = None;
+        match layout::inspect(pin_root)? {
+            layout::Found::Nothing | layout::Found::Current => {}
+            layout::Found::Swapped => {
+                log::info!(
+                    "completing an upgrade of {} that stopped after its swap",
+                    pin_root.display()
+                );
+                upgrade::move_in(pin_root)?;
+            }
+            layout::Found::Older(version) => {
+                upgrade = Some(upgrade::Upgrade::begin(pin_root, version)?);
+            }
+        }
+        let maps_dir = upgrade
+            .as_ref()
+            .map_or(pin_root, upgrade::Upgrade::staging)
+            .to_owned();
+        let mut ebpf = object::load(&maps_dir, log_level)?;
+        let mut maps = DatapathMaps::take(&mut ebpf)?;
+        let state = match upgrade {
+            Some(_) => LayoutState::Filling,
+            None => LayoutState::Ready,
+        };
+        maps.layout
+            .set(0, PinnedLayout::new(state), 0)
+            .context("recording the pinned state's layout")?;
         let drop_events = Some(maps::DropEventMaps::take(&mut ebpf)?);
         let logger = match log_level {
             DatapathLogLevel::Off => None,
@@ -90,7 +127,7 @@ impl Datapath {
             Ok(_) => None,
             Err(error) => {
                 log::debug!("no shared loopback program: {error:#}");
-                Some(object::CopyLoader::new(pin_root, log_level))
+                Some(object::CopyLoader::new(&maps_dir, log_level))
             }
         };
         let links = pin_root.join(LINKS_DIR);
@@ -99,6 +136,9 @@ impl Datapath {
             ebpf,
             maps,
             pin_root: pin_root.to_owned(),
+            maps_dir,
+            upgrade,
+            log_level,
             attach_mode: AttachMode::for_running_kernel(),
             copy_loader,
             drop_events,
@@ -124,15 +164,75 @@ impl Datapath {
         }
     }
 
-    /// Where this datapath's maps are pinned.
+    /// Where this datapath's state is pinned.
     pub fn pin_root(&self) -> &Path {
         &self.pin_root
+    }
+
+    /// Where its maps are pinned now: the pin root, except during an upgrade.
+    pub fn maps_dir(&self) -> &Path {
+        &self.maps_dir
+    }
+
+    /// Whether older pinned state is being upgraded (attachments wait for
+    /// [`Datapath::complete_upgrade`]).
+    pub fn upgrading(&self) -> bool {
+        self.upgrade.is_some()
+    }
+
+    /// Completes an upgrade of older pinned state, once the new maps hold every
+    /// container (after recovery): copies the open echo conversations, swaps every
+    /// attachment to the new programs, carries the counters over and moves the new
+    /// pins in. Nothing to do (`None`) without an upgrade.
+    pub fn complete_upgrade(&mut self) -> anyhow::Result<Option<UpgradeReport>> {
+        let Some(mut upgrade) = self.upgrade.take() else {
+            return Ok(None);
+        };
+        let conversations = upgrade.copy_echo_conversations()?;
+        let deferred = std::mem::take(&mut upgrade.deferred);
+        let attachments = deferred.len();
+        for attachment in deferred {
+            match attachment {
+                upgrade::Deferred::PublicIface(iface) => self.attach_public_now(&iface)?,
+                upgrade::Deferred::HostLo(lo) => self.attach_host_lo_now(&lo)?,
+                // One whose recovery failed after it was given its entries is gone.
+                upgrade::Deferred::Container(container)
+                    if nix::net::if_::if_indextoname(container.host_veth_index).is_err() =>
+                {
+                    log::debug!("{} is gone; nothing to swap", container.host_veth);
+                }
+                upgrade::Deferred::Container(container) => self.attach_container(&container)?,
+            }
+        }
+        let carried = upgrade.carry_counters(&mut self.maps)?;
+        self.maps
+            .layout
+            .set(0, PinnedLayout::new(LayoutState::Swapped), 0)?;
+        upgrade::move_in(&self.pin_root)?;
+        self.maps
+            .layout
+            .set(0, PinnedLayout::new(LayoutState::Ready), 0)?;
+        self.maps_dir.clone_from(&self.pin_root);
+        if self.copy_loader.is_some() {
+            self.copy_loader = Some(object::CopyLoader::new(&self.pin_root, self.log_level));
+        }
+        Ok(Some(upgrade.report(attachments, carried, conversations)))
     }
 
     /// Attaches the programs to both directions of the public interface, or takes
     /// over the attachments a previous agent left (atomically: no packet is missed).
     /// Runs in the host's network namespace (the calling thread's).
     pub fn attach_public_iface(&mut self, iface: &str) -> anyhow::Result<AttachMode> {
+        match self.upgrade.as_mut() {
+            Some(upgrade) => upgrade
+                .deferred
+                .push(upgrade::Deferred::PublicIface(iface.to_owned())),
+            None => self.attach_public_now(iface)?,
+        }
+        Ok(self.attach_mode)
+    }
+
+    fn attach_public_now(&mut self, iface: &str) -> anyhow::Result<()> {
         for (name, attach_type, pin) in [
             (
                 PUBLIC_INGRESS_PROGRAM,
@@ -147,12 +247,24 @@ impl Datapath {
                     format!("attaching {name} to {iface}; check that the interface exists (`ip link show {iface}`)")
                 })?;
         }
-        Ok(self.attach_mode)
+        Ok(())
     }
 
     /// Attaches the program that steers host traffic for containers' ports to the
     /// host's loopback (or takes it over). Runs in the host's network namespace.
     pub fn attach_host_lo(&mut self, lo: &str) -> anyhow::Result<()> {
+        match self.upgrade.as_mut() {
+            Some(upgrade) => {
+                upgrade
+                    .deferred
+                    .push(upgrade::Deferred::HostLo(lo.to_owned()));
+                Ok(())
+            }
+            None => self.attach_host_lo_now(lo),
+        }
+    }
+
+    fn attach_host_lo_now(&mut self, lo: &str) -> anyhow::Result<()> {
         let link_pin = self.link_pin("host-lo-ingress");
         attach::attach_persistent(
             &mut self.ebpf,

@@ -13,4 +13,5 @@ mod hostile;
 mod inbound;
 mod model;
 mod outbound;
+mod pinned_layout;
 mod translation;

@@ -25,3 +25,4 @@ mod state_dir;
 mod statistics;
 mod statistics_format;
 mod top;
+mod upgrade;

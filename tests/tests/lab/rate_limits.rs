@@ -116,6 +116,17 @@ pub(super) fn statistics(lab: &Lab, name: &str) -> Value {
 /// Sends `TRANSFER` bytes over TCP from `from` to a listener on `to` in `to_ns`, and
 /// returns how long until the receiver had them all.
 pub(super) fn timed_transfer(from: &Netns, to_ns: &Netns, to: SocketAddr) -> Duration {
+    timed_transfer_of(from, to_ns, to, TRANSFER)
+}
+
+/// Sends `bytes` over TCP from `from` to a listener on `to` in `to_ns`, and returns
+/// how long until the receiver had them all.
+pub(super) fn timed_transfer_of(
+    from: &Netns,
+    to_ns: &Netns,
+    to: SocketAddr,
+    bytes: usize,
+) -> Duration {
     let listener = to_ns.run(|| TcpListener::bind(to).expect("listening"));
     let receiver = thread::spawn(move || {
         let (mut stream, _) = listener.accept().expect("accept");
@@ -126,10 +137,10 @@ pub(super) fn timed_transfer(from: &Netns, to_ns: &Netns, to: SocketAddr) -> Dur
     let started = Instant::now();
     from.run(|| {
         let mut stream = TcpStream::connect(to).expect("connecting");
-        stream.write_all(&vec![b'a'; TRANSFER]).expect("sending");
+        stream.write_all(&vec![b'a'; bytes]).expect("sending");
     });
     let (received, done) = receiver.join().unwrap();
-    assert_eq!(received, TRANSFER);
+    assert_eq!(received, bytes);
     done - started
 }
 
