@@ -1,11 +1,11 @@
-//! `cargo xtask bench [datapath|traffic|scale|soak|cni|fuzz]`: the benchmarks, in release mode, and
+//! `cargo xtask bench [datapath|traffic|scale|soak|cni|upgrade|fuzz]`: the benchmarks, in release mode, and
 //! the long forms of the soak and fuzz tests. Figures are printed, never asserted (the
 //! soak does check that nothing leaked, the fuzzers that nothing disagreed).
 use clap::ValueEnum;
 
 use crate::{
     cmd::{self, cargo},
-    setup,
+    previous_release, setup,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -26,6 +26,10 @@ pub enum Bench {
     Soak,
     /// ADD and DEL latency of the CNI plugin, the plugin process included.
     Cni,
+    /// The previous release (netiso 0.1.0) upgraded in place under TCP and UDP
+    /// streams with 1, 100 and 1000 containers: bytes and datagrams lost, time to the
+    /// first answered create, memory (NETISO_UPGRADE_CONTAINERS=1,100 for others).
+    Upgrade,
     /// The fuzzers' long runs: a million frames through the datapath and its model,
     /// 200 000 inputs per parser (`cargo xtask fuzz` with its defaults).
     Fuzz,
@@ -61,8 +65,17 @@ pub fn run(which: Option<Bench>) -> anyhow::Result<()> {
             "cni",
             "CNI plugin latency (ADD and DEL, the plugin process included)",
         ),
+        (
+            Bench::Upgrade,
+            "upgrade",
+            "upgrade in place from the previous release, under traffic",
+        ),
     ] {
         if which.is_none_or(|b| b == bench) {
+            let mut bench_command = cargo();
+            if bench == Bench::Upgrade {
+                bench_command.env(previous_release::BIN_VARIABLE, previous_release::build()?);
+            }
             // The benchmark runs the release agent, found next to itself.
             cmd::run(
                 "building the netiso agent (release)",
@@ -70,7 +83,7 @@ pub fn run(which: Option<Bench>) -> anyhow::Result<()> {
             )?;
             cmd::run(
                 what,
-                cargo().args(["bench", "--package", "netiso-tests", "--bench", name]),
+                bench_command.args(["bench", "--package", "netiso-tests", "--bench", name]),
             )?;
         }
     }
