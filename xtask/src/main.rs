@@ -11,6 +11,7 @@ mod package;
 mod previous_release;
 mod run;
 mod setup;
+mod systemd_vm;
 mod test;
 mod vm;
 

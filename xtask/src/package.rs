@@ -45,6 +45,11 @@ pub enum Binary {
     TestBuild,
 }
 
+/// Builds the package of the test build, unchecked (the systemd VM installs it).
+pub fn build_test_package() -> anyhow::Result<PathBuf> {
+    build(Binary::TestBuild)
+}
+
 /// Builds the package into `target/package/` and checks it; returns its path.
 pub fn run(binary: Binary) -> anyhow::Result<PathBuf> {
     let deb = build(binary)?;
@@ -75,13 +80,20 @@ fn build(binary: Binary) -> anyhow::Result<PathBuf> {
         }
         Binary::TestBuild => root.join("target/debug/netiso"),
     };
-    let version = version()?;
+    build_from(&built, &version()?)
+}
+
+/// Packages the agent binary `built` as netiso `version`, with this tree's unit,
+/// maintainer scripts and files (the upgrade tests package the previous release's
+/// binary this way).
+pub fn build_from(built: &Path, version: &str) -> anyhow::Result<PathBuf> {
+    let root = workspace_root();
     let out = root.join("target/package");
     let stage = out.join(format!("{NAME}_{version}_amd64"));
     step(&format!("staging the package in {}", stage.display()));
     let _ = fs::remove_dir_all(&stage);
     let binary = stage.join("usr/bin/netiso");
-    install(&built, &binary, 0o755)?;
+    install(built, &binary, 0o755)?;
     output(Command::new("strip").arg("--strip-debug").arg(&binary))
         .context("stripping the binary (binutils)")?;
     // The CNI plugin is the same binary, run by the runtime with CNI_COMMAND set.
@@ -104,7 +116,7 @@ fn build(binary: Binary) -> anyhow::Result<PathBuf> {
         COPYRIGHT.as_bytes(),
         0o644,
     )?;
-    control(&stage, &version)?;
+    control(&stage, version)?;
     fs::create_dir_all(&out)?;
     let deb = out.join(format!("{NAME}_{version}_amd64.deb"));
     cmd::run(

@@ -15,6 +15,9 @@ use crate::cmd::{self, step, workspace_root};
 /// (layout 1). The one place this commit is named.
 pub const COMMIT: &str = "3b701a36712c65792b66029a257e715a3b72c98a";
 
+/// Its version, as its package is numbered.
+pub const VERSION: &str = "0.1.0";
+
 /// The variable that tells the tests where the previous release's agent is.
 pub const BIN_VARIABLE: &str = "NETISO_PREVIOUS_BIN";
 

@@ -57,6 +57,14 @@ const APT_PACKAGES: &[(&str, &str)] = &[
         "containerd",
         "ctr run --cni, the second real CNI client in the CNI tests",
     ),
+    (
+        "mmdebstrap",
+        "builds the Debian 12 root file system of the VM with systemd as PID 1",
+    ),
+    (
+        "e2fsprogs",
+        "mkfs.ext4 makes that root file system a disk image",
+    ),
 ];
 
 /// The nightly toolchain that builds the eBPF crate. It is preinstalled and must not be

@@ -16,7 +16,7 @@ use clap::Args;
 
 use crate::{
     cmd::{self, build_test_agent, cargo, output, step, workspace_root},
-    previous_release, setup,
+    package, previous_release, setup, systemd_vm,
 };
 
 /// Debian's meta package whose dependency names the current generic kernel.
@@ -112,28 +112,42 @@ pub struct VmTestArgs {
     /// if it matches any).
     #[arg(long)]
     pub filter: Vec<String>,
-    /// A kernel to boot; repeat for several. Without it, every supported kernel
-    /// (6.1 and 5.10), side by side.
+    /// A kernel to boot; repeat for several. Without it (and without --systemd),
+    /// every supported kernel (6.1 and 5.10), side by side, then the systemd VM.
     #[arg(long = "kernel", value_enum)]
     pub kernels: Vec<Kernel>,
+    /// Boot the Debian 12 VM with systemd as PID 1 and test the Debian package there
+    /// as a service (`tests/tests/systemd/`), after the kernels asked for, if any.
+    #[arg(long)]
+    pub systemd: bool,
 }
 
 /// What a VM run left.
 struct VmRun {
-    kernel: Kernel,
+    /// The VM, as reports name it: its kernel, or "systemd".
+    name: &'static str,
     log: String,
     status: String,
     seconds: f64,
     out_dir: PathBuf,
 }
 
+/// The systemd VM's packages: the previous release's and this tree's.
+struct Packages {
+    previous: PathBuf,
+    new: PathBuf,
+}
+
 pub fn run(args: VmTestArgs) -> anyhow::Result<()> {
     setup::ensure()?;
-    let kernels = if args.kernels.is_empty() {
+    // Nothing asked for: every kernel and the systemd VM.
+    let everything = args.kernels.is_empty() && !args.systemd;
+    let kernels = if everything {
         vec![Kernel::Debian12, Kernel::Debian11]
     } else {
         args.kernels.clone()
     };
+    let systemd = everything || args.systemd;
     let vmlinuzes = kernels
         .iter()
         .map(|k| kernel(*k))
@@ -145,43 +159,73 @@ pub fn run(args: VmTestArgs) -> anyhow::Result<()> {
         test_binaries()?,
     ]
     .concat();
+    let packages = if systemd {
+        Some(Packages {
+            previous: package::build_from(&previous, previous_release::VERSION)?,
+            new: package::build_test_package()?,
+        })
+    } else {
+        None
+    };
     let vng = setup::vng().context("virtme-ng (vng) is missing; run `cargo xtask setup`")?;
     // Run beside 6.1 (the default), 5.10 takes a share of the lab tests, to keep CI
     // within its time.
-    let beside = args.kernels.is_empty();
+    let beside = everything;
     step(&format!(
-        "booting {} under emulation, side by side, and running {} test binaries in each (several minutes)",
+        "booting {}{} under emulation, side by side, and running {} test binaries in each (several minutes)",
         vmlinuzes
             .iter()
             .map(|v| v.display().to_string())
             .collect::<Vec<_>>()
             .join(" and "),
+        if systemd {
+            " and then the systemd VM"
+        } else {
+            ""
+        },
         built.len() - 1
     ));
+    let lanes = kernels.len().max(1);
     let runs: Vec<anyhow::Result<VmRun>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = kernels
-            .iter()
-            .zip(&vmlinuzes)
-            .map(|(kernel, vmlinuz)| {
+        let handles: Vec<_> = (0..lanes)
+            .map(|lane| {
                 let (built, vng, previous) = (&built, &vng, &previous);
-                let filters = match kernel {
-                    _ if !args.filter.is_empty() => Filters::All(args.filter.clone()),
-                    Kernel::Debian11 if beside => {
-                        Filters::Lab(LAB_TESTS_BESIDE.map(str::to_owned).to_vec())
+                let (kernels, vmlinuzes, packages, args) = (&kernels, &vmlinuzes, &packages, &args);
+                scope.spawn(move || {
+                    let mut runs = Vec::new();
+                    if let Some(kernel) = kernels.get(lane) {
+                        let filters = match kernel {
+                            _ if !args.filter.is_empty() => Filters::All(args.filter.clone()),
+                            Kernel::Debian11 if beside => {
+                                Filters::Lab(LAB_TESTS_BESIDE.map(str::to_owned).to_vec())
+                            }
+                            Kernel::Debian12 if beside => {
+                                Filters::Skip(SKIPPED_ON_6_1_BESIDE.map(str::to_owned).to_vec())
+                            }
+                            _ => Filters::All(Vec::new()),
+                        };
+                        runs.push(boot_and_test(
+                            *kernel,
+                            &vmlinuzes[lane],
+                            built,
+                            previous,
+                            &filters,
+                            vng,
+                        ));
                     }
-                    Kernel::Debian12 if beside => {
-                        Filters::Skip(SKIPPED_ON_6_1_BESIDE.map(str::to_owned).to_vec())
+                    // The systemd VM follows the last kernel's, in the same lane.
+                    if let Some(packages) = packages.as_ref().filter(|_| lane + 1 == lanes) {
+                        runs.push(systemd_boot_and_test(built, packages));
                     }
-                    _ => Filters::All(Vec::new()),
-                };
-                scope.spawn(move || boot_and_test(*kernel, vmlinuz, built, previous, &filters, vng))
+                    runs
+                })
             })
             .collect();
         handles
             .into_iter()
-            .map(|h| {
+            .flat_map(|h| {
                 h.join()
-                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a VM runner panicked")))
+                    .unwrap_or_else(|_| vec![Err(anyhow::anyhow!("a VM runner panicked"))])
             })
             .collect()
     });
@@ -196,6 +240,30 @@ pub fn run(args: VmTestArgs) -> anyhow::Result<()> {
         bail!("{}", failures.join("; "));
     }
     Ok(())
+}
+
+/// Boots the systemd VM with the package tests' binary among `built`.
+fn systemd_boot_and_test(built: &[PathBuf], packages: &Packages) -> anyhow::Result<VmRun> {
+    let test_binary = built
+        .iter()
+        .find(|b| {
+            b.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("systemd-"))
+        })
+        .context("the systemd test binary was not built")?;
+    let files = systemd_vm::GuestFiles {
+        test_binary,
+        previous_deb: &packages.previous,
+        new_deb: &packages.new,
+    };
+    let (log, status, seconds, out_dir) = systemd_vm::boot_and_test(&vm_cache()?, &files)?;
+    Ok(VmRun {
+        name: "systemd",
+        log,
+        status,
+        seconds,
+        out_dir,
+    })
 }
 
 /// Copies the binaries into the kernel's own directory (the guest runs copies, so the
@@ -277,7 +345,7 @@ fn boot_and_test(
         );
     }
     Ok(VmRun {
-        kernel,
+        name: kernel.name(),
         log,
         status,
         seconds: started.elapsed().as_secs_f64(),
@@ -293,34 +361,30 @@ fn report(run: &VmRun) -> anyhow::Result<()> {
         .lines()
         .next()
         .and_then(|l| l.strip_prefix("kernel "))
-        .unwrap_or(run.kernel.name());
+        .unwrap_or(run.name);
     for (name, verdict) in &report.results {
         println!("    vm {kernel}: {verdict:<7} {name}");
     }
     println!(
         "vm-test {}: {} passed, {} failed; the VM run took {:.0}s",
-        run.kernel.name(),
+        run.name,
         report.passed(),
         report.failed(),
         run.seconds
     );
     let log_path = run.out_dir.join("tests.log");
     if report.failed() > 0 || run.status.trim() != "0" {
-        eprintln!(
-            "--- test output from the {} VM ---\n{}",
-            run.kernel.name(),
-            run.log
-        );
+        eprintln!("--- test output from the {} VM ---\n{}", run.name, run.log);
         bail!(
             "VM tests on {} failed; full output in {}",
-            run.kernel.name(),
+            run.name,
             log_path.display()
         );
     }
     if report.passed() == 0 {
         bail!(
             "the {} VM ran no test; output in {}",
-            run.kernel.name(),
+            run.name,
             log_path.display()
         );
     }
@@ -330,14 +394,7 @@ fn report(run: &VmRun) -> anyhow::Result<()> {
 /// Downloads and unpacks Debian's generic kernel into a cache (never installed on the
 /// host) and returns its vmlinuz.
 fn kernel(which: Kernel) -> anyhow::Result<PathBuf> {
-    let cache = env::var_os("NETISO_VM_CACHE").map_or_else(
-        || {
-            PathBuf::from(env::var_os("HOME").unwrap_or_else(|| "/root".into()))
-                .join(".cache/netiso/vm")
-        },
-        PathBuf::from,
-    );
-    fs::create_dir_all(&cache).with_context(|| format!("creating {}", cache.display()))?;
+    let cache = vm_cache()?;
     let apt_options = which.apt_options(&cache)?;
     let depends = output(
         Command::new("apt-cache")
@@ -390,6 +447,19 @@ fn kernel(which: Kernel) -> anyhow::Result<PathBuf> {
         bail!("{} has no {}", package, vmlinuz.display());
     }
     Ok(vmlinuz)
+}
+
+/// Where the VMs' kernels and images are kept between runs.
+fn vm_cache() -> anyhow::Result<PathBuf> {
+    let cache = env::var_os("NETISO_VM_CACHE").map_or_else(
+        || {
+            PathBuf::from(env::var_os("HOME").unwrap_or_else(|| "/root".into()))
+                .join(".cache/netiso/vm")
+        },
+        PathBuf::from,
+    );
+    fs::create_dir_all(&cache).with_context(|| format!("creating {}", cache.display()))?;
+    Ok(cache)
 }
 
 /// Builds the integration test binaries and returns their paths.

@@ -15,14 +15,14 @@ use netiso_common::{
     PORT_OWNERS_MAP, PinnedLayout,
 };
 use netiso_tests::{
-    agent::{Agent, agent_http, cli, http_get, run_netiso},
+    agent::{Agent, agent_http, cli, run_netiso},
     in_vm,
     lab::{HOST_IPV4, Lab, REMOTE_IPV4},
     netns::Netns,
+    statistics::{StatisticsSnapshot, assert_no_counter_went_backwards},
     streams::{CheckedTcpStream, CountedUdpStream},
     wait::wait_until,
 };
-use serde_json::Value;
 
 use super::{
     lifecycle::reachable_from_remote,
@@ -62,58 +62,6 @@ enum OldAgentEnd {
     Stopped,
     /// SIGKILL in the middle of the traffic.
     Killed,
-}
-
-/// Every container's statistics by id.
-fn statistics(lab: &Lab) -> std::collections::BTreeMap<String, Value> {
-    let all = http_get(&lab.host, agent_http(), "/monitor/statistics").json();
-    all.as_array()
-        .expect("a statistics array")
-        .iter()
-        .map(|entry| {
-            (
-                entry["executor_id"].as_str().unwrap().to_owned(),
-                entry["statistics"].clone(),
-            )
-        })
-        .collect()
-}
-
-/// Fails if any counter of any container went down from `before` to `after`.
-fn assert_no_counter_went_backwards(
-    before: &std::collections::BTreeMap<String, Value>,
-    after: &std::collections::BTreeMap<String, Value>,
-) {
-    for (id, old) in before {
-        let new = after
-            .get(id)
-            .unwrap_or_else(|| panic!("{id} has no statistics after the upgrade"));
-        let datapath = old["netiso_datapath_statistics"]
-            .as_object()
-            .expect("datapath statistics");
-        let counters = datapath
-            .keys()
-            .map(|key| format!("/netiso_datapath_statistics/{key}"))
-            .chain(
-                [
-                    "net_rx_packets",
-                    "net_rx_bytes",
-                    "net_tx_packets",
-                    "net_tx_bytes",
-                ]
-                .map(|key| format!("/{key}")),
-            );
-        for pointer in counters {
-            let (was, is) = (
-                old.pointer(&pointer).and_then(Value::as_u64),
-                new.pointer(&pointer).and_then(Value::as_u64),
-            );
-            let (Some(was), Some(is)) = (was, is) else {
-                panic!("{id}: {pointer} missing or not a count: {was:?} then {is:?}");
-            };
-            assert!(is >= was, "{id}: {pointer} went back from {was} to {is}");
-        }
-    }
 }
 
 fn upgrade_under_traffic(end: OldAgentEnd) {
@@ -163,7 +111,7 @@ fn upgrade_under_traffic(end: OldAgentEnd) {
         tcp.received() > 0 && udp.received() > 0
     });
     std::thread::sleep(Duration::from_secs(1));
-    let before = statistics(&lab);
+    let before = StatisticsSnapshot::take(&lab.host, agent_http());
     match end {
         OldAgentEnd::Stopped => assert!(old_agent.stop(), "the previous release stopped"),
         OldAgentEnd::Killed => old_agent.kill(),
@@ -202,7 +150,7 @@ fn upgrade_under_traffic(end: OldAgentEnd) {
         udp.lost * 1000 <= udp.sent,
         "at most 0.1% of the UDP datagrams lost: {udp:?}"
     );
-    assert_no_counter_went_backwards(&before, &statistics(&lab));
+    assert_no_counter_went_backwards(&before, &StatisticsSnapshot::take(&lab.host, agent_http()));
     after_the_upgrade(&lab);
 }
 
