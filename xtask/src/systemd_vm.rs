@@ -179,9 +179,10 @@ pub fn boot_and_test(
              export NETISO_IN_VM=1 RUST_BACKTRACE=1 \\\n\
              \x20 NETISO_PACKAGE_PREVIOUS={previous} NETISO_PACKAGE_NEW={new} \\\n\
              \x20 NETISO_README={readme} NETISO_INVENTORY={GUEST_SHARE}/inventory.txt\n\
-             echo \"kernel $(uname -r), $(systemctl --version | head -1), PID 1 $(cat /proc/1/comm)\" > {GUEST_SHARE}/tests.log\n\
-             {binary} --ignored --test-threads=1 >> {GUEST_SHARE}/tests.log 2>&1\n\
-             echo $? > {GUEST_SHARE}/status\n",
+             echo \"kernel $(uname -r) with $(cat /proc/1/comm) as PID 1\" > {GUEST_SHARE}/tests.log\n\
+             {binary} --ignored --test-threads=1 --show-output >> {GUEST_SHARE}/tests.log 2>&1\n\
+             echo $? > {GUEST_SHARE}/status\n\
+             journalctl --no-pager -o short-monotonic > {GUEST_SHARE}/journal.txt\n",
             binary = shared[0],
             previous = shared[1],
             new = shared[2],

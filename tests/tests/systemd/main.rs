@@ -162,6 +162,9 @@ fn the_package_runs_under_systemd_upgrades_in_place_and_purges_to_nothing() {
     let inventory_file = env_path("NETISO_INVENTORY");
 
     public_interface();
+    must(&format!("dpkg -i {}", previous_deb.display()));
+    assert_eq!(must("netiso --version").trim(), "netiso 0.1.0");
+    // As an operator does: the flags in the package's /etc/default/netiso, then start.
     std::fs::write(
         "/etc/default/netiso",
         format!(
@@ -169,8 +172,6 @@ fn the_package_runs_under_systemd_upgrades_in_place_and_purges_to_nothing() {
         ),
     )
     .unwrap();
-    must(&format!("dpkg -i {}", previous_deb.display()));
-    assert_eq!(must("netiso --version").trim(), "netiso 0.1.0");
     must("systemctl enable --now netiso");
     wait_until_serving();
     assert_eq!(must("systemctl is-active netiso").trim(), "active");
