@@ -75,11 +75,11 @@ impl Manager {
         // programs can move to them.
         if let Some(report) = self.datapath.complete_upgrade()? {
             log::info!(
-                "pinned state upgraded in place from layout {} to {} in {} ms: {} attachments swapped, counters of {} containers carried over, {} echo conversations kept",
+                "pinned state upgraded in place from layout {} to {} in {} ms: the programs of the public interface, lo and {} containers swapped, counters of {} containers carried over, {} echo conversations kept",
                 report.from,
                 report.to,
                 report.took.as_millis(),
-                report.attachments,
+                report.containers,
                 report.counters_carried,
                 report.echo_conversations
             );

@@ -190,7 +190,7 @@ impl Datapath {
         };
         let conversations = upgrade.copy_echo_conversations()?;
         let deferred = std::mem::take(&mut upgrade.deferred);
-        let attachments = deferred.len();
+        let mut containers = 0;
         for attachment in deferred {
             match attachment {
                 upgrade::Deferred::PublicIface(iface) => self.attach_public_now(&iface)?,
@@ -201,7 +201,10 @@ impl Datapath {
                 {
                     log::debug!("{} is gone; nothing to swap", container.host_veth);
                 }
-                upgrade::Deferred::Container(container) => self.attach_container(&container)?,
+                upgrade::Deferred::Container(container) => {
+                    self.attach_container(&container)?;
+                    containers += 1;
+                }
             }
         }
         let carried = upgrade.carry_counters(&mut self.maps)?;
@@ -216,7 +219,7 @@ impl Datapath {
         if self.copy_loader.is_some() {
             self.copy_loader = Some(object::CopyLoader::new(&self.pin_root, self.log_level));
         }
-        Ok(Some(upgrade.report(attachments, carried, conversations)))
+        Ok(Some(upgrade.report(containers, carried, conversations)))
     }
 
     /// Attaches the programs to both directions of the public interface, or takes

@@ -80,8 +80,9 @@ pub(super) struct Upgrade {
 pub struct UpgradeReport {
     pub from: u32,
     pub to: u32,
-    /// Interfaces whose programs were swapped.
-    pub attachments: usize,
+    /// Containers whose programs were swapped (besides the public interface's and
+    /// the host lo's).
+    pub containers: usize,
     /// Container slots whose counters were carried over.
     pub counters_carried: usize,
     pub echo_conversations: usize,
@@ -175,14 +176,14 @@ impl Upgrade {
 
     pub(super) fn report(
         &self,
-        attachments: usize,
+        containers: usize,
         counters_carried: usize,
         echo_conversations: usize,
     ) -> UpgradeReport {
         UpgradeReport {
             from: self.from,
             to: LAYOUT_VERSION,
-            attachments,
+            containers,
             counters_carried,
             echo_conversations,
             took: self.started.elapsed(),

@@ -1,7 +1,7 @@
 //! Upgrading in place: the agent of the previous release (netiso 0.1.0, whose pinned
 //! state has layout 1; built from its commit by `cargo xtask previous-release`) runs
-//! containers under traffic, then this tree's agent takes over, after a clean stop
-//! and after a kill. And pinned state the agent cannot take (a newer layout, a
+//! containers (and on the host a podman container with a published port) under
+//! traffic, then this tree's agent takes over, after a clean stop and after a kill. And pinned state the agent cannot take (a newer layout, a
 //! damaged record, a missing or misshapen map) is refused in one line, untouched.
 use std::{
     net::{IpAddr, SocketAddr},
@@ -19,6 +19,7 @@ use netiso_tests::{
     in_vm,
     lab::{HOST_IPV4, Lab, REMOTE_IPV4},
     netns::Netns,
+    podman::Podman,
     statistics::{StatisticsSnapshot, assert_no_counter_went_backwards},
     streams::{CheckedTcpStream, CountedUdpStream},
     wait::wait_until,
@@ -26,6 +27,7 @@ use netiso_tests::{
 
 use super::{
     lifecycle::reachable_from_remote,
+    podman::page,
     rate_limits::{rate, timed_transfer_of},
 };
 
@@ -88,6 +90,14 @@ fn upgrade_under_traffic(end: OldAgentEnd) {
         );
         assert!(ok, "the previous release creating {id}: {stderr}");
     }
+    // A podman container on the netiso network (the previous release is its CNI
+    // plugin), publishing port 80 inside as 31400 (the host's podman: not in the VM).
+    let podman = (!in_vm()).then(|| {
+        let podman = Podman::new(&lab.host, &lab.api_socket(), &previous);
+        podman.serve("web", "31400:80", 80, "served-by-podman");
+        assert_eq!(page(&lab, IpAddr::V4(HOST_IPV4), 31400), "served-by-podman");
+        podman
+    });
     let namespace = |name: &str| Netns::existing(&format!("netiso-{}", lab.container_id(name)));
     // Slower under emulation, where the sender's own pace is the limit.
     let (tcp_rate, udp_rate) = if in_vm() {
@@ -151,6 +161,10 @@ fn upgrade_under_traffic(end: OldAgentEnd) {
         "at most 0.1% of the UDP datagrams lost: {udp:?}"
     );
     assert_no_counter_went_backwards(&before, &StatisticsSnapshot::take(&lab.host, agent_http()));
+    if let Some(podman) = podman {
+        assert_eq!(page(&lab, IpAddr::V4(HOST_IPV4), 31400), "served-by-podman");
+        podman.ok(&["rm", "-f", "-t", "0", "web"]);
+    }
     after_the_upgrade(&lab);
 }
 
