@@ -49,7 +49,7 @@ fn main() {
         .collect();
     let runs: Vec<Run> = counts
         .iter()
-        .map(|&containers| upgrade(&previous, containers.max(2)))
+        .map(|&containers| upgrade(&previous, containers.max(1)))
         .collect();
     println!(
         "upgrade in place from netiso 0.1.0 under traffic (TCP {} MiB/s into one container, {UDP_PER_SECOND} UDP datagrams/s into another):",
@@ -107,10 +107,16 @@ fn upgrade(previous: &std::path::Path, containers: usize) -> Run {
         SocketAddr::new(IpAddr::V4(HOST_IPV4), 31005),
         TCP_BYTES_PER_SECOND,
     );
+    // With one container, both streams go to it.
+    let (udp_container, udp_port) = if containers > 1 {
+        (1, 31015)
+    } else {
+        (0, 31006)
+    };
     let udp = CountedUdpStream::start(
         &lab.remote,
-        &namespace(1),
-        SocketAddr::new(IpAddr::V4(HOST_IPV4), 31015),
+        &namespace(udp_container),
+        SocketAddr::new(IpAddr::V4(HOST_IPV4), udp_port),
         UDP_PER_SECOND,
     );
     wait_until("the streams to flow", Duration::from_secs(20), || {
@@ -124,11 +130,12 @@ fn upgrade(previous: &std::path::Path, containers: usize) -> Run {
     create(&lab, &container_id(&lab, containers), None);
     let first_create = started.elapsed();
     let (_, log) = agent.wait_for_log("pinned state upgraded in place");
+    // "… from layout 1 to 2 in N ms: …"
     let upgrade_ms = log
         .lines()
         .last()
-        .and_then(|line| line.split(" in ").nth(1))
-        .and_then(|rest| rest.split(" ms").next())
+        .and_then(|line| line.split(" ms:").next())
+        .and_then(|head| head.rsplit(' ').next())
         .unwrap_or("?")
         .to_owned();
     let rss_mib = rss_kib(agent.pid()) as f64 / 1024.0;
