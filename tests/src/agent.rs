@@ -36,8 +36,14 @@ pub fn netiso_bin() -> PathBuf {
 
 /// Runs `netiso ARGS…` in `ns` to completion and returns (success, stdout, stderr).
 pub fn run_netiso(ns: &Netns, args: &[&str]) -> (bool, String, String) {
+    run_binary(ns, &netiso_bin(), args)
+}
+
+/// Runs `binary ARGS…` (a netiso of another release) in `ns` to completion and
+/// returns (success, stdout, stderr).
+pub fn run_binary(ns: &Netns, binary: &std::path::Path, args: &[&str]) -> (bool, String, String) {
     let output = ns
-        .command(netiso_bin())
+        .command(binary)
         .args(args)
         .output()
         .expect("running netiso");

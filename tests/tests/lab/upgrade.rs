@@ -15,7 +15,7 @@ use netiso_common::{
     PORT_OWNERS_MAP, PinnedLayout,
 };
 use netiso_tests::{
-    agent::{Agent, agent_http, cli, run_netiso},
+    agent::{Agent, agent_http, cli, run_binary, run_netiso},
     in_vm,
     lab::{HOST_IPV4, Lab, REMOTE_IPV4},
     netns::Netns,
@@ -75,7 +75,7 @@ fn upgrade_under_traffic(end: OldAgentEnd) {
     let socket = lab.api_socket().display().to_string();
     for (name, ports, _) in CONTAINERS {
         let id = lab.container_id(name);
-        let (ok, _, stderr) = run_netiso_binary(
+        let (ok, _, stderr) = run_binary(
             &lab.host,
             &previous,
             &[
@@ -219,20 +219,6 @@ fn after_the_upgrade(lab: &Lab) {
     let record = read_layout_record(lab.pin_root());
     assert_eq!(record, PinnedLayout::new(LayoutState::Ready));
     assert!(!lab.pin_root().join("upgrading").exists());
-}
-
-/// Runs `binary ARGS…` in `ns` to completion: (success, stdout, stderr).
-fn run_netiso_binary(ns: &Netns, binary: &Path, args: &[&str]) -> (bool, String, String) {
-    let output = ns
-        .command(binary)
-        .args(args)
-        .output()
-        .expect("running netiso");
-    (
-        output.status.success(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
 }
 
 #[test]
