@@ -46,6 +46,11 @@ pub const DESTROY_MADE_NAMESPACE: &[&str] = &[
     "destroy.record",
 ];
 
+/// The failpoints of an upgrade of older pinned state, in order: the new maps
+/// filled, the public interface's programs swapped (the others not yet), every
+/// program swapped and the counters carried (the pins not yet moved in).
+pub const UPGRADE: &[&str] = &["upgrade.filled", "upgrade.swapping", "upgrade.swapped"];
+
 /// Fails as the environment says if failpoint `name` is armed (test builds only).
 #[cfg(feature = "failpoints")]
 pub fn hit(name: &str) -> anyhow::Result<()> {

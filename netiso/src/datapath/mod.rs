@@ -35,7 +35,7 @@ pub use maps::DatapathMaps;
 pub use object::EBPF_OBJECT;
 pub use probe::Delivery;
 
-use crate::net::host::HostNetwork;
+use crate::{failpoints, net::host::HostNetwork};
 
 /// Subdirectory of the pin root holding the pinned tcx links.
 const LINKS_DIR: &str = "links";
@@ -88,7 +88,7 @@ impl Datapath {
         object::check_has_programs()?;
         let mut upgrade = None;
         match layout::inspect(pin_root)? {
-            layout::Found::Nothing | layout::Found::Current => {}
+            layout::Found::Nothing | layout::Found::Current => upgrade::remove_stale(pin_root)?,
             layout::Found::Swapped => {
                 log::info!(
                     "completing an upgrade of {} that stopped after its swap",
@@ -189,11 +189,15 @@ impl Datapath {
             return Ok(None);
         };
         let conversations = upgrade.copy_echo_conversations()?;
+        failpoints::hit("upgrade.filled")?;
         let deferred = std::mem::take(&mut upgrade.deferred);
         let mut containers = 0;
         for attachment in deferred {
             match attachment {
-                upgrade::Deferred::PublicIface(iface) => self.attach_public_now(&iface)?,
+                upgrade::Deferred::PublicIface(iface) => {
+                    self.attach_public_now(&iface)?;
+                    failpoints::hit("upgrade.swapping")?;
+                }
                 upgrade::Deferred::HostLo(lo) => self.attach_host_lo_now(&lo)?,
                 // One whose recovery failed after it was given its entries is gone.
                 upgrade::Deferred::Container(container)
@@ -211,6 +215,7 @@ impl Datapath {
         self.maps
             .layout
             .set(0, PinnedLayout::new(LayoutState::Swapped), 0)?;
+        failpoints::hit("upgrade.swapped")?;
         upgrade::move_in(&self.pin_root)?;
         self.maps
             .layout

@@ -91,18 +91,12 @@ pub struct UpgradeReport {
 
 impl Upgrade {
     /// Starts an upgrade of the layout-`from` state under `root`: an empty directory
-    /// for the new maps (an interrupted upgrade's is removed first: the old state is
-    /// still whole and in use), and the old maps to carry over.
+    /// for the new maps (an interrupted upgrade's is removed first, and the upgrade
+    /// begun again: the old state is still whole and in use), and the old maps to
+    /// carry over.
     pub(super) fn begin(root: &Path, from: u32) -> anyhow::Result<Self> {
+        remove_stale(root)?;
         let staging = root.join(UPGRADE_DIR);
-        if staging.exists() {
-            log::warn!(
-                "an earlier upgrade of {} stopped before its swap; beginning it again",
-                root.display()
-            );
-            fs::remove_dir_all(&staging)
-                .with_context(|| format!("removing {}", staging.display()))?;
-        }
         let old = OldState::open(root)?;
         fs::DirBuilder::new()
             .mode(0o700)
@@ -210,6 +204,20 @@ fn add_per_cpu<T: Pod + Default + PartialEq>(
         .collect();
     new.set(slot, PerCpuValues::try_from(sums)?, 0)?;
     Ok(true)
+}
+
+/// Removes what an upgrade that never reached its swap left under `root` (the state
+/// in use is whole without it).
+pub(super) fn remove_stale(root: &Path) -> anyhow::Result<()> {
+    let staging = root.join(UPGRADE_DIR);
+    if staging.exists() {
+        log::warn!(
+            "removing {}, left by an upgrade that stopped before its swap",
+            staging.display()
+        );
+        fs::remove_dir_all(&staging).with_context(|| format!("removing {}", staging.display()))?;
+    }
+    Ok(())
 }
 
 /// Moves an upgrade's maps from its directory into `root`, each replacing the old

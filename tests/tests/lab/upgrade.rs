@@ -398,3 +398,96 @@ fn pinned_state_the_agent_cannot_take_is_refused_in_one_line_and_left_as_it_was(
     let kept_ns = Netns::existing(&format!("netiso-{kept}"));
     assert!(reachable_from_remote(&lab, &kept_ns, 31005));
 }
+
+#[test]
+fn an_upgrade_killed_at_any_step_is_completed_by_the_next_agent_under_traffic() {
+    if netiso_tests::skipped_in_vm("the upgrade's steps are the agent's, on every kernel") {
+        return;
+    }
+    let previous = previous_release();
+    for point in netiso::failpoints::UPGRADE {
+        let lab = Lab::new();
+        let old_agent = Agent::start_binary(&lab, &previous, &[]);
+        let id = lab.container_id("stream");
+        let socket = lab.api_socket().display().to_string();
+        let (ok, _, stderr) = run_binary(
+            &lab.host,
+            &previous,
+            &[
+                "container",
+                "create",
+                &id,
+                "--ports",
+                "31000-31099",
+                "--api-socket",
+                &socket,
+            ],
+        );
+        assert!(ok, "{stderr}");
+        let container = Netns::existing(&format!("netiso-{id}"));
+        let tcp = CheckedTcpStream::start(
+            &lab.remote,
+            &container,
+            SocketAddr::new(IpAddr::V4(HOST_IPV4), 31010),
+            4 << 20,
+        );
+        let udp = CountedUdpStream::start(
+            &lab.remote,
+            &container,
+            SocketAddr::new(IpAddr::V4(HOST_IPV4), 31020),
+            10_000,
+        );
+        wait_until("both streams to flow", Duration::from_secs(20), || {
+            tcp.received() > 0 && udp.received() > 0
+        });
+        let before = StatisticsSnapshot::take(&lab.host, agent_http());
+        assert!(old_agent.stop());
+        // The agent that upgrades is killed at `point`.
+        let args = Agent::lab_args(&lab, &[]);
+        let killed = lab
+            .host
+            .command(netiso_tests::agent::netiso_bin())
+            .args(&args)
+            .env("NETISO_FAILPOINTS", format!("{point}=crash"))
+            .env("RUST_LOG", "info")
+            .output()
+            .expect("running the agent");
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&killed.status),
+            Some(9),
+            "{point}: the agent was to be killed there:\n{}",
+            String::from_utf8_lossy(&killed.stderr)
+        );
+        let agent = Agent::start(&lab, &[]);
+        let completed = match *point {
+            "upgrade.swapped" => "completing an upgrade",
+            _ => "pinned state upgraded in place from layout 1 to 2",
+        };
+        let (found, log) = agent.wait_for_log(completed);
+        assert!(found, "{point}: the next agent's log:\n{log}");
+        let (tcp_mark, udp_mark) = (tcp.received(), udp.received());
+        wait_until(
+            &format!("{point}: both streams to flow again"),
+            Duration::from_secs(30),
+            || tcp.received() > tcp_mark + 65536 && udp.received() > udp_mark + 5000,
+        );
+        let tcp = tcp.finish();
+        let udp = udp.finish();
+        eprintln!("killed at {point}: TCP {tcp:?}; UDP {udp:?}");
+        let sent = tcp.sent.expect("the TCP stream was never reset");
+        assert_eq!(tcp.received, Ok(sent), "{point}: every byte arrived");
+        assert_eq!(tcp.first_wrong_byte, None);
+        assert!(udp.lost * 1000 <= udp.sent, "{point}: {udp:?}");
+        assert_no_counter_went_backwards(
+            &before,
+            &StatisticsSnapshot::take(&lab.host, agent_http()),
+        );
+        assert_eq!(
+            read_layout_record(lab.pin_root()),
+            PinnedLayout::new(LayoutState::Ready)
+        );
+        assert!(!lab.pin_root().join("upgrading").exists(), "{point}");
+        drop(container);
+        assert!(cli(&lab, &["container", "destroy", &id]).0);
+    }
+}
