@@ -181,20 +181,22 @@ pub fn run(args: VmTestArgs) -> anyhow::Result<()> {
     // Run beside 6.1 (the default), 5.10 takes a share of the lab tests, to keep CI
     // within its time.
     let beside = everything;
-    step(&format!(
-        "booting {}{} under emulation, side by side, and running {} test binaries in each (several minutes)",
-        vmlinuzes
-            .iter()
-            .map(|v| v.display().to_string())
-            .collect::<Vec<_>>()
-            .join(" and "),
-        if systemd {
-            " and then the systemd VM"
-        } else {
-            ""
-        },
-        built.len() - 1
-    ));
+    if !vmlinuzes.is_empty() {
+        step(&format!(
+            "booting {} under emulation, side by side, and running {} test binaries in each (several minutes){}",
+            vmlinuzes
+                .iter()
+                .map(|v| v.display().to_string())
+                .collect::<Vec<_>>()
+                .join(" and "),
+            built.len() - 1,
+            if systemd {
+                "; the systemd VM follows the first"
+            } else {
+                ""
+            },
+        ));
+    }
     let lanes = kernels.len().max(1);
     let runs: Vec<anyhow::Result<VmRun>> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..lanes)
