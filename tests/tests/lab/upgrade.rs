@@ -168,6 +168,15 @@ fn upgrade_under_traffic(end: OldAgentEnd) {
     after_the_upgrade(&lab);
 }
 
+/// `netiso container VERB ID --ports PORTS` for the lab's container `name`, which
+/// must succeed; its namespace.
+fn with_ports(lab: &Lab, verb: &str, name: &str, ports: &str) -> Netns {
+    let id = lab.container_id(name);
+    let (ok, _, stderr) = cli(lab, &["container", verb, &id, "--ports", ports]);
+    assert!(ok, "{verb} {id} after the upgrade: {stderr}");
+    Netns::existing(&format!("netiso-{id}"))
+}
+
 /// Everything an operator does with containers works on the upgraded agent: list,
 /// update, the rate limits, a new container, destroys; and the pinned state is
 /// layout 2, with nothing of the upgrade left.
@@ -186,13 +195,7 @@ fn after_the_upgrade(lab: &Lab) {
             "{listed:?}"
         );
     }
-    let idle = lab.container_id("idle");
-    let (ok, _, stderr) = cli(
-        lab,
-        &["container", "update", &idle, "--ports", "31200-31249"],
-    );
-    assert!(ok, "updating {idle}: {stderr}");
-    let idle_ns = Netns::existing(&format!("netiso-{idle}"));
+    let idle_ns = with_ports(lab, "update", "idle", "31200-31249");
     assert!(reachable_from_remote(lab, &idle_ns, 31249));
     assert!(!reachable_from_remote(lab, &idle_ns, 31250));
     // 10 Mbit/s: 5 MB take 4 s; unlimited, a small fraction of that.
@@ -202,13 +205,7 @@ fn after_the_upgrade(lab: &Lab) {
         took > Duration::from_millis(2500),
         "5 MB under a 10 Mbit/s limit took {took:?}"
     );
-    let late = lab.container_id("late");
-    let (ok, _, stderr) = cli(
-        lab,
-        &["container", "create", &late, "--ports", "31300-31309"],
-    );
-    assert!(ok, "creating {late} after the upgrade: {stderr}");
-    let late_ns = Netns::existing(&format!("netiso-{late}"));
+    let late_ns = with_ports(lab, "create", "late", "31300-31309");
     assert!(reachable_from_remote(lab, &late_ns, 31300));
     drop((idle_ns, late_ns));
     for name in ["stream", "feed", "idle", "late"] {
