@@ -15,6 +15,18 @@ pub fn workspace_root() -> PathBuf {
         .to_owned()
 }
 
+/// Where xtask keeps what it builds or downloads once per machine (kernels, images,
+/// the previous release): `$NETISO_CACHE`, or `~/.cache/netiso`.
+pub fn cache_dir() -> PathBuf {
+    std::env::var_os("NETISO_CACHE").map_or_else(
+        || {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into()))
+                .join(".cache/netiso")
+        },
+        PathBuf::from,
+    )
+}
+
 /// A `cargo` command for the stable toolchain, run from the workspace root.
 pub fn cargo() -> Command {
     let mut command = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));

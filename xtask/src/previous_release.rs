@@ -24,14 +24,9 @@ pub const BIN_VARIABLE: &str = "NETISO_PREVIOUS_BIN";
 /// Where the previous release's agent is built: in the user's cache, not in
 /// `target/`, so a fresh clone on the same machine finds it built.
 fn build_dir() -> PathBuf {
-    let cache = env::var_os("NETISO_CACHE").map_or_else(
-        || {
-            PathBuf::from(env::var_os("HOME").unwrap_or_else(|| "/root".into()))
-                .join(".cache/netiso")
-        },
-        PathBuf::from,
-    );
-    cache.join("previous-release").join(&COMMIT[..12])
+    cmd::cache_dir()
+        .join("previous-release")
+        .join(&COMMIT[..12])
 }
 
 /// Builds the previous release's agent (a debug build, about two minutes the first

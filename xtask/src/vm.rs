@@ -469,13 +469,8 @@ fn kernel(which: Kernel) -> anyhow::Result<PathBuf> {
 
 /// Where the VMs' kernels and images are kept between runs.
 fn vm_cache() -> anyhow::Result<PathBuf> {
-    let cache = env::var_os("NETISO_VM_CACHE").map_or_else(
-        || {
-            PathBuf::from(env::var_os("HOME").unwrap_or_else(|| "/root".into()))
-                .join(".cache/netiso/vm")
-        },
-        PathBuf::from,
-    );
+    let cache =
+        env::var_os("NETISO_VM_CACHE").map_or_else(|| cmd::cache_dir().join("vm"), PathBuf::from);
     fs::create_dir_all(&cache).with_context(|| format!("creating {}", cache.display()))?;
     Ok(cache)
 }

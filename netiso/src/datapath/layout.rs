@@ -135,13 +135,13 @@ pub(super) enum Found {
 /// saying what to do, a layout from a newer netiso, one this agent does not know, a
 /// damaged record, and a missing or misshapen map.
 pub(super) fn inspect(root: &Path) -> anyhow::Result<Found> {
-    if let Some(record) = read_record(&root.join(UPGRADE_DIR))?
+    if let Some(record) = read_record(root, &root.join(UPGRADE_DIR))?
         && record.version == LAYOUT_VERSION
         && record.state == LayoutState::Swapped as u32
     {
         return Ok(Found::Swapped);
     }
-    let version = match read_record(root)? {
+    let version = match read_record(root, root)? {
         Some(record) => record.version,
         None if LAYOUT_1.iter().any(|map| root.join(map.name).exists()) => 1,
         None => return Ok(Found::Nothing),
@@ -177,17 +177,13 @@ fn rebuild_advice(root: &Path) -> String {
     )
 }
 
-/// Reads the layout record pinned in `dir`, if there is one; refuses one that is not
-/// netiso's record or is damaged.
-fn read_record(dir: &Path) -> anyhow::Result<Option<PinnedLayout>> {
+/// Reads the layout record pinned in `dir` (the pin root `root` or its upgrade's
+/// directory), if there is one; refuses one that is not netiso's record or is
+/// damaged.
+fn read_record(root: &Path, dir: &Path) -> anyhow::Result<Option<PinnedLayout>> {
     let pin = dir.join(PINNED_LAYOUT_MAP);
     let Some(data) = open_pinned(&pin)? else {
         return Ok(None);
-    };
-    let root = if dir.ends_with(UPGRADE_DIR) {
-        dir.parent().unwrap_or(dir)
-    } else {
-        dir
     };
     let damaged = |what: &str| {
         format!(

@@ -66,30 +66,36 @@ enum OldAgentEnd {
     Killed,
 }
 
+/// Creates the lab's container `name` with `ports` through the previous release's
+/// CLI (as its operators did); its namespace.
+fn create_with_previous(lab: &Lab, previous: &Path, name: &str, ports: &str) -> Netns {
+    let id = lab.container_id(name);
+    let socket = lab.api_socket().display().to_string();
+    let (ok, _, stderr) = run_binary(
+        &lab.host,
+        previous,
+        &[
+            "container",
+            "create",
+            &id,
+            "--ports",
+            ports,
+            "--api-socket",
+            &socket,
+        ],
+    );
+    assert!(ok, "the previous release creating {id}: {stderr}");
+    Netns::existing(&format!("netiso-{id}"))
+}
+
 fn upgrade_under_traffic(end: OldAgentEnd) {
     let lab = Lab::new();
     let previous = previous_release();
     let flags = agent_flags();
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     let old_agent = Agent::start_binary(&lab, &previous, &flags);
-    let socket = lab.api_socket().display().to_string();
-    for (name, ports, _) in CONTAINERS {
-        let id = lab.container_id(name);
-        let (ok, _, stderr) = run_binary(
-            &lab.host,
-            &previous,
-            &[
-                "container",
-                "create",
-                &id,
-                "--ports",
-                ports,
-                "--api-socket",
-                &socket,
-            ],
-        );
-        assert!(ok, "the previous release creating {id}: {stderr}");
-    }
+    let [stream, feed, _idle] =
+        CONTAINERS.map(|(name, ports, _)| create_with_previous(&lab, &previous, name, ports));
     // A podman container on the netiso network (the previous release is its CNI
     // plugin), publishing port 80 inside as 31400 (the host's podman: not in the VM).
     let podman = (!in_vm()).then(|| {
@@ -98,7 +104,6 @@ fn upgrade_under_traffic(end: OldAgentEnd) {
         assert_eq!(page(&lab, IpAddr::V4(HOST_IPV4), 31400), "served-by-podman");
         podman
     });
-    let namespace = |name: &str| Netns::existing(&format!("netiso-{}", lab.container_id(name)));
     // Slower under emulation, where the sender's own pace is the limit.
     let (tcp_rate, udp_rate) = if in_vm() {
         (1 << 20, 1000)
@@ -107,13 +112,13 @@ fn upgrade_under_traffic(end: OldAgentEnd) {
     };
     let tcp = CheckedTcpStream::start(
         &lab.remote,
-        &namespace("stream"),
+        &stream,
         SocketAddr::new(IpAddr::V4(HOST_IPV4), CONTAINERS[0].2),
         tcp_rate,
     );
     let udp = CountedUdpStream::start(
         &lab.remote,
-        &namespace("feed"),
+        &feed,
         SocketAddr::new(IpAddr::V4(HOST_IPV4), CONTAINERS[1].2),
         udp_rate,
     );
@@ -406,22 +411,7 @@ fn an_upgrade_killed_at_any_step_is_completed_by_the_next_agent_under_traffic() 
         let lab = Lab::new();
         let old_agent = Agent::start_binary(&lab, &previous, &[]);
         let id = lab.container_id("stream");
-        let socket = lab.api_socket().display().to_string();
-        let (ok, _, stderr) = run_binary(
-            &lab.host,
-            &previous,
-            &[
-                "container",
-                "create",
-                &id,
-                "--ports",
-                "31000-31099",
-                "--api-socket",
-                &socket,
-            ],
-        );
-        assert!(ok, "{stderr}");
-        let container = Netns::existing(&format!("netiso-{id}"));
+        let container = create_with_previous(&lab, &previous, "stream", "31000-31099");
         let tcp = CheckedTcpStream::start(
             &lab.remote,
             &container,
