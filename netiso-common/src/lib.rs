@@ -592,6 +592,15 @@ pub const HOST_PORT_CLOSED: u8 = 1;
 
 /// Program on the host-side veth's ingress: packets leaving a container.
 pub const CONTAINER_VETH_INGRESS_PROGRAM: &str = "container_veth_ingress";
+/// The same program for a netkit pair, on its container end's transmit path
+/// (`BPF_NETKIT_PEER`, attached through the host end).
+pub const CONTAINER_NETKIT_PEER_PROGRAM: &str = "container_netkit_peer";
+/// `skb->mark` of a packet a container's netkit program sends to the network, from
+/// that program to the public interface's egress program, which clears it: a veth's
+/// packets show where they came from by the interface they arrived on; a netkit
+/// pair's do not. ("ni" in its high half; the low bits, which policy routing rules
+/// usually test, are clear.)
+pub const CONTAINER_PACKET_MARK: u32 = 0x6e69_0000;
 /// Program on the host's loopback ingress: host traffic to containers' ports.
 pub const HOST_LO_INGRESS_PROGRAM: &str = "host_lo_ingress";
 /// Program on a container's eth0 ingress: hands loopback traffic to the container's lo.

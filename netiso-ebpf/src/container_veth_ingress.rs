@@ -1,4 +1,6 @@
-//! Ingress of a container's host-side veth: packets the container sends.
+//! Packets a container sends: the ingress of its host-side veth, or, for a netkit
+//! pair, the container end's transmit path (`container_netkit_peer`), where the
+//! packet is steered before it crosses into the host: no backlog hop.
 //!
 //! Each packet is checked first (`container_checks.rs`: the container's own source
 //! address and MAC, a port it owns, no multicast or link-local destination, only the
@@ -18,8 +20,9 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use netiso_common::{
-    DatapathConfig, Direction, DropReason, FRAGMENTS_TO_CONTAINER, FRAGMENTS_TO_HOST,
-    FRAGMENTS_TO_NETWORK, FragmentRoute, HOST_PORT_CLOSED, HostAddress, PortOwner,
+    CONTAINER_PACKET_MARK, DatapathConfig, Direction, DropReason, FRAGMENTS_TO_CONTAINER,
+    FRAGMENTS_TO_HOST, FRAGMENTS_TO_NETWORK, FragmentRoute, HOST_PORT_CLOSED, HostAddress,
+    PortOwner,
 };
 
 use crate::{
@@ -46,23 +49,45 @@ enum Route {
     Container(PortOwner, Option<Destination>),
 }
 
+/// Where the program runs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Hook {
+    /// The ingress of the host end of a veth pair.
+    VethIngress,
+    /// The transmit path of the container end of a netkit pair (`BPF_NETKIT_PEER`),
+    /// where the packet's device is already the host end. `bpf_redirect_peer` works
+    /// only at a tc ingress, so deliveries to containers go through their device.
+    NetkitPeer,
+}
+
 #[classifier]
 pub fn container_veth_ingress(ctx: TcContext) -> i32 {
-    let verdict = container_veth_ingress_verdict(&ctx);
+    let verdict = container_sends(&ctx, Hook::VethIngress);
     datapath_log::decision(&ctx, Program::ContainerVethIngress, verdict);
+    verdict
+}
+
+#[classifier]
+pub fn container_netkit_peer(ctx: TcContext) -> i32 {
+    let verdict = container_sends(&ctx, Hook::NetkitPeer);
+    datapath_log::decision(&ctx, Program::ContainerNetkitPeer, verdict);
     verdict
 }
 
 // A function of its own: its stack is not added to the logging's.
 #[inline(never)]
-fn container_veth_ingress_verdict(ctx: &TcContext) -> i32 {
+fn container_sends(ctx: &TcContext, hook: Hook) -> i32 {
     // SAFETY: the context pointer is valid for the program's run.
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
     // SAFETY: the value is copied at once; a concurrent update only changes which
     // container the packet is charged to.
     let Some(slot) = (unsafe { VETH_CONTAINERS.get(ifindex) }).copied() else {
-        // Not a container veth the agent knows: leave it alone.
-        return TC_ACT_PIPE;
+        // Not a container device the agent knows: a veth is left alone; a netkit
+        // pair without its container sends nothing.
+        return match hook {
+            Hook::VethIngress => TC_ACT_PIPE,
+            Hook::NetkitPeer => TC_ACT_SHOT,
+        };
     };
     let Some(config) = config() else {
         return TC_ACT_SHOT;
@@ -97,9 +122,13 @@ fn container_veth_ingress_verdict(ctx: &TcContext) -> i32 {
         c.tx_packets += 1;
         c.tx_bytes += u64::from(ctx.len());
     });
+    let origin = match hook {
+        Hook::VethIngress => Origin::Outside,
+        Hook::NetkitPeer => Origin::Transmit,
+    };
     match route {
         Route::Container(owner, destination) => {
-            if let Some(verdict) = deliver_to(ctx, owner, config, Origin::Outside, destination) {
+            if let Some(verdict) = deliver_to(ctx, owner, config, origin, destination) {
                 return verdict;
             }
             into_loopback(ctx, config.host_lo_ifindex)
@@ -107,6 +136,18 @@ fn container_veth_ingress_verdict(ctx: &TcContext) -> i32 {
         Route::Host => into_loopback(ctx, config.host_lo_ifindex),
         Route::Network => {
             assign_container_flow(ctx, slot);
+            if hook == Hook::NetkitPeer {
+                // The public interface's egress program takes this for a container's
+                // packet, not the host's (a veth's packets say so by the interface
+                // they arrived on), and clears it.
+                // SAFETY: the context pointer is valid for the program's run; tc
+                // programs may write the mark. Volatile, so that LLVM does not merge
+                // it with the priority's store into one through a computed context
+                // pointer, which the verifier refuses.
+                unsafe {
+                    core::ptr::write_volatile(&raw mut (*ctx.skb.skb).mark, CONTAINER_PACKET_MARK);
+                }
+            }
             // SAFETY: helper call; a null params pointer means "look the next hop up".
             unsafe { bpf_redirect_neigh(config.public_ifindex, core::ptr::null_mut(), 0, 0) as i32 }
         }

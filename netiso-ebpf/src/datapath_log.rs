@@ -23,6 +23,7 @@ pub enum Program {
     HostLoIngress,
     ContainerEth0Ingress,
     ContainerLoEgress,
+    ContainerNetkitPeer,
 }
 
 /// Logs `program`'s `verdict` on the packet in `ctx`, if debug logging is on.
@@ -43,7 +44,8 @@ fn log_decision(skb: *mut __sk_buff, program: u8, verdict: i32) {
         1 => "container_veth_ingress",
         2 => "host_lo_ingress",
         3 => "container_eth0_ingress",
-        _ => "container_lo_egress",
+        4 => "container_lo_egress",
+        _ => "container_netkit_peer",
     };
     let verdict = match verdict {
         TC_ACT_OK => "pass",

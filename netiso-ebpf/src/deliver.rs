@@ -31,12 +31,15 @@ pub enum Origin {
     Outside,
     /// A process on the host, through the host's loopback.
     Host,
+    /// Another container, from its netkit device's transmit path, where
+    /// `bpf_redirect_peer` is not allowed (it works at a tc ingress only).
+    Transmit,
 }
 
 /// Counts a packet delivered to the container `owner` and returns the verdict that
 /// hands it to the container: straight to its eth0's ingress, or out of the host end
-/// of its veth — through its ingress limit's qdiscs when it has one, and always for
-/// packets from the host. A TCP or UDP packet (`destination`, its port) for a host
+/// of its veth (or netkit pair) — through its ingress limit's qdiscs when it has one,
+/// and always for packets from the host or from a transmit path. A TCP or UDP packet (`destination`, its port) for a host
 /// port the container publishes another port on gets that port first.
 #[inline(always)]
 pub fn deliver_to(
@@ -59,7 +62,7 @@ pub fn deliver_to(
     let shaped = CONTAINER_SHAPING
         .get(slot)
         .is_some_and(|shaping| shaping.ingress_shaped != 0);
-    if shaped || origin == Origin::Host || config.deliver_through_veth != 0 {
+    if shaped || origin != Origin::Outside || config.deliver_through_veth != 0 {
         // The container's eth0 takes the frame as its own only if it is addressed to
         // its MAC, which is the public interface's; loopback's frames carry zeros and
         // other containers' their gateway's.

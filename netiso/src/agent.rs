@@ -14,7 +14,7 @@ use crate::{
     datapath::{self, ContainerLoopbackProgram, Datapath, DatapathLogger, DropEventMaps, bpffs},
     doctor,
     drop_monitor::DropMonitor,
-    net::{NetlinkSocket, host::HostNetwork},
+    net::{NetlinkSocket, container_device::probe_netkit, host::HostNetwork},
     ports::PortLedger,
     server::{Limits, StatisticsSource, control_api, monitor},
     stats::Collector,
@@ -51,7 +51,7 @@ pub fn run(args: AgentArgs, api_socket: &Path) -> anyhow::Result<()> {
     let (eth0, lo) = interfaces(&args)?;
     args.eth0_name = Some(eth0.clone());
     args.lo_name = Some(lo.clone());
-    let host = HostNetwork::discover(&eth0)?;
+    let mut host = HostNetwork::discover(&eth0)?;
     let rates = config::rate_policy(&args, ports.cpus, || rate_policy::link_speed(&eth0))?;
     let checks = check_kernel()?;
     let has = |name: &str| checks.iter().any(|c| c.name == name && c.ok);
@@ -73,6 +73,8 @@ pub fn run(args: AgentArgs, api_socket: &Path) -> anyhow::Result<()> {
     let ledger = ports.ledger();
     shaping.egress_flows = unique_egress_flows(&args, &host, &ledger, shaping.fq_codel)?;
     crate::net::host_mounts::configure(&args.host_mount_namespace)?;
+    // Probed in a namespace of its own, which needs the mounts above.
+    host.container_device = args.container_device.resolve(probe_netkit())?;
     bpffs::prepare_pin_root(&args.bpffs_root)?;
     let mut datapath = Datapath::load(&args.bpffs_root, args.datapath_log)?;
     datapath.configure(
@@ -102,6 +104,7 @@ pub fn run(args: AgentArgs, api_socket: &Path) -> anyhow::Result<()> {
             datapath.pin_root().display()
         );
     }
+    log::info!("new containers get {} pairs", host.container_device);
     match datapath.container_loopback_program() {
         ContainerLoopbackProgram::Shared => {
             log::info!("containers' lo: one shared program (by namespace cookie)");

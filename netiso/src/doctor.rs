@@ -11,7 +11,7 @@ use nix::sched::{CloneFlags, unshare};
 
 use crate::{
     datapath::{AttachMode, bpffs::BPFFS_MOUNT_POINT, probe::redirect_peer_counts_rx},
-    net::NetlinkSocket,
+    net::{NetlinkSocket, container_device::probe_netkit},
 };
 
 /// One probed fact.
@@ -130,6 +130,21 @@ fn peer_delivery_check() -> Check {
     }
 }
 
+/// Which pair of devices containers get with `--container-device=auto` (not a
+/// missing feature: veth pairs work everywhere).
+fn container_device_check() -> Check {
+    let netkit = probe_netkit();
+    Check {
+        name: "netkit",
+        ok: netkit.is_ok(),
+        required: false,
+        detail: match netkit {
+            Ok(()) => "netkit pairs work: containers get them (--container-device=auto); what they send skips the host end's receive backlog".into(),
+            Err(why) => format!("no netkit ({why}; it needs Linux 6.7 or later): containers get veth pairs"),
+        },
+    }
+}
+
 /// The oldest kernel netiso runs on: the first with `bpf_redirect_peer`.
 const MINIMUM_KERNEL: (u32, u32) = (5, 10);
 
@@ -177,6 +192,7 @@ pub fn run() -> anyhow::Result<()> {
     let mut checks = checks();
     if nix::unistd::geteuid().is_root() {
         checks.push(peer_delivery_check());
+        checks.push(container_device_check());
     }
     for check in &checks {
         let mark = if check.ok {

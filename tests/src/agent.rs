@@ -54,8 +54,33 @@ pub fn run_binary(ns: &Netns, binary: &std::path::Path, args: &[&str]) -> (bool,
     )
 }
 
-/// The port layout of Mesos's tests: containers' ports in 31000-32000, ephemeral
-/// ranges cut from 30001-30999 (the lab host keeps Linux's default 32768-60999).
+/// The device kind the tests ask the agent for, if `NETISO_TEST_CONTAINER_DEVICE`
+/// (veth, netkit or auto) says; without it the agent's default, auto, decides.
+pub fn container_device_override() -> Option<String> {
+    std::env::var("NETISO_TEST_CONTAINER_DEVICE")
+        .ok()
+        .filter(|kind| !kind.is_empty())
+}
+
+/// The device kind containers made by the test library get: what the agent would
+/// give them with the tests' `--container-device` (see
+/// [`container_device_override`]) on this kernel.
+pub fn container_device() -> netiso::net::ContainerDevice {
+    use netiso::net::container_device::{ContainerDeviceChoice, probe_netkit};
+    static KIND: std::sync::OnceLock<netiso::net::ContainerDevice> = std::sync::OnceLock::new();
+    *KIND.get_or_init(|| {
+        let choice = match container_device_override().as_deref() {
+            None | Some("auto") => ContainerDeviceChoice::Auto,
+            Some("veth") => ContainerDeviceChoice::Veth,
+            Some("netkit") => ContainerDeviceChoice::Netkit,
+            Some(other) => panic!("NETISO_TEST_CONTAINER_DEVICE={other}: use veth, netkit or auto"),
+        };
+        choice
+            .resolve(probe_netkit())
+            .expect("choosing the container device")
+    })
+}
+
 /// Where a lab's agent serves HTTP: the agent's default `--listen`, inside the lab's
 /// host namespace.
 pub const AGENT_HTTP: &str = "127.0.0.1:5051";
@@ -65,6 +90,8 @@ pub fn agent_http() -> std::net::SocketAddr {
     AGENT_HTTP.parse().expect("AGENT_HTTP is an address")
 }
 
+/// The port layout of Mesos's tests: containers' ports in 31000-32000, ephemeral
+/// ranges cut from 30001-30999 (the lab host keeps Linux's default 32768-60999).
 pub const LAB_RESOURCES: &str = "ports:[31000-32000];ephemeral_ports:[30001-30999]";
 
 /// How the agent's process is set up, beyond its namespace and arguments.
@@ -143,6 +170,13 @@ impl Agent {
             args.extend(["--resources".into(), LAB_RESOURCES.into()]);
         }
         args.extend(lab.agent_paths());
+        if !extra_args
+            .iter()
+            .any(|a| a.starts_with("--container-device"))
+            && let Some(kind) = container_device_override()
+        {
+            args.push(format!("--container-device={kind}"));
+        }
         args.extend(extra_args.iter().map(|a| (*a).to_owned()));
         args
     }

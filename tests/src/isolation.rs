@@ -45,8 +45,10 @@ impl IsolationLab {
     pub fn new() -> Self {
         let lab = Lab::new();
         let host_network = lab.host.run(|| {
-            let host = HostNetwork::discover(PUBLIC_IFACE).expect("reading the public interface");
+            let mut host =
+                HostNetwork::discover(PUBLIC_IFACE).expect("reading the public interface");
             host.prepare_loopback("lo").expect("preparing lo");
+            host.container_device = crate::agent::container_device();
             host
         });
         let mut lab = Self {
@@ -106,6 +108,7 @@ impl IsolationLab {
             netns: None,
             slot: self.containers.len() as u32,
             interface: PUBLIC_IFACE.to_owned(),
+            device: self.host_network.container_device,
             ephemeral: ephemeral.parse::<PortRange>().expect("ephemeral range"),
             ports: parse_list(ports).expect("port ranges"),
             port_mappings: Vec::new(),

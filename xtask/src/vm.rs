@@ -33,6 +33,10 @@ pub enum Kernel {
     /// this machine already trusts).
     #[value(name = "5.10")]
     Debian11,
+    /// Debian 12's backported 6.12, from bookworm-backports: netkit (6.7 and later),
+    /// tcx, fq_codel.
+    #[value(name = "6.12")]
+    Backports,
 }
 
 /// The lab tests the 5.10 VM runs when it runs beside the 6.1 VM (`cargo xtask test`),
@@ -59,15 +63,32 @@ impl Kernel {
         match self {
             Kernel::Debian12 => "6.1",
             Kernel::Debian11 => "5.10",
+            Kernel::Backports => "6.12",
+        }
+    }
+
+    /// The archive this kernel comes from, if not the machine's own: a directory
+    /// name for its private apt lists, and its sources line.
+    fn archive(self) -> Option<(&'static str, &'static str)> {
+        match self {
+            Kernel::Debian12 => None,
+            Kernel::Debian11 => Some((
+                "bullseye-apt",
+                "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian-security bullseye-security main",
+            )),
+            Kernel::Backports => Some((
+                "bookworm-backports-apt",
+                "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian bookworm-backports main",
+            )),
         }
     }
 
     /// apt options that make apt read this kernel's archive (none: the machine's).
     fn apt_options(self, cache: &Path) -> anyhow::Result<Vec<String>> {
-        let Kernel::Debian11 = self else {
+        let Some((lists, sources_line)) = self.archive() else {
             return Ok(Vec::new());
         };
-        let apt = cache.join("bullseye-apt");
+        let apt = cache.join(lists);
         let sources = apt.join("sources.list");
         let options = vec![
             format!("-oDir::Etc::SourceList={}", sources.display()),
@@ -80,12 +101,12 @@ impl Kernel {
             for dir in ["lists/partial", "cache/archives/partial"] {
                 fs::create_dir_all(apt.join(dir))?;
             }
-            fs::write(
-                &sources,
-                "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian-security bullseye-security main\n",
-            )?;
+            fs::write(&sources, format!("{sources_line}\n"))?;
             let updated = cmd::run(
-                "reading Debian 11's security archive index (apt-get update, private lists)",
+                &format!(
+                    "reading the archive index of the {} kernel (apt-get update, private lists)",
+                    self.name()
+                ),
                 Command::new("apt-get").arg("update").args(&options),
             );
             if let Err(error) = updated {

@@ -308,6 +308,7 @@ mod tests {
             ipv6: Some("2001:db8::1".parse().unwrap()),
             gateway_ipv4: Ipv4Addr::new(169, 254, 1, 1),
             gateway_ipv6: Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1),
+            container_device: crate::net::ContainerDevice::Veth,
             containers: 0,
         }
     }

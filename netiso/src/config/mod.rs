@@ -127,6 +127,20 @@ pub struct AgentArgs {
         default_value_t = crate::datapath::DatapathLogLevel::Off
     )]
     pub datapath_log: crate::datapath::DatapathLogLevel,
+
+    /// The pair of devices joining a new container to the host: `netkit` (Linux 6.7
+    /// and later), whose container end runs netiso's checks in its own transmit path
+    /// and sends on without a hop through the host end's receive backlog; `veth`,
+    /// which every kernel has; `auto`, netkit where the kernel makes it, else veth
+    /// (`netiso doctor` says which). Containers keep the kind they were made with
+    /// across restarts and upgrades.
+    #[arg(
+        long = "container-device",
+        value_enum,
+        value_name = "KIND",
+        default_value_t = crate::net::container_device::ContainerDeviceChoice::Auto
+    )]
+    pub container_device: crate::net::container_device::ContainerDeviceChoice,
 }
 
 /// Mesos's boolean flags: `--flag`, `--flag=true` or `--flag=false`.

@@ -6,9 +6,9 @@ use anyhow::Context as _;
 
 use super::manager::Manager;
 use crate::{
-    datapath::NETLINK_PRIORITY,
+    datapath::{NETLINK_PRIORITY, netkit},
     failure::refuse,
-    net::{NetlinkSocket, netns},
+    net::{ContainerDevice, NetlinkSocket, netns},
     tc::{CLSACT_EGRESS, CLSACT_INGRESS},
 };
 
@@ -34,8 +34,19 @@ impl Manager {
         let mut socket = NetlinkSocket::route().context("opening a netlink socket")?;
         match socket.link(&info.host_veth)? {
             Some(link) if link.index == network.host_veth_index => {
-                if !has_netiso_filter(&mut socket, link.index, CLSACT_INGRESS)? {
-                    problems.push(format!("its veth {} has lost its program", info.host_veth));
+                let has_program = match network.device {
+                    ContainerDevice::Veth => {
+                        has_netiso_filter(&mut socket, link.index, CLSACT_INGRESS)?
+                    }
+                    ContainerDevice::Netkit => !netkit::peer_programs(link.index)
+                        .context("listing the programs of its netkit pair")?
+                        .is_empty(),
+                };
+                if !has_program {
+                    problems.push(format!(
+                        "its {} {} has lost its program",
+                        network.device, info.host_veth
+                    ));
                 }
             }
             _ => problems.push(format!("its veth {} is gone or replaced", info.host_veth)),

@@ -195,6 +195,7 @@ impl Manager {
             ipv6: self.host.ipv6,
             gateway_ipv4: container_network::CONTAINER_GATEWAY_V4,
             gateway_ipv6: container_network::CONTAINER_GATEWAY_V6,
+            container_device: self.host.container_device,
             containers: self.containers.len(),
         }
     }
@@ -260,6 +261,7 @@ impl Manager {
             netns: netns.clone(),
             slot,
             interface,
+            device: self.host.container_device,
             ephemeral,
             ports: request.ports.clone(),
             port_mappings: request.port_mappings.clone(),
@@ -300,6 +302,7 @@ impl Manager {
             ports: spec.ports.clone(),
             port_mappings: spec.port_mappings.clone(),
             host_veth: network.host_veth.clone(),
+            device: network.device,
             adopted: spec.netns.is_some(),
             interface: Some(spec.interface.clone()),
             attachment: request.attachment,

@@ -5,7 +5,7 @@ use std::{collections::BTreeMap, path::PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    net::container_network::HOST_VETH_PREFIX,
+    net::{ContainerDevice, container_network::HOST_VETH_PREFIX},
     ports::{PortMapping, PortRange},
     tc::HtbConfig,
 };
@@ -97,6 +97,9 @@ pub struct HostInfo {
     /// The link-local gateways containers route through.
     pub gateway_ipv4: std::net::Ipv4Addr,
     pub gateway_ipv6: std::net::Ipv6Addr,
+    /// The kind of pair new containers get (`--container-device`).
+    #[serde(default)]
+    pub container_device: ContainerDevice,
     /// How many containers the agent has.
     pub containers: usize,
 }
@@ -155,7 +158,11 @@ pub struct ContainerInfo {
     /// Host ports that reach another port inside (translated by the datapath).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub port_mappings: Vec<PortMapping>,
+    /// The host end of its pair of devices (named like this whatever its kind).
     pub host_veth: String,
+    /// Its pair's kind (records from before netkit: veth).
+    #[serde(default)]
+    pub device: ContainerDevice,
     /// Whether the namespace was adopted (it outlives the container).
     pub adopted: bool,
     /// The container's interface (absent in records from before it could be chosen:

@@ -236,7 +236,7 @@ fn read_record(path: &Path) -> anyhow::Result<Result<ContainerInfo, (u64, Option
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ports::PortRange;
+    use crate::{net::ContainerDevice, ports::PortRange};
 
     fn info(id: &str) -> ContainerInfo {
         ContainerInfo {
@@ -246,6 +246,7 @@ mod tests {
             ports: vec![PortRange::new(31000, 31009).unwrap()],
             port_mappings: Vec::new(),
             host_veth: "netiso3".into(),
+            device: ContainerDevice::Netkit,
             adopted: false,
             interface: Some("eth0".into()),
             attachment: None,

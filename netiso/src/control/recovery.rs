@@ -133,6 +133,8 @@ impl Manager {
             })??;
         }
         (info.ephemeral_ports, info.ports) = (restored.ephemeral, restored.ports);
+        // The kernel knows the pair's kind (records before netkit do not say).
+        info.device = network.device;
         // A published host port another container kept is no longer this one's.
         let kept = |port: u16| info.ports.iter().any(|r| r.contains(port));
         info.port_mappings.retain(|m| kept(m.host_port));

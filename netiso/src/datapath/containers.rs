@@ -1,6 +1,7 @@
 //! A container in the datapath: its ports in the port map (which steers inbound
 //! packets to it), its veth in the veth map, its namespace in the namespace map, its
-//! programs on its veth, eth0 and lo (netlink filters: see `attach::attach_filter`),
+//! programs on its veth (or netkit pair: see `netkit`), eth0 and lo (netlink
+//! filters: see `attach::attach_filter`),
 //! its shaping entry and its counters. Which ports it may have is the port ledger's
 //! decision (`crate::ports::PortLedger`), taken before anything here is called.
 use std::{io, path::PathBuf};
@@ -9,14 +10,14 @@ use anyhow::Context as _;
 use aya::{maps::PerCpuValues, programs::TcAttachType};
 use netiso_common::{
     CONTAINER_ETH0_INGRESS_PROGRAM, CONTAINER_LO_EGRESS_COPY_PROGRAM, CONTAINER_LO_EGRESS_PROGRAM,
-    CONTAINER_VETH_INGRESS_PROGRAM, ContainerCounters, ContainerLoopback, ContainerPort,
-    ContainerShaping, EchoIdRange, MAX_CONTAINERS, PortOwner,
+    CONTAINER_NETKIT_PEER_PROGRAM, CONTAINER_VETH_INGRESS_PROGRAM, ContainerCounters,
+    ContainerLoopback, ContainerPort, ContainerShaping, EchoIdRange, MAX_CONTAINERS, PortOwner,
 };
 
-use super::{Datapath, LINKS_DIR, attach, read_container_counters};
+use super::{Datapath, LINKS_DIR, attach, netkit, read_container_counters};
 use crate::{
     failpoints,
-    net::{container_network::ContainerNetwork, netns},
+    net::{ContainerDevice, container_network::ContainerNetwork, netns},
     ports::PortRange,
 };
 
@@ -87,14 +88,24 @@ impl Datapath {
         Ok(())
     }
 
-    /// Attaches the container's programs to its veth and inside its namespace,
-    /// replacing whatever netiso program was there.
+    /// Attaches the container's programs to its pair (a veth's host end's ingress, or
+    /// a netkit pair's container end) and inside its namespace, replacing whatever
+    /// netiso program was there.
     pub(super) fn attach_container(&mut self, container: &ContainerNetwork) -> anyhow::Result<()> {
         failpoints::hit("create.attach")?;
-        let program = attach::loaded_program(&mut self.ebpf, CONTAINER_VETH_INGRESS_PROGRAM)?;
-        attach::attach_filter(program, &container.host_veth, TcAttachType::Ingress).with_context(
-            || format!("attaching the container program to {}", container.host_veth),
-        )?;
+        match container.device {
+            ContainerDevice::Veth => {
+                let program =
+                    attach::loaded_program(&mut self.ebpf, CONTAINER_VETH_INGRESS_PROGRAM)?;
+                attach::attach_filter(program, &container.host_veth, TcAttachType::Ingress)
+            }
+            ContainerDevice::Netkit => {
+                let program =
+                    attach::loaded_program(&mut self.ebpf, CONTAINER_NETKIT_PEER_PROGRAM)?;
+                netkit::attach_peer(program, container.host_veth_index)
+            }
+        }
+        .with_context(|| format!("attaching the container program to {}", container.host_veth))?;
         failpoints::hit("create.attach_inside")?;
         self.attach_inside(container)?;
         // A container an earlier agent attached with tcx: its filters now run first,

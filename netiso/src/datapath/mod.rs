@@ -10,6 +10,7 @@ mod counters;
 pub mod host_addresses;
 pub mod layout;
 mod maps;
+pub mod netkit;
 pub use maps::DropEventMaps;
 pub use object::{DatapathLogLevel, LOG_MAP, loader};
 mod object;

@@ -15,7 +15,7 @@ use aya::programs::{SchedClassifier, TcAttachType};
 use netiso_common::{PROBE_PEER_IFINDEX_GLOBAL, PROBE_REDIRECT_PEER_PROGRAM};
 
 use super::{AttachMode, object::EBPF_OBJECT};
-use crate::net::{NetlinkSocket, VethEnd, netns, sysctl};
+use crate::net::{ContainerDevice, NetlinkSocket, PairEnd, netns, sysctl};
 
 /// How the datapath hands packets to containers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -86,12 +86,17 @@ fn probe_in(a: &Path, b: &Path) -> anyhow::Result<bool> {
         netns::run_in(b, without_ipv6)??;
         without_ipv6()?;
         let mut socket = NetlinkSocket::route().context("opening a netlink socket")?;
-        let end = |name, last| VethEnd {
+        let end = |name, last| PairEnd {
             name,
             mac: [0x02, 0x6e, 0x69, 0xff, 0xff, last],
             mtu: 1500,
         };
-        socket.create_veth(&end("probe0", 1), &end("probe1", 2), &b_file)?;
+        socket.create_pair(
+            ContainerDevice::Veth,
+            &end("probe0", 1),
+            &end("probe1", 2),
+            &b_file,
+        )?;
         for name in ["lo", "probe0"] {
             let index = socket.require_link(name)?.index;
             socket.set_up(index)?;

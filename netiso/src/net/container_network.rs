@@ -16,7 +16,7 @@ use anyhow::Context as _;
 use serde::Serialize;
 
 use super::{
-    NetlinkSocket, VethEnd,
+    ContainerDevice, NetlinkSocket, PairEnd,
     host::{HostNetwork, allow_loopback_delivery},
     netns,
     sysctl::{self, SysctlChanges},
@@ -46,8 +46,10 @@ pub struct ContainerSpec {
     pub netns: Option<PathBuf>,
     /// Index into the datapath's per-container maps.
     pub slot: u32,
-    /// The name of the container's end of the veth pair.
+    /// The name of the container's end of the pair.
     pub interface: String,
+    /// The kind of the pair.
+    pub device: ContainerDevice,
     pub ephemeral: PortRange,
     pub ports: Vec<PortRange>,
     /// Host ports of `ports` that reach another port inside.
@@ -61,7 +63,10 @@ pub struct ContainerNetwork {
     #[serde(skip)]
     pub slot: u32,
     pub netns: PathBuf,
+    /// The host end of the container's pair (a veth or a netkit device).
     pub host_veth: String,
+    /// The pair's kind.
+    pub device: ContainerDevice,
     #[serde(skip)]
     pub host_veth_index: u32,
     #[serde(skip)]
@@ -195,13 +200,14 @@ fn build(
         File::open(&netns_path).with_context(|| format!("opening {}", netns_path.display()))?;
     let mut socket = NetlinkSocket::route().context("opening a netlink socket")?;
     failpoints::hit("create.veth")?;
-    socket.create_veth(
-        &VethEnd {
+    socket.create_pair(
+        spec.device,
+        &PairEnd {
             name: &host_veth,
             mac: host_veth_mac,
             mtu: host.public.mtu,
         },
-        &VethEnd {
+        &PairEnd {
             name: &spec.interface,
             mac: host.public.mac,
             mtu: host.public.mtu,
@@ -259,6 +265,7 @@ fn configure(
         slot: spec.slot,
         netns: netns_path,
         host_veth: host_veth.to_owned(),
+        device: spec.device,
         host_veth_index,
         host_veth_mac,
         container_eth0_index,
@@ -387,6 +394,12 @@ pub fn recover(
         .context("opening a netlink socket")?
         .link(host_veth)?
         .with_context(|| format!("its veth {host_veth} is gone"))?;
+    let device = ContainerDevice::of_link_kind(&veth.kind).with_context(|| {
+        format!(
+            "its {host_veth} is a {} device, not a veth or netkit pair",
+            veth.kind
+        )
+    })?;
     let (eth0_index, netns_cookie) = netns::run_in(netns, || -> anyhow::Result<(u32, u64)> {
         let index = NetlinkSocket::route()
             .context("opening a netlink socket")?
@@ -403,6 +416,7 @@ pub fn recover(
         slot,
         netns: netns.to_owned(),
         host_veth: host_veth.to_owned(),
+        device,
         host_veth_index: veth.index,
         host_veth_mac: veth.mac,
         container_eth0_index: eth0_index,

@@ -4,7 +4,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use anyhow::{Context as _, bail};
 
-use super::{Link, NetlinkSocket, sysctl::SysctlChanges};
+use super::{ContainerDevice, Link, NetlinkSocket, sysctl::SysctlChanges};
 
 /// The host side of the network, read from the public interface at start-up.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -13,6 +13,9 @@ pub struct HostNetwork {
     pub ipv4: Option<Ipv4Addr>,
     pub ipv6: Option<Ipv6Addr>,
     pub lo_index: u32,
+    /// The kind of pair new containers get: veth until the agent chooses
+    /// (`--container-device`).
+    pub container_device: ContainerDevice,
 }
 
 impl HostNetwork {
@@ -35,6 +38,7 @@ impl HostNetwork {
             ipv4,
             ipv6,
             lo_index: lo.index,
+            container_device: ContainerDevice::Veth,
         })
     }
 

@@ -1,4 +1,4 @@
-//! Links: looking them up, their counters, veth pairs, and the ids namespaces have for
+//! Links: looking them up, their counters, veth and netkit pairs, and the ids namespaces have for
 //! each other. All over [`NetlinkSocket`], in the socket's namespace.
 use std::{fs::File, os::fd::AsRawFd as _};
 
@@ -7,13 +7,14 @@ use netlink_packet_core::{NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NlasIterator};
 use netlink_packet_route::{
     RouteNetlinkMessage,
     link::{
-        InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage, Stats64,
+        InfoData, InfoKind, InfoNetkit, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+        NetkitMode, NetkitPolicy, Stats64,
     },
     nsid::{NsidAttribute, NsidMessage},
     stats::{StatsAttribute, StatsFilterMask, StatsMessage},
 };
 
-use super::netlink::NetlinkSocket;
+use super::{ContainerDevice, netlink::NetlinkSocket};
 
 // Answer types (uapi rtnetlink.h) and the link attributes read by hand (if_link.h).
 const RTM_NEWLINK: u16 = 16;
@@ -24,6 +25,8 @@ const IFLA_IFNAME: u16 = 3;
 const IFLA_MTU: u16 = 4;
 const IFLA_LINK: u16 = 5;
 const IFLA_STATS64: u16 = 23;
+const IFLA_LINKINFO: u16 = 18;
+const IFLA_INFO_KIND: u16 = 1;
 const IFLA_LINK_NETNSID: u16 = 37;
 /// `struct ifinfomsg`, before a link's attributes.
 const IFINFOMSG_LEN: usize = 16;
@@ -42,6 +45,8 @@ pub struct Link {
     /// For a veth whose peer is in another namespace: that namespace's id here and
     /// the peer's ifindex there.
     pub peer: Option<(i32, u32)>,
+    /// The link's kind ("veth", "netkit"; empty for a device without one, like lo).
+    pub kind: String,
 }
 
 impl Link {
@@ -69,6 +74,15 @@ impl Link {
                 IFLA_STATS64 => link.stats = Stats64::parse(value).ok(),
                 IFLA_LINK => peer_index = u32_value(),
                 IFLA_LINK_NETNSID => nsid = u32_value().map(|v| v as i32),
+                IFLA_LINKINFO => {
+                    let kind = NlasIterator::new(value)
+                        .flatten()
+                        .find(|info| info.kind() == IFLA_INFO_KIND);
+                    if let Some(kind) = kind {
+                        let name = kind.value().split(|b| *b == 0).next().unwrap_or_default();
+                        link.kind = String::from_utf8_lossy(name).into_owned();
+                    }
+                }
                 _ => {}
             }
         }
@@ -77,8 +91,8 @@ impl Link {
     }
 }
 
-/// One end of a veth pair to create.
-pub struct VethEnd<'a> {
+/// One end of a veth or netkit pair to create.
+pub struct PairEnd<'a> {
     pub name: &'a str,
     pub mac: [u8; 6],
     pub mtu: u32,
@@ -168,36 +182,46 @@ impl NetlinkSocket {
             .context("no 64-bit counters in the answer")
     }
 
-    /// Creates a veth pair whose `host` end is in this namespace and whose `peer` end
-    /// is created directly inside the namespace open at `peer_netns`.
-    pub fn create_veth(
+    /// Creates a pair of devices of kind `kind` whose `host` end is in this namespace
+    /// and whose `peer` end is created directly inside the namespace open at
+    /// `peer_netns`. A netkit pair is made in layer-2 mode (Ethernet frames, as on a
+    /// veth), and its container end drops what it sends until a program is attached
+    /// to it (its default policy), so a container is never without its checks.
+    pub fn create_pair(
         &mut self,
-        host: &VethEnd<'_>,
-        peer: &VethEnd<'_>,
+        kind: ContainerDevice,
+        host: &PairEnd<'_>,
+        peer: &PairEnd<'_>,
         peer_netns: &File,
     ) -> anyhow::Result<()> {
-        let mut peer_message = LinkMessage::default();
-        peer_message.attributes = vec![
-            LinkAttribute::IfName(peer.name.to_owned()),
-            LinkAttribute::Address(peer.mac.to_vec()),
-            LinkAttribute::Mtu(peer.mtu),
-            LinkAttribute::NetNsFd(peer_netns.as_raw_fd()),
-        ];
+        let peer_message = peer_message(peer, peer_netns);
+        let info = match kind {
+            ContainerDevice::Veth => vec![
+                LinkInfo::Kind(InfoKind::Veth),
+                LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer_message))),
+            ],
+            ContainerDevice::Netkit => vec![
+                LinkInfo::Kind(InfoKind::Netkit),
+                LinkInfo::Data(InfoData::Netkit(vec![
+                    InfoNetkit::Peer(peer_message),
+                    InfoNetkit::Mode(NetkitMode::L2),
+                    InfoNetkit::Policy(NetkitPolicy::Pass),
+                    InfoNetkit::PeerPolicy(NetkitPolicy::Drop),
+                ])),
+            ],
+        };
         let mut message = LinkMessage::default();
         message.attributes = vec![
             LinkAttribute::IfName(host.name.to_owned()),
             LinkAttribute::Address(host.mac.to_vec()),
             LinkAttribute::Mtu(host.mtu),
-            LinkAttribute::LinkInfo(vec![
-                LinkInfo::Kind(InfoKind::Veth),
-                LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer_message))),
-            ]),
+            LinkAttribute::LinkInfo(info),
         ];
         self.request(
             RouteNetlinkMessage::NewLink(message),
             NLM_F_CREATE | NLM_F_EXCL,
         )
-        .with_context(|| format!("creating veth pair {} / {}", host.name, peer.name))
+        .with_context(|| format!("creating {kind} pair {} / {}", host.name, peer.name))
     }
 
     /// Brings link `index` up.
@@ -249,4 +273,16 @@ impl NetlinkSocket {
             _ => None,
         })
     }
+}
+
+/// The description of a pair's end in another namespace.
+fn peer_message(peer: &PairEnd<'_>, netns: &File) -> LinkMessage {
+    let mut message = LinkMessage::default();
+    message.attributes = vec![
+        LinkAttribute::IfName(peer.name.to_owned()),
+        LinkAttribute::Address(peer.mac.to_vec()),
+        LinkAttribute::Mtu(peer.mtu),
+        LinkAttribute::NetNsFd(netns.as_raw_fd()),
+    ];
+    message
 }

@@ -1,8 +1,10 @@
 //! The host's network plumbing, all in Rust over netlink: namespaces, links, veth
-//! pairs, addresses, routes, neighbours and sysctls. [`container_network`] builds a
-//! container's namespace and veth pair from these pieces; [`host`] reads the host's
+//! and netkit pairs, addresses, routes, neighbours and sysctls. [`container_network`]
+//! builds a container's namespace and pair of devices from these pieces
+//! ([`container_device`]: which kind); [`host`] reads the host's
 //! side at start-up; [`host_mounts`] makes the mounts the host must see from inside
 //! a service manager's sandbox; [`veth_reaper`] deletes containers' veth pairs in the background.
+pub mod container_device;
 pub mod container_network;
 pub mod host;
 pub mod host_mounts;
@@ -13,5 +15,6 @@ pub mod routes;
 pub mod sysctl;
 pub mod veth_reaper;
 
-pub use links::{Link, VethEnd};
+pub use container_device::ContainerDevice;
+pub use links::{Link, PairEnd};
 pub use netlink::NetlinkSocket;

@@ -1,34 +1,10 @@
 //! Unique egress flows: the fq_codel flow (skb priority) a packet leaves the host in.
 use super::fixtures::*;
 
-/// Offset of `priority` in `struct __sk_buff` (include/uapi/linux/bpf.h).
-const SKB_PRIORITY_OFFSET: usize = 32;
-/// At least `struct __sk_buff` (192 bytes on 6.1 and 6.18): the kernel refuses to
-/// write the context back into less, and takes trailing zeros as input.
-const SKB_CONTEXT_SIZE: usize = 256;
-
 /// Runs `program` on `frame` arriving with `priority`; its verdict and the priority
 /// it leaves with.
 fn run_with_priority(ebpf: &Ebpf, program: &str, frame: &[u8], priority: u32) -> (u32, u32) {
-    let program: &SchedClassifier = ebpf.program(program).unwrap().try_into().unwrap();
-    let mut ctx_in = [0u8; SKB_CONTEXT_SIZE];
-    ctx_in[SKB_PRIORITY_OFFSET..SKB_PRIORITY_OFFSET + 4].copy_from_slice(&priority.to_ne_bytes());
-    let mut ctx_out = [0u8; SKB_CONTEXT_SIZE];
-    let verdict = program
-        .test_run(TestRunOptions {
-            data_in: Some(frame),
-            ctx_in: Some(&ctx_in),
-            ctx_out: Some(&mut ctx_out),
-            ..Default::default()
-        })
-        .expect("BPF_PROG_TEST_RUN")
-        .return_value;
-    let out = u32::from_ne_bytes(
-        ctx_out[SKB_PRIORITY_OFFSET..SKB_PRIORITY_OFFSET + 4]
-            .try_into()
-            .unwrap(),
-    );
-    (verdict, out)
+    run_with_skb_field(ebpf, program, frame, SKB_PRIORITY_OFFSET, priority)
 }
 
 /// Turns unique flows on and gives container 0 flow 3, container 1 flow 4.

@@ -11,10 +11,11 @@ pub(crate) use netiso::datapath::{DatapathLogLevel, EBPF_OBJECT, loader, read_co
 pub(crate) use netiso_common::{
     CONTAINER_COUNTERS_MAP, CONTAINER_ECHO_IDS_MAP, CONTAINER_ETH0_INDEXES_MAP,
     CONTAINER_ETH0_INGRESS_PROGRAM, CONTAINER_LO_EGRESS_COPY_PROGRAM, CONTAINER_LO_EGRESS_PROGRAM,
-    CONTAINER_NETNS_MAP, CONTAINER_SLOT_GLOBAL, CONTAINER_VETH_INGRESS_PROGRAM, ContainerCounters,
-    ContainerLoopback, ECHO_OWNERS_MAP, EGRESS_POLICERS_MAP, EchoConversation, EchoIdRange,
-    EchoKey, EgressPolicer, HOST_LO_INGRESS_PROGRAM, PORT_OWNERS_MAP, PUBLIC_EGRESS_PROGRAM,
-    PUBLIC_INGRESS_PROGRAM, PortOwner, VETH_CONTAINERS_MAP,
+    CONTAINER_NETKIT_PEER_PROGRAM, CONTAINER_NETNS_MAP, CONTAINER_PACKET_MARK,
+    CONTAINER_SLOT_GLOBAL, CONTAINER_VETH_INGRESS_PROGRAM, ContainerCounters, ContainerLoopback,
+    ECHO_OWNERS_MAP, EGRESS_POLICERS_MAP, EchoConversation, EchoIdRange, EchoKey, EgressPolicer,
+    HOST_LO_INGRESS_PROGRAM, PORT_OWNERS_MAP, PUBLIC_EGRESS_PROGRAM, PUBLIC_INGRESS_PROGRAM,
+    PortOwner, VETH_CONTAINERS_MAP,
 };
 pub(crate) use netiso_tests::{
     lab::{HOST_IPV4, HOST_IPV6, REMOTE_IPV4, REMOTE_IPV6},
@@ -64,6 +65,7 @@ pub(crate) fn datapath_logging(level: DatapathLogLevel) -> Ebpf {
         &[
             PUBLIC_INGRESS_PROGRAM,
             CONTAINER_VETH_INGRESS_PROGRAM,
+            CONTAINER_NETKIT_PEER_PROGRAM,
             PUBLIC_EGRESS_PROGRAM,
             HOST_LO_INGRESS_PROGRAM,
             CONTAINER_ETH0_INGRESS_PROGRAM,
@@ -140,6 +142,40 @@ pub(crate) fn run_out(ebpf: &Ebpf, program: &str, frame: &[u8]) -> (u32, Vec<u8>
         .expect("BPF_PROG_TEST_RUN");
     out.truncate(result.data_size_out as usize);
     (result.return_value, out)
+}
+
+/// Offset of `mark` in `struct __sk_buff` (include/uapi/linux/bpf.h).
+pub(crate) const SKB_MARK_OFFSET: usize = 8;
+/// Offset of `priority` in `struct __sk_buff`.
+pub(crate) const SKB_PRIORITY_OFFSET: usize = 32;
+/// At least `struct __sk_buff` (192 bytes on 6.1 and 6.18): the kernel refuses to
+/// write the context back into less, and takes trailing zeros as input.
+const SKB_CONTEXT_SIZE: usize = 256;
+
+/// Runs `program` on `frame` arriving with the `u32` field of `struct __sk_buff` at
+/// `offset` set to `value`; its verdict and the field's value as it leaves.
+pub(crate) fn run_with_skb_field(
+    ebpf: &Ebpf,
+    program: &str,
+    frame: &[u8],
+    offset: usize,
+    value: u32,
+) -> (u32, u32) {
+    let program: &SchedClassifier = ebpf.program(program).unwrap().try_into().unwrap();
+    let mut ctx_in = [0u8; SKB_CONTEXT_SIZE];
+    ctx_in[offset..offset + 4].copy_from_slice(&value.to_ne_bytes());
+    let mut ctx_out = [0u8; SKB_CONTEXT_SIZE];
+    let verdict = program
+        .test_run(TestRunOptions {
+            data_in: Some(frame),
+            ctx_in: Some(&ctx_in),
+            ctx_out: Some(&mut ctx_out),
+            ..Default::default()
+        })
+        .expect("BPF_PROG_TEST_RUN")
+        .return_value;
+    let out = u32::from_ne_bytes(ctx_out[offset..offset + 4].try_into().unwrap());
+    (verdict, out)
 }
 
 /// The conversation the echo table has for (`remote`, `id`).

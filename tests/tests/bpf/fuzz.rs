@@ -224,6 +224,8 @@ fn try_run(ebpf: &Ebpf, program: &str, frame: &[u8]) -> Option<u32> {
 fn fuzz(seed: u64, count: usize) -> (Vec<String>, usize, f64) {
     let mut rng = Rng(seed | 1);
     let (inbound, outbound) = (datapath(), datapath());
+    // The netkit program sees every outbound frame too, on a datapath of its own.
+    let netkit = datapath();
     let (mut inbound_model, mut outbound_model) = (Model::default(), Model::default());
     let mut disagreements = Vec::new();
     let mut refused = 0;
@@ -258,6 +260,18 @@ fn fuzz(seed: u64, count: usize) -> (Vec<String>, usize, f64) {
             if shared != Some(verdict) {
                 disagreements.push(format!(
                     "frame {index}: the shared loopback program says {shared:?}, its copy {verdict:?}"
+                ));
+            }
+        }
+        // The netkit pair's program must decide and count as the veth's does.
+        if program == CONTAINER_VETH_INGRESS_PROGRAM {
+            let on_netkit =
+                try_run(&netkit, CONTAINER_NETKIT_PEER_PROGRAM, &frame).map(Verdict::of);
+            let counted = [counters(&netkit, 0), counters(&netkit, 1)];
+            let veth_counted = [counters(ebpf, 0), counters(ebpf, 1)];
+            if on_netkit != Some(verdict) || counted != veth_counted {
+                disagreements.push(format!(
+                    "frame {index}: the netkit program says {on_netkit:?} and counts {counted:?}, the veth program {verdict:?} and {veth_counted:?}"
                 ));
             }
         }

@@ -285,3 +285,48 @@ fn container_lo_keeps_its_own_ports_and_sends_the_rest_out() {
         assert_eq!(run(&ebpf, program, &ping), PIPE, "{program}");
     }
 }
+
+#[test]
+fn a_netkit_containers_packets_are_marked_as_its_own_until_they_leave() {
+    let ebpf = datapath();
+    let (host, remote) = (IpAddr::V4(HOST_IPV4), IpAddr::V4(REMOTE_IPV4));
+    let request = echo_frame(host, remote, 8, 30020);
+    // The netkit program marks what it sends to the network; the veth's needs not
+    // (its packets arrived on an interface).
+    let (verdict, mark) = run_with_skb_field(
+        &ebpf,
+        CONTAINER_NETKIT_PEER_PROGRAM,
+        &request,
+        SKB_MARK_OFFSET,
+        0,
+    );
+    assert_eq!((verdict, mark), (REDIRECT, CONTAINER_PACKET_MARK));
+    let (_, mark) = run_with_skb_field(
+        &ebpf,
+        CONTAINER_VETH_INGRESS_PROGRAM,
+        &request,
+        SKB_MARK_OFFSET,
+        0,
+    );
+    assert_eq!(mark, 0);
+    let conversation = || echo_conversation(&ebpf, remote, 30020).map(|c| c.owner);
+    assert_eq!(conversation(), Some(PortOwner::new(0, TEST_RUN_IFINDEX)));
+    // The public interface's egress takes the marked request for the container's,
+    // and clears the mark.
+    let (verdict, mark) = run_with_skb_field(
+        &ebpf,
+        PUBLIC_EGRESS_PROGRAM,
+        &request,
+        SKB_MARK_OFFSET,
+        CONTAINER_PACKET_MARK,
+    );
+    assert_eq!((verdict, mark), (PIPE, 0));
+    assert_eq!(conversation(), Some(PortOwner::new(0, TEST_RUN_IFINDEX)));
+    // Replies reach the container.
+    let reply = echo_frame(remote, host, 0, 30020);
+    assert_eq!(run(&ebpf, PUBLIC_INGRESS_PROGRAM, &reply), REDIRECT);
+    // An unmarked request is the host's, and any other mark is left alone.
+    let (_, mark) = run_with_skb_field(&ebpf, PUBLIC_EGRESS_PROGRAM, &request, SKB_MARK_OFFSET, 7);
+    assert_eq!(mark, 7);
+    assert_eq!(conversation(), Some(PortOwner::default()));
+}

@@ -2,6 +2,7 @@
 //! its own lab (`netiso_tests::lab`) and removes it, also when it fails.
 mod cli;
 mod cni;
+mod container_device;
 mod containerd;
 mod doctor;
 mod edge_packets;
