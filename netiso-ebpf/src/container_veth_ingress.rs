@@ -79,9 +79,15 @@ pub fn container_netkit_peer(ctx: TcContext) -> i32 {
 fn container_sends(ctx: &TcContext, hook: Hook) -> i32 {
     // SAFETY: the context pointer is valid for the program's run.
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
-    // SAFETY: the value is copied at once; a concurrent update only changes which
-    // container the packet is charged to.
-    let Some(slot) = (unsafe { VETH_CONTAINERS.get(ifindex) }).copied() else {
+    let parsed = parse(ctx);
+    // TCP and UDP ports, read once (later fragments carry none).
+    let ports = match &parsed {
+        Parsed::Ip(flow) if flow.has_ports() && flow.fragment != Fragment::Later => {
+            ports(ctx, flow)
+        }
+        _ => None,
+    };
+    let Some(slot) = sender_slot(ifindex, ports) else {
         // Not a container device the agent knows: a veth is left alone; a netkit
         // pair without its container sends nothing.
         return match hook {
@@ -92,7 +98,8 @@ fn container_sends(ctx: &TcContext, hook: Hook) -> i32 {
     let Some(config) = config() else {
         return TC_ACT_SHOT;
     };
-    let decision = decide(ctx, PortOwner::new(slot, ifindex), config).and_then(|route| {
+    let sender = PortOwner::new(slot, ifindex);
+    let decision = decide(ctx, parsed, ports, sender, config).and_then(|route| {
         if egress_policer::conforms(slot, ctx.len()) {
             Ok(route)
         } else {
@@ -135,7 +142,7 @@ fn container_sends(ctx: &TcContext, hook: Hook) -> i32 {
         }
         Route::Host => into_loopback(ctx, config.host_lo_ifindex),
         Route::Network => {
-            assign_container_flow(ctx, slot);
+            assign_container_flow(ctx, config, slot);
             if hook == Hook::NetkitPeer {
                 // The public interface's egress program takes this for a container's
                 // packet, not the host's (a veth's packets say so by the interface
@@ -154,16 +161,35 @@ fn container_sends(ctx: &TcContext, hook: Hook) -> i32 {
     }
 }
 
-/// Whether container `sender` may send this packet, and where it goes; the counter to
-/// bump if it may not.
+/// The slot of the container whose device (the host end of its pair) is `ifindex`.
+/// The common case costs an array read: a TCP or UDP packet from a port whose owner's
+/// device is this one. Anything else is looked up in the table of devices.
+#[inline(always)]
+fn sender_slot(ifindex: u32, ports: Option<(u16, u16)>) -> Option<u32> {
+    if let Some((sport, _)) = ports
+        && let Some(owner) = port_owner(sport)
+        && owner.veth_ifindex == ifindex
+    {
+        return owner.slot();
+    }
+    // SAFETY: the value is copied at once; a concurrent update only changes which
+    // container the packet is charged to.
+    unsafe { VETH_CONTAINERS.get(ifindex) }.copied()
+}
+
+/// Whether container `sender` may send this packet (`parsed`, with `ports` if it is
+/// TCP or UDP and not a later fragment), and where it goes; the counter to bump if it
+/// may not.
 #[inline(always)]
 fn decide(
     ctx: &TcContext,
+    parsed: Parsed,
+    ports: Option<(u16, u16)>,
     sender: PortOwner,
     config: &DatapathConfig,
 ) -> Result<Route, DropReason> {
     let slot = sender.slot().unwrap_or_default();
-    let flow = match parse(ctx) {
+    let flow = match parsed {
         Parsed::Ip(flow) => flow,
         Parsed::NotIp => return Err(DropReason::Other),
         Parsed::Malformed => return Err(DropReason::Malformed),
@@ -179,7 +205,7 @@ fn decide(
         }
     }
     let local = flow.is_for_host(config) || flow.is_for_loopback();
-    check_source(ctx, &flow, local, config)?;
+    check_source(&flow, local, config)?;
     if !local && flow.is_to_link_or_group() {
         return Err(DropReason::Multicast);
     }
@@ -197,7 +223,7 @@ fn decide(
     }
     // The destination port, read once: TCP and UDP only.
     let dport = if flow.has_ports() {
-        let Some((sport, dport)) = ports(ctx, &flow) else {
+        let Some((sport, dport)) = ports else {
             return Err(DropReason::Malformed);
         };
         if let Err(refused) = check_source_port(sport, slot) {

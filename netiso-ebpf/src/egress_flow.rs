@@ -26,9 +26,12 @@ fn set_priority(ctx: &TcContext, priority: u32) {
 }
 
 /// Puts a packet container `slot` sends to the network into the container's own flow,
-/// if it has one.
+/// if it has one (never without unique flows: no lookup then).
 #[inline(always)]
-pub fn assign_container_flow(ctx: &TcContext, slot: u32) {
+pub fn assign_container_flow(ctx: &TcContext, config: &DatapathConfig, slot: u32) {
+    if config.egress_flows_qdisc == 0 {
+        return;
+    }
     if let Some(shaping) = CONTAINER_SHAPING.get(slot)
         && shaping.egress_flow_classid != 0
     {

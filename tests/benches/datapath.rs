@@ -66,13 +66,22 @@ fn datapath_logging(containers: u32, unique_flows: bool, level: DatapathLogLevel
             (0..containers).map(|slot| (slot, FIRST_CONTAINER_EGRESS_FLOW + slot)),
         );
     }
+    // The measured container is the last one added, on the device test runs see; the
+    // others fill the tables.
+    let device_of = |slot: u32| {
+        if slot == containers - 1 {
+            TEST_RUN_IFINDEX
+        } else {
+            1000 + slot
+        }
+    };
     let mut owners: Array<_, PortOwner> =
         Array::try_from(ebpf.map_mut(PORT_OWNERS_MAP).unwrap()).unwrap();
     for slot in 0..containers {
         let first = FIRST_PORT + slot * PORTS_PER_CONTAINER;
         for port in first..first + PORTS_PER_CONTAINER {
             owners
-                .set(port, PortOwner::new(slot, 1000 + slot), 0)
+                .set(port, PortOwner::new(slot, device_of(slot)), 0)
                 .unwrap();
         }
     }
@@ -96,14 +105,8 @@ fn datapath_logging(containers: u32, unique_flows: bool, level: DatapathLogLevel
     }
     let mut veths: HashMap<_, u32, u32> =
         HashMap::try_from(ebpf.map_mut(VETH_CONTAINERS_MAP).unwrap()).unwrap();
-    // The measured container is the last one added; the others fill the table.
     for slot in 0..containers {
-        let ifindex = if slot == containers - 1 {
-            TEST_RUN_IFINDEX
-        } else {
-            1000 + slot
-        };
-        veths.insert(ifindex, slot, 0).unwrap();
+        veths.insert(device_of(slot), slot, 0).unwrap();
     }
     // The container lo copy (its slot is 0 as loaded here) needs its eth0, or it
     // leaves every packet alone at once.

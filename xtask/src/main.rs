@@ -32,7 +32,8 @@ enum Task {
     Run(run::RunArgs),
     /// Every check CI runs: fmt, clippy (userspace and eBPF), unit, BPF test-run and lab
     /// tests on this kernel, the Debian package (built and checked), then the VM tests
-    /// on Debian's 6.1 and 5.10 kernels and the package under systemd in a third VM.
+    /// on Debian's 6.12 (netkit containers, then some with veth) and 5.10 kernels and
+    /// the package under systemd in a third VM.
     Test(test::TestArgs),
     /// Benchmarks: per-packet cost of the datapath against the number of containers
     /// (`datapath`), scrape time and memory with up to 1000 containers (`stats`);
@@ -44,9 +45,9 @@ enum Task {
     /// Fuzz the datapath against its model for longer than the tests do: generated
     /// frames through the tc programs, frames per second and disagreements reported.
     Fuzz(fuzz::FuzzArgs),
-    /// Boot Debian's generic 6.1 and 5.10 kernels with virtme-ng and run the
-    /// kernel-dependent tests there (netlink attach path, fq_codel), then the package
-    /// under systemd (`--systemd`).
+    /// Boot Debian's generic 6.12 and 5.10 kernels (or 6.1, with `--kernel`) with
+    /// virtme-ng and run the kernel-dependent tests there (netkit, netlink attach path,
+    /// fq_codel), then the package under systemd (`--systemd`).
     VmTest(vm::VmTestArgs),
     /// Build the agent of the release the upgrade tests start from (netiso 0.1.0,
     /// from its commit in this repository's history; cached) and print its path.

@@ -1,7 +1,8 @@
 //! `cargo xtask vm-test`: runs the kernel-dependent tests on Debian's generic kernels
-//! under virtme-ng: 12's 6.1 (no tcx, so the netlink attach path; fq_codel, which the
-//! host kernel lacks) and, with `--kernel 5.10`, 11's 5.10, the oldest kernel netiso
-//! supports (the first with `bpf_redirect_peer`).
+//! under virtme-ng: 12's backported 6.12 (netkit, so containers get netkit pairs; tcx;
+//! fq_codel, which the host kernel lacks), 11's 5.10, the oldest kernel netiso
+//! supports (the first with `bpf_redirect_peer`; no tcx, so the netlink attach path),
+//! and, with `--kernel 6.1`, 12's own 6.1.
 use std::{
     env,
     fmt::Write as _,
@@ -39,12 +40,12 @@ pub enum Kernel {
     Backports,
 }
 
-/// The lab tests the 5.10 VM runs when it runs beside the 6.1 VM (`cargo xtask test`),
+/// The lab tests the 5.10 VM runs when it runs beside the 6.12 VM (`cargo xtask test`),
 /// to stay within CI's time: the lifecycle through netlink, the faults, edge and
 /// hostile frames, egress flows, and what 5.10's `bpf_redirect_peer` does differently
 /// (loopback and host traffic, the statistics' receive counters, published ports), and
 /// upgrades from the previous release through netlink attachments; the
-/// 6.1 VM runs every test. `cargo xtask vm-test --kernel 5.10` runs every test on 5.10.
+/// 6.12 VM runs the rest. `cargo xtask vm-test --kernel 5.10` runs every test on 5.10.
 /// Its BPF test-run binary always runs whole (every program through 5.10's verifier).
 const LAB_TESTS_BESIDE: [&str; 9] = [
     "lifecycle::",
@@ -117,23 +118,24 @@ impl Kernel {
         Ok(options)
     }
 }
-/// Lab tests the 6.1 VM leaves out when the 5.10 VM runs beside it (`cargo xtask
-/// test`), to keep CI within its time: those the 5.10 VM runs too (both kernels
-/// attach through netlink: the lifecycle, the faults, the upgrades, the published
-/// port), and those of the CNI protocol, the state directory and the CLI, whose
-/// outcome no kernel changes (they run on the host). `--kernel 6.1` runs them all.
-const SKIPPED_ON_6_1_BESIDE: [&str; 6] = [
-    "upgrade::",
-    "faults::",
-    "lifecycle::",
-    "cni::",
-    "state_dir::",
-    "cli::",
-];
+/// Lab tests the 6.12 VM leaves out when the 5.10 VM runs beside it (`cargo xtask
+/// test`), to keep CI within its time: those the 5.10 VM runs too (the lifecycle, the
+/// faults, the published port), and those of the CNI protocol, the state directory
+/// and the CLI, whose outcome no kernel changes (they run on the host). The upgrades
+/// stay: there the previous release's veth containers meet an agent that gives new
+/// ones netkit. `--kernel 6.12` runs them all.
+const SKIPPED_ON_6_12_BESIDE: [&str; 5] =
+    ["faults::", "lifecycle::", "cni::", "state_dir::", "cli::"];
+
+/// Lab tests the 6.12 VM runs a second time with veth containers
+/// (`NETISO_TEST_CONTAINER_DEVICE=veth`), after the whole lab on netkit: the shaping,
+/// whose fq_codel leaves only VM kernels have (the host's lacks fq_codel), with the
+/// device kind every other kernel gives.
+const VETH_PASS_ON_6_12: [&str; 2] = ["rate_limits::", "egress_flows::"];
 
 /// Test binaries of this package run in the VM: all of them touch the kernel.
 const TEST_PACKAGE: &str = "netiso-tests";
-/// Most time one VM's run may take. The 6.1 VM's full lab run takes about 35 minutes
+/// Most time one VM's run may take. A full lab run takes about 35 minutes
 /// under emulation on two cores (longer on a loaded host); CI allows 90 in all.
 const VM_TIMEOUT: Duration = Duration::from_secs(55 * 60);
 
@@ -144,7 +146,7 @@ pub struct VmTestArgs {
     #[arg(long)]
     pub filter: Vec<String>,
     /// A kernel to boot; repeat for several. Without it (and without --systemd),
-    /// every supported kernel (6.1 and 5.10), side by side, then the systemd VM.
+    /// 6.12 and 5.10, side by side, then the systemd VM.
     #[arg(long = "kernel", value_enum)]
     pub kernels: Vec<Kernel>,
     /// Boot the Debian 12 VM with systemd as PID 1 and test the Debian package there
@@ -174,7 +176,7 @@ pub fn run(args: VmTestArgs) -> anyhow::Result<()> {
     // Nothing asked for: every kernel and the systemd VM.
     let everything = args.kernels.is_empty() && !args.systemd;
     let kernels = if everything {
-        vec![Kernel::Debian12, Kernel::Debian11]
+        vec![Kernel::Backports, Kernel::Debian11]
     } else {
         args.kernels.clone()
     };
@@ -199,7 +201,7 @@ pub fn run(args: VmTestArgs) -> anyhow::Result<()> {
         None
     };
     let vng = setup::vng().context("virtme-ng (vng) is missing; run `cargo xtask setup`")?;
-    // Run beside 6.1 (the default), 5.10 takes a share of the lab tests, to keep CI
+    // Run beside 6.12 (the default), 5.10 takes a share of the lab tests, to keep CI
     // within its time.
     let beside = everything;
     if !vmlinuzes.is_empty() {
@@ -232,9 +234,10 @@ pub fn run(args: VmTestArgs) -> anyhow::Result<()> {
                             Kernel::Debian11 if beside => {
                                 Filters::Lab(LAB_TESTS_BESIDE.map(str::to_owned).to_vec())
                             }
-                            Kernel::Debian12 if beside => {
-                                Filters::Skip(SKIPPED_ON_6_1_BESIDE.map(str::to_owned).to_vec())
-                            }
+                            Kernel::Backports if beside => Filters::Skip {
+                                skipped: SKIPPED_ON_6_12_BESIDE.map(str::to_owned).to_vec(),
+                                veth_pass: VETH_PASS_ON_6_12.map(str::to_owned).to_vec(),
+                            },
                             _ => Filters::All(Vec::new()),
                         };
                         runs.push(boot_and_test(
@@ -246,7 +249,7 @@ pub fn run(args: VmTestArgs) -> anyhow::Result<()> {
                             vng,
                         ));
                     }
-                    // The systemd VM follows the first kernel's, in the same lane (6.1's,
+                    // The systemd VM follows the first kernel's, in the same lane (6.12's,
                     // the shorter when 5.10 runs beside it).
                     if let Some(packages) = packages.as_ref().filter(|_| lane == 0) {
                         runs.push(systemd_boot_and_test(built, packages));
@@ -308,8 +311,12 @@ fn systemd_boot_and_test(built: &[PathBuf], packages: &Packages) -> anyhow::Resu
 enum Filters {
     All(Vec<String>),
     Lab(Vec<String>),
-    /// Every test but those matching these.
-    Skip(Vec<String>),
+    /// Every test but those matching `skipped`; then the lab tests matching
+    /// `veth_pass` again, with veth containers.
+    Skip {
+        skipped: Vec<String>,
+        veth_pass: Vec<String>,
+    },
 }
 
 impl Filters {
@@ -322,11 +329,24 @@ impl Filters {
             Filters::All(filters) => filters.join(" "),
             Filters::Lab(filters) if is_lab => filters.join(" "),
             Filters::Lab(_) => String::new(),
-            Filters::Skip(skipped) => skipped
+            Filters::Skip { skipped, .. } => skipped
                 .iter()
                 .map(|name| format!("--skip {name}"))
                 .collect::<Vec<_>>()
                 .join(" "),
+        }
+    }
+
+    /// The filter arguments of the lab binary's second run, with veth containers.
+    fn veth_pass(&self, binary: &Path) -> Option<String> {
+        let is_lab = binary
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("lab-"));
+        match self {
+            Filters::Skip { veth_pass, .. } if is_lab && !veth_pass.is_empty() => {
+                Some(veth_pass.join(" "))
+            }
+            _ => None,
         }
     }
 }
@@ -580,6 +600,15 @@ fn guest_script(
             filter = filters.for_binary(binary),
             log = log.display()
         );
+        if let Some(filter) = filters.veth_pass(binary) {
+            let _ = writeln!(
+                script,
+                "echo '{VETH_PASS_MARKER}' >> {log}\n\
+                 NETISO_TEST_CONTAINER_DEVICE=veth {bin} --test-threads=1 {filter} >> {log} 2>&1 || status=1",
+                bin = binary.display(),
+                log = log.display()
+            );
+        }
     }
     let _ = writeln!(
         script,
@@ -589,6 +618,9 @@ fn guest_script(
     script
 }
 
+/// The line the guest logs before the veth pass.
+const VETH_PASS_MARKER: &str = "== the lab again, with veth containers";
+
 /// Per-test verdicts read from libtest's output.
 struct Report {
     results: Vec<(String, String)>,
@@ -596,12 +628,17 @@ struct Report {
 
 impl Report {
     fn parse(log: &str) -> Self {
+        // Tests of the veth pass (after its marker line) are named as such.
+        let mut pass = "";
         let results = log
             .lines()
             .filter_map(|line| {
+                if line.starts_with(VETH_PASS_MARKER) {
+                    pass = "[veth] ";
+                }
                 let rest = line.strip_prefix("test ")?;
                 let (name, verdict) = rest.rsplit_once(" ... ")?;
-                Some((name.to_owned(), verdict.trim().to_owned()))
+                Some((format!("{pass}{name}"), verdict.trim().to_owned()))
             })
             .collect();
         Self { results }
