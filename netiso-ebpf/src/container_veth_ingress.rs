@@ -15,7 +15,7 @@
 //! where it went, and only if the same container sent it (`FRAGMENT_ROUTES`).
 use aya_ebpf::{
     bindings::{TC_ACT_PIPE, TC_ACT_SHOT},
-    helpers::bpf_redirect_neigh,
+    helpers::{bpf_redirect, bpf_redirect_neigh},
     macros::classifier,
     programs::TcContext,
 };
@@ -71,7 +71,11 @@ pub fn container_veth_ingress(ctx: TcContext) -> i32 {
 pub fn container_netkit_peer(ctx: TcContext) -> i32 {
     let verdict = container_sends(&ctx, Hook::NetkitPeer);
     datapath_log::decision(&ctx, Program::ContainerNetkitPeer, verdict);
-    verdict
+    if verdict == TC_ACT_SHOT {
+        drop_after_sending()
+    } else {
+        verdict
+    }
 }
 
 // A function of its own: its stack is not added to the logging's.
@@ -79,13 +83,19 @@ pub fn container_netkit_peer(ctx: TcContext) -> i32 {
 fn container_sends(ctx: &TcContext, hook: Hook) -> i32 {
     // SAFETY: the context pointer is valid for the program's run.
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
-    let parsed = parse(ctx);
+    // Every field set on every path, whatever the frame: LLVM otherwise keeps a
+    // non-IP frame's unset fields in registers that it spills, which the verifier
+    // refuses.
+    let (flow, unparsed) = match parse(ctx) {
+        Parsed::Ip(flow) => (flow, None),
+        Parsed::NotIp => (Flow::NONE, Some(DropReason::Other)),
+        Parsed::Malformed => (Flow::NONE, Some(DropReason::Malformed)),
+    };
     // TCP and UDP ports, read once (later fragments carry none).
-    let ports = match &parsed {
-        Parsed::Ip(flow) if flow.has_ports() && flow.fragment != Fragment::Later => {
-            ports(ctx, flow)
-        }
-        _ => None,
+    let ports = if unparsed.is_none() && flow.has_ports() && flow.fragment != Fragment::Later {
+        ports(ctx, &flow)
+    } else {
+        None
     };
     let Some(slot) = sender_slot(ifindex, ports) else {
         // Not a container device the agent knows: a veth is left alone; a netkit
@@ -99,7 +109,11 @@ fn container_sends(ctx: &TcContext, hook: Hook) -> i32 {
         return TC_ACT_SHOT;
     };
     let sender = PortOwner::new(slot, ifindex);
-    let decision = decide(ctx, parsed, ports, sender, config).and_then(|route| {
+    let decision = match unparsed {
+        Some(reason) => Err(reason),
+        None => decide(ctx, &flow, ports, sender, config),
+    }
+    .and_then(|route| {
         if egress_policer::conforms(slot, ctx.len()) {
             Ok(route)
         } else {
@@ -161,6 +175,20 @@ fn container_sends(ctx: &TcContext, hook: Hook) -> i32 {
     }
 }
 
+/// Drops a packet on a netkit pair as a veth pair's host end does: after the
+/// container's device has sent it. A drop verdict there would fail the container's
+/// send (`ENOBUFS` to a raw socket, or to a socket asking for errors, as ping does)
+/// and count it as its device's drop; a redirect to no device is counted as sent and
+/// freed by the kernel, like a packet the host end of a veth drops. (A function of
+/// its own: inlined, LLVM merged its path with another into code the verifier refuses,
+/// a register read unset.)
+#[inline(never)]
+fn drop_after_sending() -> i32 {
+    // SAFETY: helper call; ifindex 0 names no device, so the kernel frees the packet
+    // when it carries out the redirect.
+    unsafe { bpf_redirect(0, 0) as i32 }
+}
+
 /// The slot of the container whose device (the host end of its pair) is `ifindex`.
 /// The common case costs an array read: a TCP or UDP packet from a port whose owner's
 /// device is this one. Anything else is looked up in the table of devices.
@@ -177,23 +205,19 @@ fn sender_slot(ifindex: u32, ports: Option<(u16, u16)>) -> Option<u32> {
     unsafe { VETH_CONTAINERS.get(ifindex) }.copied()
 }
 
-/// Whether container `sender` may send this packet (`parsed`, with `ports` if it is
+/// Whether container `sender` may send this IP packet (`flow`, with `ports` if it is
 /// TCP or UDP and not a later fragment), and where it goes; the counter to bump if it
 /// may not.
 #[inline(always)]
 fn decide(
     ctx: &TcContext,
-    parsed: Parsed,
+    flow: &Flow,
     ports: Option<(u16, u16)>,
     sender: PortOwner,
     config: &DatapathConfig,
 ) -> Result<Route, DropReason> {
     let slot = sender.slot().unwrap_or_default();
-    let flow = match parsed {
-        Parsed::Ip(flow) => flow,
-        Parsed::NotIp => return Err(DropReason::Other),
-        Parsed::Malformed => return Err(DropReason::Malformed),
-    };
+    let flow = *flow;
     // Neighbour discovery and listener reports first: a container's kernel sends
     // them on its own (from the unspecified address), and they are no attack.
     if flow.ipv6 && flow.is_icmp() && flow.fragment != Fragment::Later {

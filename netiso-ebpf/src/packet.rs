@@ -116,6 +116,19 @@ pub struct Flow {
 }
 
 impl Flow {
+    /// A flow of nothing, for frames that are not IP.
+    pub const NONE: Flow = Flow {
+        ipv6: false,
+        protocol: 0,
+        first_protocol: 0,
+        l4_offset: 0,
+        fragment: Fragment::Whole,
+        fragment_id: 0,
+        src: [0; 16],
+        dst: [0; 16],
+        src_mac: [0; 6],
+    };
+
     /// The traffic class [`classify`] gives the packet, without reading it again.
     #[inline(always)]
     pub fn class(&self) -> TrafficClass {

@@ -14,10 +14,13 @@
 //!   veth; its own filter last), and one u32 filter sending its packets out;
 //! - limit: the service in the host's namespace, no container at all;
 //! - netiso with limits: as netiso, every container with egress and ingress rate
-//!   limits far above what this traffic reaches (5 GB/s), so shaped but never held.
+//!   limits far above what this traffic reaches (5 GB/s), so shaped but never held;
+//! - on a kernel with netkit, where netiso's containers get netkit pairs: netiso with
+//!   veth pairs (`--container-device=veth`), the same run.
 //!
 //! Prints medians and spreads and the ratios netiso / routed, netiso / limit,
-//! netiso / u32 and (netiso with limits) / netiso. `cargo xtask bench traffic`; NETISO_TRAFFIC_COUNTS (such as
+//! netiso / u32, (netiso with limits) / netiso and, with netkit, netiso / netiso on
+//! veth. `cargo xtask bench traffic`; NETISO_TRAFFIC_COUNTS (such as
 //! "1,1024"), NETISO_TRAFFIC_SECONDS (per run, 2) and NETISO_TRAFFIC_RUNS (3) change
 //! the defaults.
 use std::{fmt::Write as _, io::Write as _, net::IpAddr, process::Stdio, time::Instant};
@@ -50,15 +53,23 @@ enum Setup {
     U32,
     Limit,
     NetisoLimited,
+    NetisoVeth,
 }
 
-const SETUPS: [Setup; 5] = [
-    Setup::Netiso,
-    Setup::Routed,
-    Setup::U32,
-    Setup::Limit,
-    Setup::NetisoLimited,
-];
+/// The setups measured: the last only where containers get netkit by default.
+fn setups() -> Vec<Setup> {
+    let mut setups = vec![
+        Setup::Netiso,
+        Setup::Routed,
+        Setup::U32,
+        Setup::Limit,
+        Setup::NetisoLimited,
+    ];
+    if netiso::net::container_device::probe_netkit().is_ok() {
+        setups.push(Setup::NetisoVeth);
+    }
+    setups
+}
 /// Rate limits of the limited netiso setup: above anything iperf3 reaches here.
 const UNREACHED_LIMITS: [&str; 2] = [
     "--egress_rate_limit_per_container=5GB",
@@ -73,6 +84,7 @@ impl Setup {
             Setup::U32 => "u32",
             Setup::Limit => "limit",
             Setup::NetisoLimited => "netiso with limits",
+            Setup::NetisoVeth => "netiso on veth",
         }
     }
 }
@@ -134,25 +146,25 @@ fn main() {
     for &count in &counts {
         eprintln!("  building the setups with {count} containers/filters…");
         let started = Instant::now();
-        let built: Vec<Built> = SETUPS.iter().map(|&s| build(s, count)).collect();
+        let setups = setups();
+        let built: Vec<Built> = setups.iter().map(|&s| build(s, count)).collect();
         eprintln!("  built in {:.1} s", started.elapsed().as_secs_f64());
         let _ = writeln!(report, "\nN = {count}");
-        let _ = writeln!(
-            report,
-            "{:<14} {:>22} {:>22} {:>22} {:>22} {:>22}   {:>7} {:>7} {:>7} {:>7}",
-            "case",
-            "netiso",
-            "routed",
-            "u32",
-            "limit",
-            "netiso, limits",
-            "/routed",
-            "/limit",
-            "/u32",
-            "limits/"
+        let mut header = format!("{:<14}", "case");
+        for setup in &setups {
+            let _ = write!(header, " {:>22}", setup.name());
+        }
+        let _ = write!(
+            header,
+            "   {:>7} {:>7} {:>7} {:>7}",
+            "/routed", "/limit", "/u32", "limits/"
         );
+        if setups.contains(&Setup::NetisoVeth) {
+            let _ = write!(header, " {:>7}", "/veth");
+        }
+        let _ = writeln!(report, "{header}");
         for &case in &cases {
-            let mut samples: Vec<Vec<f64>> = vec![Vec::new(); SETUPS.len()];
+            let mut samples: Vec<Vec<f64>> = vec![Vec::new(); setups.len()];
             for _ in 0..runs {
                 for (index, setup) in built.iter().enumerate() {
                     samples[index].push(measure(setup, case, seconds));
@@ -182,6 +194,9 @@ fn main() {
                 ratio(2),
                 medians[4] / medians[0]
             );
+            if setups.contains(&Setup::NetisoVeth) {
+                let _ = write!(line, " {:>7.2}", ratio(5));
+            }
             println!("{line}");
             let _ = writeln!(report, "{line}");
             let _ = std::io::stdout().flush();
@@ -287,7 +302,7 @@ fn build(setup: Setup, count: usize) -> Built {
             u32_chain(&lab.host, count);
             (iperf3_server(&ns), (v4, v6), None, vec![ns])
         }
-        Setup::Netiso | Setup::NetisoLimited => {
+        Setup::Netiso | Setup::NetisoLimited | Setup::NetisoVeth => {
             lab.host.exec(&[
                 "sysctl",
                 "-qw",
@@ -296,6 +311,9 @@ fn build(setup: Setup, count: usize) -> Built {
             let mut args = vec![RESOURCES];
             if setup == Setup::NetisoLimited {
                 args.extend(UNREACHED_LIMITS);
+            }
+            if setup == Setup::NetisoVeth {
+                args.push("--container-device=veth");
             }
             let agent = Agent::start(&lab, &args);
             let service = format!("lab-{}-service", lab.id);

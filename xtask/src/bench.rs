@@ -5,7 +5,7 @@ use clap::ValueEnum;
 
 use crate::{
     cmd::{self, cargo},
-    previous_release, setup,
+    previous_release, setup, vm,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -33,6 +33,28 @@ pub enum Bench {
     /// The fuzzers' long runs: a million frames through the datapath and its model,
     /// 200 000 inputs per parser (`cargo xtask fuzz` with its defaults).
     Fuzz,
+}
+
+/// Runs the traffic benchmark (the only one that means something under emulation,
+/// as ratios) in a VM booting `kernel`.
+pub fn run_in_vm(which: Option<Bench>, kernel: vm::Kernel) -> anyhow::Result<()> {
+    if which != Some(Bench::Traffic) {
+        anyhow::bail!(
+            "only the traffic benchmark runs in a VM (`cargo xtask bench traffic --kernel {}`): the others measure this machine's kernel",
+            kernel.name()
+        );
+    }
+    setup::ensure()?;
+    cmd::run(
+        "building the netiso agent (release)",
+        cargo().args(["build", "--release", "--package", "netiso", "--bins"]),
+    )?;
+    let binary = cmd::bench_binary("traffic")?;
+    vm::run_bench(
+        kernel,
+        &binary,
+        &cmd::workspace_root().join("target/release/netiso"),
+    )
 }
 
 /// Runs `which`, or every benchmark.

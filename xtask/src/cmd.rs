@@ -119,3 +119,23 @@ pub fn build_test_agent() -> anyhow::Result<()> {
         ]),
     )
 }
+
+/// Builds the benchmark `name` of the test package (release) and returns its binary.
+pub fn bench_binary(name: &str) -> anyhow::Result<std::path::PathBuf> {
+    step(&format!("building the {name} benchmark"));
+    let built = output(cargo().args([
+        "bench",
+        "--package",
+        "netiso-tests",
+        "--bench",
+        name,
+        "--no-run",
+        "--message-format=json-render-diagnostics",
+    ]))?;
+    String::from_utf8_lossy(&built.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|msg| msg["reason"] == "compiler-artifact" && msg["target"]["name"] == name)
+        .find_map(|msg| msg["executable"].as_str().map(std::path::PathBuf::from))
+        .with_context(|| format!("cargo built no {name} benchmark"))
+}

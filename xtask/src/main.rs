@@ -41,6 +41,11 @@ enum Task {
     Bench {
         #[arg(value_enum)]
         which: Option<bench::Bench>,
+        /// Run the traffic benchmark in a VM booting this kernel instead of on this
+        /// one (`6.12`: netkit against veth in the same run). Under emulation only the
+        /// ratios mean something.
+        #[arg(long, value_enum)]
+        kernel: Option<vm::Kernel>,
     },
     /// Fuzz the datapath against its model for longer than the tests do: generated
     /// frames through the tc programs, frames per second and disagreements reported.
@@ -71,7 +76,14 @@ fn main() -> ExitCode {
         Task::Run(args) => run::run(args),
         Task::Test(args) => test::run(args),
         Task::VmTest(args) => vm::run(args),
-        Task::Bench { which } => bench::run(which),
+        Task::Bench {
+            which,
+            kernel: Some(kernel),
+        } => bench::run_in_vm(which, kernel),
+        Task::Bench {
+            which,
+            kernel: None,
+        } => bench::run(which),
         Task::Fuzz(args) => fuzz::run(&args),
         Task::PreviousRelease => {
             previous_release::build().map(|path| println!("{}", path.display()))

@@ -60,7 +60,7 @@ const LAB_TESTS_BESIDE: [&str; 9] = [
 ];
 
 impl Kernel {
-    fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             Kernel::Debian12 => "6.1",
             Kernel::Debian11 => "5.10",
@@ -405,6 +405,72 @@ fn boot_and_test(
         seconds: started.elapsed().as_secs_f64(),
         out_dir,
     })
+}
+
+/// Runs the benchmark `binary` (with `agent`, this tree's release build) in a VM
+/// booting `which`, printing its output.
+pub fn run_bench(which: Kernel, binary: &Path, agent: &Path) -> anyhow::Result<()> {
+    let vmlinuz = kernel(which)?;
+    let vng = setup::vng().context("virtme-ng (vng) is missing; run `cargo xtask setup`")?;
+    let out_dir = workspace_root().join(format!("target/vm-bench-{}", which.name()));
+    let _ = fs::remove_dir_all(&out_dir);
+    fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+    let copies = copy_into(&out_dir, &[agent.to_owned(), binary.to_owned()])?;
+    let log = out_dir.join("bench.log");
+    // The benchmark's own settings (NETISO_TRAFFIC_COUNTS and the like) go along.
+    let settings: String = env::vars()
+        .filter(|(name, _)| name.starts_with("NETISO_TRAFFIC_"))
+        .map(|(name, value)| format!(" {name}='{value}'"))
+        .collect();
+    let script = out_dir.join("guest.sh");
+    fs::write(
+        &script,
+        format!(
+            "mount -t bpf bpf /sys/fs/bpf 2>/dev/null\n\
+             export NETISO_BIN={agent} NETISO_IN_VM=1{settings}\n\
+             echo \"kernel $(uname -r)\" > {log}\n\
+             {bench} >> {log} 2>&1\n\
+             echo $? > {status}\n",
+            agent = copies[0].display(),
+            bench = copies[1].display(),
+            log = log.display(),
+            status = out_dir.join("status").display(),
+        ),
+    )
+    .context("writing the guest script")?;
+    step(&format!(
+        "booting {} under emulation and running {} there (the figures are emulated: compare ratios only)",
+        vmlinuz.display(),
+        binary.display()
+    ));
+    let started = Instant::now();
+    let vm_output = Command::new("timeout")
+        .arg(VM_TIMEOUT.as_secs().to_string())
+        .arg(&vng)
+        .arg("--run")
+        .arg(&vmlinuz)
+        .args(["--disable-kvm", "--cpus", "2", "--memory", "4G"])
+        .arg("--rwdir")
+        .arg(&out_dir)
+        .arg("--exec")
+        .arg(format!("sh {}", script.display()))
+        .current_dir(workspace_root())
+        .output()
+        .context("starting vng")?;
+    let text = fs::read_to_string(&log).unwrap_or_default();
+    println!("{text}");
+    let status = fs::read_to_string(out_dir.join("status")).unwrap_or_default();
+    if status.trim() != "0" {
+        bail!(
+            "the benchmark in the {} VM failed (vng {}, after {:.0}s; status '{}'); output in {}",
+            which.name(),
+            vm_output.status,
+            started.elapsed().as_secs_f64(),
+            status.trim(),
+            log.display()
+        );
+    }
+    Ok(())
 }
 
 /// Prints a VM run's verdicts; fails if a test failed or none ran.

@@ -330,3 +330,20 @@ fn a_netkit_containers_packets_are_marked_as_its_own_until_they_leave() {
     assert_eq!(mark, 7);
     assert_eq!(conversation(), Some(PortOwner::default()));
 }
+
+#[test]
+fn a_netkit_container_sends_what_is_dropped_to_no_device() {
+    let ebpf = datapath();
+    // From port 40000, which container 0 does not own.
+    let unowned = udp4_out(40000, REMOTE_IPV4, 53);
+    assert_eq!(run(&ebpf, CONTAINER_VETH_INGRESS_PROGRAM, &unowned), SHOT);
+    // The netkit program's drop is a redirect (to ifindex 0, which the kernel frees),
+    // so that the container's send succeeds as on a veth; counted alike.
+    assert_eq!(
+        run(&ebpf, CONTAINER_NETKIT_PEER_PROGRAM, &unowned),
+        REDIRECT
+    );
+    let counted = counters(&ebpf, 0);
+    assert_eq!(counted.tx_dropped_port_not_owned, 2, "{counted:?}");
+    assert_eq!(counted.tx_packets, 0, "{counted:?}");
+}

@@ -123,7 +123,7 @@ fn veth_and_netkit_containers_side_by_side() {
 
     // Statistics: the netkit container's link counters saw its traffic both ways.
     let statistics = api_request(&lab, "GET", &format!("/v1/statistics/{new}"), "").json();
-    let stats = &statistics["statistics"];
+    let stats = &statistics[0]["statistics"];
     for counter in ["net_rx_packets", "net_tx_packets"] {
         assert!(
             stats[counter].as_u64().unwrap_or(0) >= 10,

@@ -13,7 +13,7 @@ use std::{
 use aya::maps::{Array, Map, MapData};
 use netiso_common::DROP_EVENTS_SWITCH_MAP;
 use netiso_tests::{
-    agent::{Agent, cli, netiso_bin},
+    agent::{Agent, api_request, cli, netiso_bin},
     lab::{HOST_IPV4, Lab, REMOTE_IPV4},
     netns::{ChildGuard, Netns},
     wait::wait_until,
@@ -254,8 +254,14 @@ fn with_debug_logging_the_agent_logs_each_decision_of_the_datapath() {
         "{decision}"
     );
     send_from_unowned_port(&web, 29999, 1);
+    // The program that checks what the container sends depends on its device.
+    let info = api_request(&lab, "GET", &format!("/v1/containers/{id}"), "").json();
+    let program = match info["device"].as_str() {
+        Some("netkit") => "container_netkit_peer",
+        _ => "container_veth_ingress",
+    };
     let (found, log) = agent.wait_for_log(&format!(
-        "container_veth_ingress: drop proto 17 {HOST_IPV4}:29999 -> {REMOTE_IPV4}:7002"
+        "{program}: drop proto 17 {HOST_IPV4}:29999 -> {REMOTE_IPV4}:7002"
     ));
     assert!(found, "{log}");
 }
