@@ -19,8 +19,15 @@ use crate::{
 /// that stays on the host (to the host's address or loopback) may also come from the
 /// container's lo, whose frames have no MAC and may have a loopback source.
 #[inline(always)]
-pub fn check_source(flow: &Flow, local: bool, config: &DatapathConfig) -> Result<(), DropReason> {
-    let mac = flow.src_mac;
+pub fn check_source(
+    ctx: &TcContext,
+    flow: &Flow,
+    local: bool,
+    config: &DatapathConfig,
+) -> Result<(), DropReason> {
+    let Ok(mac) = ctx.load::<[u8; 6]>(6) else {
+        return Err(DropReason::Malformed);
+    };
     let mac_ok = mac == config.host_mac || (local && mac == [0; 6]);
     let address_ok = flow.is_from_host(config) || (local && flow.is_from_loopback());
     if mac_ok && address_ok {

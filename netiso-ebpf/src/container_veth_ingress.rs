@@ -217,7 +217,6 @@ fn decide(
     config: &DatapathConfig,
 ) -> Result<Route, DropReason> {
     let slot = sender.slot().unwrap_or_default();
-    let flow = *flow;
     // Neighbour discovery and listener reports first: a container's kernel sends
     // them on its own (from the unspecified address), and they are no attack.
     if flow.ipv6 && flow.is_icmp() && flow.fragment != Fragment::Later {
@@ -229,7 +228,7 @@ fn decide(
         }
     }
     let local = flow.is_for_host(config) || flow.is_for_loopback();
-    check_source(&flow, local, config)?;
+    check_source(ctx, flow, local, config)?;
     if !local && flow.is_to_link_or_group() {
         return Err(DropReason::Multicast);
     }

@@ -111,8 +111,6 @@ pub struct Flow {
     /// Addresses; an IPv4 address fills the first 4 bytes.
     pub src: [u8; 16],
     pub dst: [u8; 16],
-    /// The frame's source MAC.
-    pub src_mac: [u8; 6],
 }
 
 impl Flow {
@@ -126,7 +124,6 @@ impl Flow {
         fragment_id: 0,
         src: [0; 16],
         dst: [0; 16],
-        src_mac: [0; 6],
     };
 
     /// The traffic class [`classify`] gives the packet, without reading it again.
@@ -241,24 +238,11 @@ pub enum Parsed {
 /// Parses the Ethernet and IP headers, walking IPv6 extension headers.
 #[inline(always)]
 pub fn parse(ctx: &TcContext) -> Parsed {
-    // SAFETY: the context pointer is valid for the program's run.
-    if unsafe { (*ctx.skb.skb).vlan_present } != 0 {
-        return Parsed::NotIp;
-    }
-    // The whole Ethernet header in one read (the source MAC is checked too).
-    let Ok(ethernet) = ctx.load::<[u8; ETH_HLEN]>(0) else {
-        return Parsed::Malformed;
-    };
-    let mut src_mac = [0u8; 6];
-    src_mac.copy_from_slice(&ethernet[6..12]);
-    let parsed = match u16::from_be_bytes([ethernet[12], ethernet[13]]) {
-        ETH_P_IP => parse_ipv4(ctx),
-        ETH_P_IPV6 => parse_ipv6(ctx),
-        _ => return Parsed::NotIp,
-    };
-    match parsed {
-        Parsed::Ip(flow) => Parsed::Ip(Flow { src_mac, ..flow }),
-        other => other,
+    match ethertype(ctx) {
+        Some(ETH_P_IP) => parse_ipv4(ctx),
+        Some(ETH_P_IPV6) => parse_ipv6(ctx),
+        Some(_) => Parsed::NotIp,
+        None => Parsed::Malformed,
     }
 }
 
@@ -300,7 +284,6 @@ fn parse_ipv4(ctx: &TcContext) -> Parsed {
         fragment_id: u32::from(id),
         src: widen(src),
         dst: widen(dst),
-        src_mac: [0; 6],
     })
 }
 
@@ -367,7 +350,6 @@ fn parse_ipv6(ctx: &TcContext) -> Parsed {
         fragment_id,
         src,
         dst,
-        src_mac: [0; 6],
     })
 }
 

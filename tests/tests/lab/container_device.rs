@@ -151,7 +151,8 @@ fn veth_and_netkit_containers_side_by_side() {
     }
     wait_until("both pairs' removal", Duration::from_secs(10), || {
         let links = lab.host.exec(&["ip", "-o", "link", "show"]);
-        !String::from_utf8_lossy(&links.stdout).contains("netiso")
+        let links = String::from_utf8_lossy(&links.stdout).into_owned();
+        !links.contains("netiso0") && !links.contains("netiso1")
     });
 }
 
