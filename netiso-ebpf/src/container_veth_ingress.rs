@@ -234,7 +234,7 @@ fn decide(
     }
     // The host's other addresses are the host's alone: only the shared one has
     // containers' ports.
-    let host_only = !local && is_other_host_address(&flow);
+    let host_only = !local && is_other_host_address(flow);
     let key = flow.fragment_key(flow.dst);
     if flow.fragment == Fragment::Later {
         // SAFETY: copied at once.
@@ -252,12 +252,12 @@ fn decide(
         if let Err(refused) = check_source_port(sport, slot) {
             // A container port published on a host port leaves as that host port.
             let host_port = translate::host_port(slot, sport).ok_or(refused)?;
-            translate::from_container(ctx, &flow, sport, host_port)
+            translate::from_container(ctx, flow, sport, host_port)
                 .map_err(|()| DropReason::Malformed)?;
         }
         Some(dport)
     } else if flow.is_icmp() {
-        if let Some(quote) = check_icmp(ctx, &flow, slot, config)? {
+        if let Some(quote) = check_icmp(ctx, flow, slot, config)? {
             translate::quoted_port(ctx, flow.l4_offset, quote.offset, quote.from, quote.to)
                 .map_err(|()| DropReason::Malformed)?;
         }
@@ -266,7 +266,7 @@ fn decide(
         return Err(DropReason::Other);
     };
     let route = if local {
-        local_route(&flow, dport)?
+        local_route(flow, dport)?
     } else if host_only {
         host_service(dport)?
     } else {
@@ -274,8 +274,8 @@ fn decide(
     };
     if matches!(route, Route::Network)
         && flow.is_icmp()
-        && matches!(icmp(ctx, &flow), Some(Icmp::EchoRequest))
-        && !echo::container_request(ctx, &flow, sender, slot)
+        && matches!(icmp(ctx, flow), Some(Icmp::EchoRequest))
+        && !echo::container_request(ctx, flow, sender, slot)
     {
         return Err(DropReason::Icmp);
     }
