@@ -8,6 +8,8 @@ use std::{
 };
 
 use netiso::net::container_device::probe_netkit;
+
+use super::reachability::ping;
 use netiso_tests::{
     agent::{Agent, api_request, cli, run_netiso},
     lab::{HOST_IPV4, HOST_IPV6, Lab, REMOTE_IPV4, REMOTE_IPV6, send_tcp, start_tcp_listener},
@@ -38,15 +40,6 @@ fn tcp_reaches(from: &Netns, to: &Netns, address: IpAddr, port: u16) -> bool {
     let text = format!("to {address} port {port}");
     let sent = send_tcp(from, SocketAddr::new(address, port), &text);
     sent && server.wait_with_output().stdout == text.as_bytes()
-}
-
-fn ping(from: &Netns, to: IpAddr) -> bool {
-    from.command("ping")
-        .args(["-c", "1", "-W", "5", &to.to_string()])
-        .output()
-        .expect("running ping")
-        .status
-        .success()
 }
 
 fn check(lab: &Lab, id: &str) {

@@ -22,7 +22,7 @@ fn one_container() -> IsolationLab {
     lab
 }
 
-fn ping(ns: &Netns, dst: IpAddr) -> bool {
+pub(super) fn ping(ns: &Netns, dst: IpAddr) -> bool {
     ns.command("ping")
         .args(["-c", "1", "-W", "5", &dst.to_string()])
         .output()
