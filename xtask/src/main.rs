@@ -14,6 +14,7 @@ mod setup;
 mod systemd_vm;
 mod test;
 mod vm;
+mod vm_kernels;
 
 #[derive(Debug, Parser)]
 #[command(name = "cargo xtask", about = "netiso developer tasks")]
