@@ -32,6 +32,7 @@ const EXPECTED: &[&str] = &[
     "./usr/share/netiso/grafana/netiso.json",
     "./usr/share/doc/netiso/copyright",
     "./usr/share/doc/netiso/README.md",
+    "./usr/share/doc/netiso/docs/operating.md",
 ];
 
 /// Which build of the binary goes into the package.
@@ -101,6 +102,18 @@ pub fn build_from(built: &Path, version: &str) -> anyhow::Result<PathBuf> {
     symlink("../../../usr/bin/netiso", stage.join("opt/cni/bin/netiso"))?;
     for (from, to) in FILES {
         install(&root.join(from), &stage.join(to), 0o644)?;
+    }
+    // The README's links lead into docs/, so the pages go beside it.
+    for entry in fs::read_dir(root.join("docs")).context("reading docs/")? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "md") {
+            let name = path.file_name().context("a page without a name")?;
+            install(
+                &path,
+                &stage.join("usr/share/doc/netiso/docs").join(name),
+                0o644,
+            )?;
+        }
     }
     man_pages(&binary, &stage.join("usr/share/man/man1"))?;
     for (shell, path) in [

@@ -35,7 +35,7 @@ const PACKAGES: &[&str] = &[
     "containernetworking-plugins",
     "busybox-static",
     "netcat-openbsd",
-    // The README's commands and the inventory after removal.
+    // The operating guide's commands and the inventory after removal.
     "jq",
     "bpftool",
     "procps",
@@ -143,7 +143,7 @@ fn configure(root: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// What the guest runs: `test_binary` with the packages, the README and where to
+/// What the guest runs: `test_binary` with the packages, the operating guide and where to
 /// write the inventory.
 pub struct GuestFiles<'a> {
     pub test_binary: &'a Path,
@@ -166,7 +166,7 @@ pub fn boot_and_test(
         (files.test_binary, "systemd-tests"),
         (files.previous_deb, "previous.deb"),
         (files.new_deb, "new.deb"),
-        (&workspace_root().join("README.md"), "README.md"),
+        (&workspace_root().join("docs/operating.md"), "operating.md"),
     ] {
         fs::copy(from, out_dir.join(name))
             .with_context(|| format!("copying {} for the VM", from.display()))?;
@@ -178,7 +178,7 @@ pub fn boot_and_test(
             "# Runs in the VM as a service once systemd is up; {GUEST_SHARE} is shared.\n\
              export NETISO_IN_VM=1 RUST_BACKTRACE=1 \\\n\
              \x20 NETISO_PACKAGE_PREVIOUS={previous} NETISO_PACKAGE_NEW={new} \\\n\
-             \x20 NETISO_README={readme} NETISO_INVENTORY={GUEST_SHARE}/inventory.txt\n\
+             \x20 NETISO_OPERATING_GUIDE={guide} NETISO_INVENTORY={GUEST_SHARE}/inventory.txt\n\
              echo \"kernel $(uname -r) with $(cat /proc/1/comm) as PID 1\" > {GUEST_SHARE}/tests.log\n\
              {binary} --ignored --test-threads=1 --show-output >> {GUEST_SHARE}/tests.log 2>&1\n\
              echo $? > {GUEST_SHARE}/status\n\
@@ -186,7 +186,7 @@ pub fn boot_and_test(
             binary = shared[0],
             previous = shared[1],
             new = shared[2],
-            readme = shared[3],
+            guide = shared[3],
         ),
     )?;
     step(&format!(
@@ -231,7 +231,7 @@ pub fn boot_and_test(
         );
     }
     if let Ok(inventory) = fs::read_to_string(out_dir.join("inventory.txt")) {
-        println!("    after dpkg --purge and the README's \"Removing everything\":");
+        println!("    after dpkg --purge and docs/operating.md's \"Removing everything\":");
         for line in inventory.lines() {
             println!("      {line}");
         }

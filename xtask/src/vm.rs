@@ -409,7 +409,10 @@ pub fn run_bench(which: Kernel, binary: &Path, agent: &Path) -> anyhow::Result<(
     Ok(())
 }
 
-/// Prints a VM run's verdicts; fails if a test failed or none ran.
+/// How many of a VM's slowest tests its report names.
+const SLOWEST_SHOWN: usize = 15;
+
+/// Prints a VM run's verdicts and its slowest tests; fails if a test failed or none ran.
 fn report(run: &VmRun) -> anyhow::Result<()> {
     let report = Report::parse(&run.log);
     let kernel = run
@@ -426,8 +429,15 @@ fn report(run: &VmRun) -> anyhow::Result<()> {
     {
         println!("    vm {kernel}: {verdict:<7} {name}");
     }
+    // Where the VM's time went: its slowest tests.
+    let mut slowest = report.seconds.clone();
+    slowest.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let tested: f64 = slowest.iter().map(|(_, s)| s).sum();
+    for (name, seconds) in slowest.iter().take(SLOWEST_SHOWN) {
+        println!("    vm {kernel}: {seconds:>6.1}s  {name}");
+    }
     println!(
-        "vm-test {}: {} passed, {} failed; the VM run took {:.0}s",
+        "vm-test {}: {} passed, {} failed; tests {tested:.0}s of the VM run's {:.0}s",
         run.name,
         report.passed(),
         report.failed(),
@@ -520,6 +530,8 @@ fn guest_script(
         "# Runs inside the VM. The host's filesystem is visible read-only, except {out}.\n\
          mount -t bpf bpf /sys/fs/bpf 2>/dev/null\n\
          export NETISO_BIN={netiso} {previous_var}={previous} NETISO_PYTHON={python} RUST_BACKTRACE=1 NETISO_IN_VM=1\n\
+         # Each test's time in the log (libtest's --report-time is unstable, hence the variable).\n\
+         export RUSTC_BOOTSTRAP=1\n\
          echo \"kernel $(uname -r)\" > {log}\n\
          status=0\n",
         out = out_dir.display(),
@@ -531,7 +543,7 @@ fn guest_script(
     for binary in binaries {
         let _ = writeln!(
             script,
-            "{bin} --test-threads=1 {filter} >> {log} 2>&1 || status=1",
+            "{bin} {TEST_ARGS} {filter} >> {log} 2>&1 || status=1",
             bin = binary.display(),
             filter = filters.for_binary(binary),
             log = log.display()
@@ -540,7 +552,7 @@ fn guest_script(
             let _ = writeln!(
                 script,
                 "echo '{VETH_PASS_MARKER}' >> {log}\n\
-                 NETISO_TEST_CONTAINER_DEVICE=veth {bin} --test-threads=1 {filter} >> {log} 2>&1 || status=1",
+                 NETISO_TEST_CONTAINER_DEVICE=veth {bin} {TEST_ARGS} {filter} >> {log} 2>&1 || status=1",
                 bin = binary.display(),
                 log = log.display()
             );
@@ -554,18 +566,25 @@ fn guest_script(
     script
 }
 
+/// libtest's arguments in a VM: one test at a time (the VM has two emulated CPUs),
+/// each test's time after its verdict (`ok <12.345s>`).
+const TEST_ARGS: &str = "--test-threads=1 -Z unstable-options --report-time";
+
 /// The line the guest logs before the veth pass.
 const VETH_PASS_MARKER: &str = "== the lab again, with veth containers";
 
 /// Per-test verdicts read from libtest's output.
 struct Report {
     results: Vec<(String, String)>,
+    /// Each test's seconds, where libtest reported them.
+    seconds: Vec<(String, f64)>,
 }
 
 impl Report {
     fn parse(log: &str) -> Self {
         // Tests of the veth pass (after its marker line) are named as such.
         let mut pass = "";
+        let mut seconds = Vec::new();
         let results = log
             .lines()
             .filter_map(|line| {
@@ -574,10 +593,23 @@ impl Report {
                 }
                 let rest = line.strip_prefix("test ")?;
                 let (name, verdict) = rest.rsplit_once(" ... ")?;
-                Some((format!("{pass}{name}"), verdict.trim().to_owned()))
+                let name = format!("{pass}{name}");
+                // "ok <12.345s>"
+                let (verdict, time) = verdict
+                    .trim()
+                    .split_once(' ')
+                    .unwrap_or((verdict.trim(), ""));
+                if let Some(time) = time
+                    .strip_prefix('<')
+                    .and_then(|t| t.strip_suffix("s>"))
+                    .and_then(|t| t.parse().ok())
+                {
+                    seconds.push((name.clone(), time));
+                }
+                Some((name, verdict.to_owned()))
             })
             .collect();
-        Self { results }
+        Self { results, seconds }
     }
 
     fn passed(&self) -> usize {

@@ -4,7 +4,7 @@
 //! published port through the netiso network, the newer package installed under
 //! traffic (an upgrade of the pinned state in place), `systemctl restart` under
 //! traffic, the unit's sandbox letting the agent do everything, and `dpkg --purge`
-//! plus the README's "Removing everything" leaving nothing (the inventory is printed).
+//! plus docs/operating.md's "Removing everything" leaving nothing (the inventory is printed).
 //!
 //! The VM is the host here: the agent runs in its root namespace on `pub0`, a veth
 //! whose peer is in the namespace `remote`. Ignored elsewhere: it installs packages
@@ -112,12 +112,12 @@ fn page(remote: &Netns, port: u16) -> String {
     http_get(remote, addr, "/").body.trim().to_owned()
 }
 
-/// The README's "Removing everything", for this VM's public interface.
-fn removing_everything(readme: &str) -> String {
-    let section = readme
-        .split("### Removing everything")
+/// docs/operating.md's "Removing everything", for this VM's public interface.
+fn removing_everything(guide: &str) -> String {
+    let section = guide
+        .split("## Removing everything")
         .nth(1)
-        .expect("the README has a \"Removing everything\" section");
+        .expect("docs/operating.md has a \"Removing everything\" section");
     let block = section
         .split("```sh\n")
         .nth(1)
@@ -158,7 +158,8 @@ fn inventory() -> Vec<(String, String)> {
 fn the_package_runs_under_systemd_upgrades_in_place_and_purges_to_nothing() {
     let previous_deb = env_path("NETISO_PACKAGE_PREVIOUS");
     let new_deb = env_path("NETISO_PACKAGE_NEW");
-    let readme = std::fs::read_to_string(env_path("NETISO_README")).expect("the README");
+    let guide =
+        std::fs::read_to_string(env_path("NETISO_OPERATING_GUIDE")).expect("docs/operating.md");
     let inventory_file = env_path("NETISO_INVENTORY");
 
     public_interface();
@@ -259,7 +260,7 @@ fn the_package_runs_under_systemd_upgrades_in_place_and_purges_to_nothing() {
     podman.ok(&["rm", "-f", "-t", "0", "web"]);
     drop(podman);
     drop(streams);
-    must(&format!("set -ex\n{}", removing_everything(&readme)));
+    must(&format!("set -ex\n{}", removing_everything(&guide)));
     // Programs go when their last reference does.
     wait_until(
         "netiso's programs to be freed",
