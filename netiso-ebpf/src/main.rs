@@ -20,9 +20,9 @@ mod egress_policer;
 mod host_lo_ingress;
 mod maps;
 mod packet;
-mod probe;
 mod public_egress;
 mod public_ingress;
+mod redirect_peer_probe;
 mod translate;
 
 #[cfg(not(test))]

@@ -9,14 +9,16 @@ use tokio::{
 use std::{path::Path, sync::Arc};
 
 use crate::{
+    commands::doctor,
     config::{self, AgentArgs},
     control::{Manager, ManagerHandle, Shaping},
-    datapath::{self, ContainerLoopbackProgram, Datapath, DatapathLogger, DropEventMaps, bpffs},
-    doctor,
-    drop_monitor::DropMonitor,
+    datapath::{
+        self, ContainerLoopbackProgram, Datapath, DatapathLogger, DropEventMaps, bpffs,
+        drop_events::DropEventReader,
+    },
     net::{NetlinkSocket, container_device::probe_netkit, host::HostNetwork},
     ports::PortLedger,
-    server::{Limits, StatisticsSource, control_api, monitor},
+    server::{Limits, StatisticsSource, control_api, statistics_http},
     stats::Collector,
     tc::{EgressFlows, FlowQdiscParent, egress_flows, rate_policy},
 };
@@ -66,7 +68,7 @@ pub fn run(args: AgentArgs, api_socket: &Path) -> anyhow::Result<()> {
         egress_flows: None,
     };
     // Everything that can fail on bad input is checked before anything is attached.
-    let http_listener = monitor::bind(args.listen)?;
+    let http_listener = statistics_http::bind(args.listen)?;
     let api_listener = control_api::bind(api_socket)?;
     // Removed however we leave, so a refused or stopped agent leaves no socket.
     let _socket_file = SocketFile(api_socket.to_owned());
@@ -80,7 +82,7 @@ pub fn run(args: AgentArgs, api_socket: &Path) -> anyhow::Result<()> {
     datapath.configure(
         &host,
         shaping.egress_flows.as_ref().map_or(0, |f| f.qdisc.handle),
-        datapath::probe::delivery_for_running_kernel(),
+        datapath::redirect_peer_probe::delivery_for_running_kernel(),
     )?;
     // Before containers can send anything: which host services they may reach.
     let agent_port = http_listener
@@ -113,7 +115,7 @@ pub fn run(args: AgentArgs, api_socket: &Path) -> anyhow::Result<()> {
             "containers' lo: a program copy per container (this kernel's tc programs cannot read a namespace cookie: 6.15 or later can)"
         ),
     }
-    let health = monitor::Health {
+    let health = statistics_http::Health {
         status: "ok",
         public_interface: eth0.clone(),
         attach_mode,
@@ -179,17 +181,17 @@ struct Listeners {
 async fn serve(
     listeners: Listeners,
     limits: Limits,
-    health: monitor::Health,
+    health: statistics_http::Health,
     manager: ManagerHandle,
     stats: StatisticsSource,
     readers: DatapathReaders,
     ready_line: &str,
 ) -> anyhow::Result<()> {
-    let drops = DropMonitor::start(readers.drop_events)?;
+    let drops = DropEventReader::start(readers.drop_events)?;
     if let Some(logger) = readers.log {
         tokio::spawn(forward_datapath_log(logger));
     }
-    let server = tokio::spawn(monitor::serve(
+    let server = tokio::spawn(statistics_http::serve(
         listeners.http,
         limits,
         health,

@@ -95,8 +95,8 @@ pub enum Command {
         #[arg(long, value_name = "SECONDS", default_value_t = 1.0, value_parser = positive_seconds)]
         interval: f64,
         /// What the rows are ordered by, largest first.
-        #[arg(long, value_enum, default_value_t = crate::top::SortKey::Traffic)]
-        sort: crate::top::SortKey,
+        #[arg(long, value_enum, default_value_t = crate::commands::top::SortKey::Traffic)]
+        sort: crate::commands::top::SortKey,
     },
     /// Print a shell completion script, like
     /// `netiso completions bash > /etc/bash_completion.d/netiso`.
@@ -177,25 +177,26 @@ pub fn main() -> ExitCode {
         Command::Container(command) => container(&cli.api_socket, command),
         Command::Exec { id, command } => exec(&cli.api_socket, &id, &command),
         Command::Stats { id } => stats(&cli.api_socket, id.as_deref()),
-        Command::Doctor => crate::doctor::run(),
+        Command::Doctor => crate::commands::doctor::run(),
         Command::Monitor { id, reason, json } => {
-            monitor(&cli.api_socket, id.as_deref(), reason.as_deref(), json)
+            crate::commands::monitor::run(&cli.api_socket, id.as_deref(), reason.as_deref(), json)
         }
         Command::Top {
             once,
             interval,
             sort,
-        } => crate::top::run(
+        } => crate::commands::top::run(
             &cli.api_socket,
             once,
             std::time::Duration::from_secs_f64(interval),
             sort,
         ),
-        Command::Completions { shell } => {
-            crate::manual::print_completions(<Cli as clap::CommandFactory>::command(), shell)
-        }
+        Command::Completions { shell } => crate::commands::manual::print_completions(
+            <Cli as clap::CommandFactory>::command(),
+            shell,
+        ),
         Command::ManPages { dir } => {
-            crate::manual::write_man_pages(<Cli as clap::CommandFactory>::command(), &dir)
+            crate::commands::manual::write_man_pages(<Cli as clap::CommandFactory>::command(), &dir)
         }
     };
     match result {
@@ -318,42 +319,6 @@ fn exec(socket: &std::path::Path, id: &str, command: &[String]) -> anyhow::Resul
 fn drop_reason_names() -> clap::builder::PossibleValuesParser {
     clap::builder::PossibleValuesParser::new(
         netiso_common::DropReason::ALL.map(netiso_common::DropReason::name),
-    )
-}
-
-fn monitor(
-    socket: &std::path::Path,
-    id: Option<&str>,
-    reason: Option<&str>,
-    json: bool,
-) -> anyhow::Result<()> {
-    use std::io::Write as _;
-    let mut query = Vec::new();
-    if let Some(id) = id {
-        query.push(format!("container={id}"));
-    }
-    if let Some(reason) = reason {
-        query.push(format!("reason={reason}"));
-    }
-    let path = format!("/v1/monitor?{}", query.join("&"));
-    let mut stdout = std::io::stdout().lock();
-    client::stream(
-        socket,
-        &path,
-        || eprintln!("listening for dropped packets (Ctrl-C to stop)"),
-        |line| {
-            if json {
-                stdout.write_all(line)?;
-            } else {
-                let record: crate::drop_monitor::DropRecord = serde_json::from_slice(line)
-                    .context("the agent sent a drop event this netiso cannot read")?;
-                stdout.write_all(record.to_line().as_bytes())?;
-            }
-            stdout.write_all(b"\n")?;
-            // Live output: each event as it comes, even into a pipe.
-            stdout.flush()?;
-            Ok(())
-        },
     )
 }
 

@@ -15,23 +15,22 @@
 //! - `tc`: htb/fq_codel shaping, the rate policy, unique egress flows;
 //! - `stats`: per-container statistics (Mesos JSON, Prometheus);
 //! - `server`: the read-only HTTP server and the control API server;
-//! - `doctor`: what the kernel offers, probed; `heap`: giving free memory back;
+//! - `commands`: what the CLI runs besides the agent and the API's requests: `doctor`
+//!   (what the kernel offers, probed), `monitor` (drops, live), `top`, `manual` (man
+//!   pages, completions); `heap`: giving free memory back;
 //! - [`cni`]: the CNI plugin (the same binary, run by a runtime with `CNI_COMMAND`).
 mod agent;
 pub mod cli;
 pub mod cni;
+pub mod commands;
 mod config;
 mod control;
 pub mod datapath;
-mod doctor;
-pub mod drop_monitor;
 pub mod failpoints;
 mod failure;
 mod heap;
-mod manual;
 pub mod net;
 pub mod ports;
 mod server;
 mod stats;
 mod tc;
-mod top;

@@ -1,7 +1,7 @@
 //! `cargo xtask fuzz`: long runs of the fuzzers: the datapath's (tests/tests/bpf/fuzz.rs),
 //! which compares the tc programs with a plain-Rust model on generated frames and
 //! prints frames per second and the disagreements (it fails on any), and the parsers'
-//! (netiso/src/config/fuzz.rs: flags, `--resources`, sizes, durations, ports, ids, API
+//! (netiso/tests/unit/parser_fuzz.rs: flags, `--resources`, sizes, durations, ports, ids, API
 //! bodies; no panic, every refusal one line).
 use clap::Args;
 

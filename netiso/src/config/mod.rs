@@ -9,7 +9,9 @@ use std::{net::SocketAddr, path::PathBuf};
 use anyhow::{Context as _, bail};
 use clap::{ArgAction, Args};
 
+// The parsers' fuzz test lives with the tests, out of the product's folders.
 #[cfg(test)]
+#[path = "../../tests/unit/parser_fuzz.rs"]
 mod fuzz;
 mod rates;
 pub mod resources;

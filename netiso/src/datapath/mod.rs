@@ -7,6 +7,7 @@ mod attach;
 pub mod bpffs;
 mod containers;
 mod counters;
+pub mod drop_events;
 pub mod host_addresses;
 pub mod layout;
 mod maps;
@@ -14,7 +15,7 @@ pub mod netkit;
 pub use maps::DropEventMaps;
 pub use object::{DatapathLogLevel, LOG_MAP, loader};
 mod object;
-pub mod probe;
+pub mod redirect_peer_probe;
 mod upgrade;
 pub use upgrade::UpgradeReport;
 
@@ -34,7 +35,7 @@ pub use counters::{
 };
 pub use maps::DatapathMaps;
 pub use object::EBPF_OBJECT;
-pub use probe::Delivery;
+pub use redirect_peer_probe::Delivery;
 
 use crate::{failpoints, net::host::HostNetwork};
 

@@ -35,7 +35,7 @@ use super::{
 };
 use crate::{
     control::{CreateRequest, ManagerHandle, RequestError, UpdateRequest},
-    drop_monitor::DropMonitor,
+    datapath::drop_events::DropEventReader,
 };
 
 /// Binds the control socket: mode 0600, its directory created, a stale socket (no
@@ -69,7 +69,7 @@ pub async fn serve(
     limits: Limits,
     manager: ManagerHandle,
     stats: StatisticsSource,
-    drops: DropMonitor,
+    drops: DropEventReader,
 ) -> anyhow::Result<()> {
     let listener = UnixListener::from_std(listener).context("serving the control socket")?;
     connections::serve(listener, limits, "control API", move |request| {

@@ -21,7 +21,7 @@ use tokio::sync::{broadcast::error::RecvError, mpsc};
 use super::response::{error, refused};
 use crate::{
     control::ManagerHandle,
-    drop_monitor::{DropMonitor, DropRecord, clock_offset_ns, slot_of},
+    datapath::drop_events::{DropEventReader, DropRecord, clock_offset_ns, slot_of},
 };
 
 /// The control API's answers: whole JSON documents, or this stream.
@@ -51,7 +51,7 @@ const REFRESH_INTERVAL: Duration = Duration::from_secs(1);
 /// Starts a stream of drop events for the request's `query`.
 pub async fn start(
     query: Option<&str>,
-    monitor: &DropMonitor,
+    monitor: &DropEventReader,
     manager: &ManagerHandle,
 ) -> Response<ApiBody> {
     let left = |response: Response<Full<Bytes>>| response.map(Either::Left);

@@ -5,8 +5,8 @@
 mod connections;
 pub mod control_api;
 mod drop_stream;
-pub mod monitor;
 mod response;
+pub mod statistics_http;
 
 pub use connections::Limits;
 

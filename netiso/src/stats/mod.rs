@@ -12,9 +12,9 @@
 //! dump in the host's namespace, then per container one link dump of its namespace
 //! (by its id, without entering it) and what only exists inside it (its eth0 qdiscs,
 //! sockets, SNMP), read through sockets and files opened there once and kept (see
-//! [`probe`]): a container's namespace is entered, with `setns` and back, only the
+//! [`container_probe`]): a container's namespace is entered, with `setns` and back, only the
 //! first time it is scraped.
-mod probe;
+mod container_probe;
 pub mod prometheus;
 mod qdisc;
 pub mod rates;
@@ -42,7 +42,7 @@ use crate::{
     ports::PortRange,
 };
 
-use probe::{Inside, Probe};
+use container_probe::{Inside, Probe};
 pub use qdisc::TrafficControlStatistics;
 pub use rates::RateStatistics;
 pub use snmp::SnmpStatistics;
@@ -249,7 +249,7 @@ impl Collector {
         home: &File,
         host_view: &HostView,
     ) -> anyhow::Result<(Inside, u32)> {
-        let inode = probe::netns_inode(&info.netns)
+        let inode = container_probe::netns_inode(&info.netns)
             .with_context(|| format!("its namespace {}", info.netns.display()))?;
         let kept = self
             .probes()

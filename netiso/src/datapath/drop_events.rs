@@ -24,7 +24,7 @@ use crate::datapath::DropEventMaps;
 const BACKLOG: usize = 4096;
 
 #[derive(Clone)]
-pub struct DropMonitor {
+pub struct DropEventReader {
     shared: Arc<Shared>,
 }
 
@@ -34,7 +34,7 @@ struct Shared {
     events: broadcast::Sender<DropEvent>,
 }
 
-impl DropMonitor {
+impl DropEventReader {
     /// Starts reading `maps`' ring buffer (on the current tokio runtime), with the
     /// reports switched off until someone listens.
     pub fn start(maps: DropEventMaps) -> anyhow::Result<Self> {

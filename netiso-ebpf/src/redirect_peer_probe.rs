@@ -1,6 +1,6 @@
 //! Not part of the datapath: the agent attaches this for an instant at start, in two
 //! private namespaces, to learn whether the kernel counts what `bpf_redirect_peer`
-//! delivers in the receiving veth's counters (`netiso/src/datapath/probe.rs`).
+//! delivers in the receiving veth's counters (`netiso/src/datapath/redirect_peer_probe.rs`).
 use aya_ebpf::{helpers::bpf_redirect_peer, macros::classifier, programs::TcContext};
 
 /// The veth whose peer receives every packet; set at load time.

@@ -10,7 +10,9 @@ use netlink_packet_route::{
 use nix::sched::{CloneFlags, unshare};
 
 use crate::{
-    datapath::{AttachMode, bpffs::BPFFS_MOUNT_POINT, probe::redirect_peer_counts_rx},
+    datapath::{
+        AttachMode, bpffs::BPFFS_MOUNT_POINT, redirect_peer_probe::redirect_peer_counts_rx,
+    },
     net::{NetlinkSocket, container_device::probe_netkit},
 };
 
