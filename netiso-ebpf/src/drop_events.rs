@@ -7,7 +7,7 @@ use netiso_common::{DROP_EVENT_BURST, DROP_EVENTS_PER_SECOND, Direction, DropEve
 
 use crate::{
     maps::{DROP_EVENT_BUDGETS, DROP_EVENTS, DROP_EVENTS_SWITCH},
-    packet::IPPROTO_UDP,
+    packet::{IPPROTO_UDP, IPV6_AUTH, IPV6_FRAGMENT, MAX_IPV6_EXT_HEADERS, is_ipv6_extension},
 };
 
 const ETH_HLEN: usize = 14;
@@ -82,8 +82,8 @@ fn emit(skb: *mut __sk_buff, slot: u32, direction: u8, reason: u8) {
 }
 
 /// Fills in the packet's addresses, protocol and ports, as far as its headers go. Not
-/// `packet::parse`: its flow would not fit the stack next to the dropping program's
-/// (IPv6 extension headers are not walked here: such packets show no ports).
+/// `packet::parse`: its flow would not fit the stack next to the dropping program's;
+/// IPv6 extension headers are walked here with one 4-byte read each.
 #[inline(always)]
 pub fn describe(ctx: &TcContext, event: &mut DropEvent) {
     // SAFETY: the context pointer is valid for the program's run.
@@ -112,7 +112,7 @@ pub fn describe(ctx: &TcContext, event: &mut DropEvent) {
             event.family = 6;
             event.src.copy_from_slice(&header[8..24]);
             event.dst.copy_from_slice(&header[24..40]);
-            (ETH_HLEN + 40, header[6], false)
+            skip_ipv6_extensions(ctx, header[6])
         }
         _ => return,
     };
@@ -124,4 +124,32 @@ pub fn describe(ctx: &TcContext, event: &mut DropEvent) {
         event.sport = u16::from_be_bytes([ports[0], ports[1]]);
         event.dport = u16::from_be_bytes([ports[2], ports[3]]);
     }
+}
+
+/// The transport header's offset and protocol after the IPv6 extension headers that
+/// start with `next`, and whether the packet is a later fragment. Stops at the first
+/// header it cannot read (the ports are then not shown).
+#[inline(always)]
+fn skip_ipv6_extensions(ctx: &TcContext, mut next: u8) -> (usize, u8, bool) {
+    let mut offset = ETH_HLEN + 40;
+    let mut later_fragment = false;
+    for _ in 0..MAX_IPV6_EXT_HEADERS {
+        if !is_ipv6_extension(next) {
+            break;
+        }
+        // Next header, length, and for a fragment header its offset.
+        let Ok(header) = ctx.load::<[u8; 4]>(offset) else {
+            break;
+        };
+        offset += match next {
+            IPV6_FRAGMENT => {
+                later_fragment |= u16::from_be_bytes([header[2], header[3]]) & 0xfff8 != 0;
+                8
+            }
+            IPV6_AUTH => (usize::from(header[1]) + 2) * 4,
+            _ => (usize::from(header[1]) + 1) * 8,
+        };
+        next = header[0];
+    }
+    (offset, next, later_fragment)
 }

@@ -74,11 +74,20 @@ fn ipv6_class(first_next: u8) -> TrafficClass {
 /// IPv6 extension headers that are walked to find the transport header.
 const IPV6_HOP_BY_HOP: u8 = 0;
 const IPV6_ROUTING: u8 = 43;
-const IPV6_FRAGMENT: u8 = 44;
-const IPV6_AUTH: u8 = 51;
+pub const IPV6_FRAGMENT: u8 = 44;
+pub const IPV6_AUTH: u8 = 51;
 const IPV6_DEST_OPTS: u8 = 60;
 /// Most extension headers walked; packets with more are not steered.
-const MAX_IPV6_EXT_HEADERS: usize = 6;
+pub const MAX_IPV6_EXT_HEADERS: usize = 6;
+
+/// Whether `next` is an IPv6 extension header the datapath walks.
+#[inline(always)]
+pub fn is_ipv6_extension(next: u8) -> bool {
+    matches!(
+        next,
+        IPV6_HOP_BY_HOP | IPV6_ROUTING | IPV6_DEST_OPTS | IPV6_AUTH | IPV6_FRAGMENT
+    )
+}
 
 const TCP_MIN_HLEN: usize = 20;
 const UDP_HLEN: usize = 8;
@@ -307,9 +316,8 @@ fn parse_ipv6(ctx: &TcContext) -> Parsed {
     let mut fragment = Fragment::Whole;
     let mut fragment_id = 0;
     for _ in 0..MAX_IPV6_EXT_HEADERS {
-        match next {
-            IPV6_HOP_BY_HOP | IPV6_ROUTING | IPV6_DEST_OPTS | IPV6_AUTH | IPV6_FRAGMENT => {}
-            _ => break,
+        if !is_ipv6_extension(next) {
+            break;
         }
         let (Ok(following), Ok(len)) = (ctx.load::<u8>(offset), ctx.load::<u8>(offset + 1)) else {
             return Parsed::Malformed;

@@ -81,6 +81,36 @@ fn a_drop_is_described_while_switched_on_and_not_otherwise() {
 }
 
 #[test]
+fn an_ipv6_drop_behind_extension_headers_is_described_with_its_ports() {
+    let mut ebpf = datapath();
+    switch(&mut ebpf, true);
+    // Hop-by-hop options, destination options (16 bytes), then the first fragment of a
+    // UDP datagram from a port the container does not own.
+    let mut payload = ipv6_ext_header(60, 0);
+    payload.extend(ipv6_ext_header(44, 1));
+    payload.extend(ipv6_fragment(IPPROTO_UDP, 0, true, 7));
+    payload.extend(udp_segment(32502, 53, 16));
+    let unowned = v6(HOST_IPV6, REMOTE_IPV6, 0, &payload);
+    assert_eq!(run(&ebpf, CONTAINER_VETH_INGRESS_PROGRAM, &unowned), SHOT);
+    // A later fragment of it has no ports to show.
+    let mut later = ipv6_ext_header(44, 0);
+    later.extend(ipv6_fragment(IPPROTO_UDP, 2, false, 8));
+    later.extend([0u8; 16]);
+    let stray = v6(HOST_IPV6, REMOTE_IPV6, 0, &later);
+    assert_eq!(run(&ebpf, CONTAINER_VETH_INGRESS_PROGRAM, &stray), SHOT);
+    let events = events(&mut ebpf);
+    assert_eq!(events.len(), 2, "one event per drop");
+    let first = &events[0];
+    assert_eq!(first.reason, DropReason::PortNotOwned as u8);
+    assert_eq!((first.family, first.protocol), (6, IPPROTO_UDP));
+    assert_eq!((first.sport, first.dport), (32502, 53));
+    let later = &events[1];
+    assert_eq!(later.reason, DropReason::Fragment as u8);
+    assert_eq!((later.family, later.protocol), (6, IPPROTO_UDP));
+    assert_eq!((later.sport, later.dport), (0, 0));
+}
+
+#[test]
 fn a_flood_of_drops_is_reported_up_to_the_rate_limit_and_every_drop_is_accounted_for() {
     let mut ebpf = datapath();
     switch(&mut ebpf, true);
