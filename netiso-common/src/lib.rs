@@ -614,10 +614,14 @@ pub const CONTAINER_LO_EGRESS_PROGRAM: &str = "container_lo_egress";
 pub const CONTAINER_LO_EGRESS_COPY_PROGRAM: &str = "container_lo_egress_copy";
 /// Load-time constant of the copied container lo program: its container's slot.
 pub const CONTAINER_SLOT_GLOBAL: &str = "CONTAINER_SLOT";
+/// Load-time constant of the datapath: the public interface's MTU. What containers
+/// send to the network must fit it (their pairs take loopback-sized packets between
+/// containers); 0, as in the BPF tests' default, checks nothing.
+pub const PUBLIC_MTU_GLOBAL: &str = "PUBLIC_MTU";
 /// The probe's target: the veth whose peer it redirects to.
 pub const PROBE_PEER_IFINDEX_GLOBAL: &str = "PROBE_PEER_IFINDEX";
 /// Not part of the datapath: attached for an instant at start in private namespaces,
-/// to learn what this kernel's `bpf_redirect_peer` does (`netiso/src/datapath/probe.rs`).
+/// to learn what this kernel's `bpf_redirect_peer` does (`netiso/src/datapath/redirect_peer_probe.rs`).
 pub const PROBE_REDIRECT_PEER_PROGRAM: &str = "probe_redirect_peer";
 /// Not part of the datapath: a classifier that does nothing, the datapath
 /// benchmark's baseline.

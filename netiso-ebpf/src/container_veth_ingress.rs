@@ -40,6 +40,13 @@ use crate::{
     translate::{self, Destination},
 };
 
+/// An Ethernet header's length: the MTU counts what follows it.
+const ETHERNET_HEADER_LEN: u32 = 14;
+
+/// The public interface's MTU, set when the agent loads the object (0: unchecked).
+#[unsafe(no_mangle)]
+static PUBLIC_MTU: u32 = 0;
+
 /// Where an accepted packet goes.
 #[derive(Clone, Copy)]
 enum Route {
@@ -269,6 +276,8 @@ fn decide(
         local_route(flow, dport)?
     } else if host_only {
         host_service(dport)?
+    } else if too_long_for_the_network(ctx) {
+        return Err(DropReason::Malformed);
     } else {
         Route::Network
     };
@@ -294,6 +303,25 @@ fn decide(
         let _ = FRAGMENT_ROUTES.insert(key, recorded, 0);
     }
     Ok(route)
+}
+
+/// Whether a packet is longer than the public interface carries. A container's pair
+/// takes packets as long as its loopback's (between containers through the host's
+/// address), and its route to the network keeps what its stack sends within the
+/// public MTU; a raw socket could still write longer frames, or GSO packets of longer
+/// segments.
+#[inline(always)]
+fn too_long_for_the_network(ctx: &TcContext) -> bool {
+    // SAFETY: read_volatile keeps the compiler from folding the load-time constant.
+    let mtu = unsafe { core::ptr::read_volatile(&PUBLIC_MTU) };
+    // SAFETY: the context pointer is valid for the program's run.
+    let gso_size = unsafe { (*ctx.skb.skb).gso_size };
+    mtu != 0
+        && if gso_size == 0 {
+            ctx.len() > mtu + ETHERNET_HEADER_LEN
+        } else {
+            gso_size > mtu
+        }
 }
 
 #[inline(always)]

@@ -78,7 +78,7 @@ pub fn run(args: AgentArgs, api_socket: &Path) -> anyhow::Result<()> {
     // Probed in a namespace of its own, which needs the mounts above.
     host.container_device = args.container_device.resolve(probe_netkit())?;
     bpffs::prepare_pin_root(&args.bpffs_root)?;
-    let mut datapath = Datapath::load(&args.bpffs_root, args.datapath_log)?;
+    let mut datapath = Datapath::load(&args.bpffs_root, args.datapath_log, host.public.mtu)?;
     datapath.configure(
         &host,
         shaping.egress_flows.as_ref().map_or(0, |f| f.qdisc.handle),

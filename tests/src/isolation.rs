@@ -80,8 +80,8 @@ impl IsolationLab {
         let containers = &self.containers;
         let datapath = self.lab.host.run(|| {
             bpffs::prepare_pin_root(&pin_root).expect("preparing the pin directory");
-            let mut datapath =
-                Datapath::load(&pin_root, DatapathLogLevel::Off).expect("loading the datapath");
+            let mut datapath = Datapath::load(&pin_root, DatapathLogLevel::Off, host.public.mtu)
+                .expect("loading the datapath");
             datapath
                 .configure(host, 0, Delivery::Peer)
                 .expect("configuring the datapath");

@@ -86,7 +86,11 @@ impl Datapath {
     /// older layout is upgraded in place: the new maps are built beside it, and the
     /// attachments move to them in [`Datapath::complete_upgrade`]. State this agent
     /// cannot take (a newer layout, a damaged one) is refused before anything changes.
-    pub fn load(pin_root: &Path, log_level: DatapathLogLevel) -> anyhow::Result<Self> {
+    pub fn load(
+        pin_root: &Path,
+        log_level: DatapathLogLevel,
+        public_mtu: u32,
+    ) -> anyhow::Result<Self> {
         object::check_has_programs()?;
         let mut upgrade = None;
         match layout::inspect(pin_root)? {
@@ -106,7 +110,7 @@ impl Datapath {
             .as_ref()
             .map_or(pin_root, upgrade::Upgrade::staging)
             .to_owned();
-        let mut ebpf = object::load(&maps_dir, log_level)?;
+        let mut ebpf = object::load(&maps_dir, log_level, public_mtu)?;
         let mut maps = DatapathMaps::take(&mut ebpf)?;
         let state = match upgrade {
             Some(_) => LayoutState::Filling,

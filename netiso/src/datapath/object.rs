@@ -4,7 +4,7 @@ use std::path::Path;
 
 use anyhow::{Context as _, bail};
 use aya::{Ebpf, EbpfLoader};
-use netiso_common::{CONTAINER_SLOT_GLOBAL, MAX_CONTAINERS};
+use netiso_common::{CONTAINER_SLOT_GLOBAL, MAX_CONTAINERS, PUBLIC_MTU_GLOBAL};
 
 use super::layout;
 
@@ -49,10 +49,18 @@ pub fn loader(level: DatapathLogLevel) -> EbpfLoader<'static> {
     loader
 }
 
-/// Loads the object with every map taken from (or pinned to) `maps_dir`.
-pub(super) fn load(maps_dir: &Path, log_level: DatapathLogLevel) -> anyhow::Result<Ebpf> {
+/// Loads the object with every map taken from (or pinned to) `maps_dir`, telling its
+/// programs the public interface's MTU.
+pub(super) fn load(
+    maps_dir: &Path,
+    log_level: DatapathLogLevel,
+    public_mtu: u32,
+) -> anyhow::Result<Ebpf> {
     // (The loader reads the kernel's BTF itself, where there is one.)
     let mut loader = loader(log_level);
+    // The loader borrows the value for as long as it lives: four bytes per load.
+    let public_mtu: &'static u32 = Box::leak(Box::new(public_mtu));
+    loader.override_global(PUBLIC_MTU_GLOBAL, public_mtu, true);
     for map in layout::current_maps() {
         loader.map_pin_path(map.name, maps_dir.join(map.name));
     }

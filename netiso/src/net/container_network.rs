@@ -3,8 +3,9 @@
 //! into it. This is plumbing only; the container's lifecycle (ports, datapath entries,
 //! shaping, records) is `crate::control::manager`'s. The container end is named like
 //! the public interface (or as a CNI runtime asks) and carries the host's MAC, IPv4
-//! and IPv6 addresses and MTU; its only route is a default route through a link-local
-//! gateway whose neighbour entry is permanent, so a container never sends ARP or NDP.
+//! and IPv6 addresses; its only route is a default route with the public interface's
+//! MTU through a link-local gateway whose neighbour entry is permanent, so a container
+//! never sends ARP or NDP.
 use std::{
     collections::BTreeMap,
     fs::File,
@@ -27,6 +28,13 @@ use crate::{
     failure::{Failure, refusal, refuse},
     ports::{PortMapping, PortRange},
 };
+
+/// MTU of both ends of a container's pair: the longest a device takes. Packets
+/// between containers through the host's address, and from the host through its
+/// loopback, are loopback-sized (64 KiB) and cross the pair whole; what a container
+/// sends to the network is kept to the public MTU by its default route (and longer
+/// frames are dropped by the datapath).
+pub const PAIR_MTU: u32 = 65535;
 
 /// Gateway a container routes through; answered by the host-side veth's MAC.
 pub const CONTAINER_GATEWAY_V4: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);
@@ -205,12 +213,12 @@ fn build(
         &PairEnd {
             name: &host_veth,
             mac: host_veth_mac,
-            mtu: host.public.mtu,
+            mtu: PAIR_MTU,
         },
         &PairEnd {
             name: &spec.interface,
             mac: host.public.mac,
-            mtu: host.public.mtu,
+            mtu: PAIR_MTU,
         },
         &netns_file,
     )?;
@@ -323,7 +331,7 @@ fn configure_inside(
             socket.add_address(link.index, address, prefix_len)?;
             socket.add_permanent_neighbour(link.index, gateway, gateway_mac)?;
             socket
-                .add_default_route(link.index, gateway)
+                .add_default_route(link.index, gateway, host.public.mtu)
                 .map_err(|error| {
                     let exists = error.chain().any(|cause| {
                         cause

@@ -8,8 +8,8 @@ use netlink_packet_route::{
     address::{AddressAttribute, AddressFlags, AddressMessage, AddressScope},
     neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState},
     route::{
-        RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteProtocol,
-        RouteScope, RouteType,
+        RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteMetric,
+        RouteProtocol, RouteScope, RouteType,
     },
 };
 
@@ -139,7 +139,14 @@ impl NetlinkSocket {
 
     /// Adds a default route through `gateway` on link `index`, on-link (no connected
     /// subnet is needed to reach the gateway).
-    pub fn add_default_route(&mut self, index: u32, gateway: IpAddr) -> anyhow::Result<()> {
+    /// Adds a default route through `gateway` on device `index`, with packets at most
+    /// `mtu` bytes long (the device itself may take longer ones).
+    pub fn add_default_route(
+        &mut self,
+        index: u32,
+        gateway: IpAddr,
+        mtu: u32,
+    ) -> anyhow::Result<()> {
         let mut message = RouteMessage::default();
         message.header.address_family = family(gateway);
         message.header.table = RouteHeader::RT_TABLE_MAIN;
@@ -154,6 +161,9 @@ impl NetlinkSocket {
                 IpAddr::V4(a) => RouteAddress::Inet(a),
                 IpAddr::V6(a) => RouteAddress::Inet6(a),
             }));
+        message
+            .attributes
+            .push(RouteAttribute::Metrics(vec![RouteMetric::Mtu(mtu)]));
         self.request(
             RouteNetlinkMessage::NewRoute(message),
             NLM_F_CREATE | NLM_F_EXCL,

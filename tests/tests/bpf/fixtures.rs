@@ -15,7 +15,7 @@ pub(crate) use netiso_common::{
     CONTAINER_SLOT_GLOBAL, CONTAINER_VETH_INGRESS_PROGRAM, ContainerCounters, ContainerLoopback,
     ECHO_OWNERS_MAP, EGRESS_POLICERS_MAP, EchoConversation, EchoIdRange, EchoKey, EgressPolicer,
     HOST_LO_INGRESS_PROGRAM, PORT_OWNERS_MAP, PUBLIC_EGRESS_PROGRAM, PUBLIC_INGRESS_PROGRAM,
-    PortOwner, VETH_CONTAINERS_MAP,
+    PUBLIC_MTU_GLOBAL, PortOwner, VETH_CONTAINERS_MAP,
 };
 pub(crate) use netiso_tests::{
     lab::{HOST_IPV4, HOST_IPV6, REMOTE_IPV4, REMOTE_IPV6},
@@ -56,8 +56,19 @@ pub(crate) fn datapath() -> Ebpf {
 
 /// [`datapath`] with the programs' logging at `level`.
 pub(crate) fn datapath_logging(level: DatapathLogLevel) -> Ebpf {
+    datapath_loaded(level, &0)
+}
+
+/// [`datapath`] told the public interface's MTU, as the agent tells it (the other
+/// tests leave it unset: nothing is too long for them).
+pub(crate) fn datapath_with_public_mtu(mtu: &'static u32) -> Ebpf {
+    datapath_loaded(DatapathLogLevel::Off, mtu)
+}
+
+fn datapath_loaded(level: DatapathLogLevel, public_mtu: &'static u32) -> Ebpf {
     let mut ebpf = loader(level)
         .override_global(CONTAINER_SLOT_GLOBAL, &0u32, true)
+        .override_global(PUBLIC_MTU_GLOBAL, public_mtu, true)
         .load(EBPF_OBJECT)
         .expect("loading the eBPF object");
     load_programs(

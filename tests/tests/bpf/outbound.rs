@@ -191,6 +191,47 @@ fn container_traffic_to_local_addresses_goes_to_the_port_owner_or_the_host() {
     assert_eq!(counters(&ebpf, 0).tx_packets, 3);
 }
 
+#[test]
+fn what_a_container_sends_to_the_network_must_fit_the_public_mtu() {
+    static MTU: u32 = 1500;
+    let ebpf = datapath_with_public_mtu(&MTU);
+    // UDP payloads that make IP packets of exactly the MTU, and one byte more.
+    let fits = v4(
+        HOST_IPV4,
+        REMOTE_IPV4,
+        IPPROTO_UDP,
+        &udp_segment(30016, 53, 1472),
+    );
+    let too_long = v4(
+        HOST_IPV4,
+        REMOTE_IPV4,
+        IPPROTO_UDP,
+        &udp_segment(30016, 53, 1473),
+    );
+    let too_long6 = v6(
+        HOST_IPV6,
+        REMOTE_IPV6,
+        IPPROTO_UDP,
+        &udp_segment(30016, 53, 1453),
+    );
+    // Longer packets between containers, through the host's address, are fine (test
+    // runs take frames up to a page).
+    let local = v4(
+        HOST_IPV4,
+        HOST_IPV4,
+        IPPROTO_UDP,
+        &udp_segment(30016, 31500, 2000),
+    );
+    assert_eq!(fits.len(), 14 + 1500);
+    assert_eq!(run(&ebpf, CONTAINER_VETH_INGRESS_PROGRAM, &fits), REDIRECT);
+    assert_eq!(run(&ebpf, CONTAINER_VETH_INGRESS_PROGRAM, &too_long), SHOT);
+    assert_eq!(run(&ebpf, CONTAINER_VETH_INGRESS_PROGRAM, &too_long6), SHOT);
+    assert_eq!(run(&ebpf, CONTAINER_VETH_INGRESS_PROGRAM, &local), REDIRECT);
+    let sent = counters(&ebpf, 0);
+    assert_eq!((sent.tx_packets, sent.tx_dropped_malformed), (2, 2));
+    assert_eq!(counters(&ebpf, 1), rx(&[&local]));
+}
+
 // ---- host loopback, container eth0 and container lo ----
 
 #[test]

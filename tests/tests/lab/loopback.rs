@@ -219,3 +219,140 @@ fn host_to_container_udp_ipv4() {
 fn host_to_container_udp_ipv6() {
     udp_case(Family::V6, From::Host);
 }
+
+/// Bytes in each large datagram: more than the public MTU, which the kernel sends
+/// whole over a loopback and in fragments to the network.
+const LARGE_DATAGRAM: usize = 4000;
+/// Bytes in each stream: many segments of the loopback's MSS.
+const STREAM_BYTES: usize = 1 << 20;
+
+/// Receives one datagram of at most 64 KiB on `socket`, within 10 s.
+fn recv_len(socket: &UdpSocket) -> usize {
+    let mut buf = vec![0u8; 65536];
+    socket.recv(&mut buf).expect("a datagram within 10 s")
+}
+
+/// Sends `STREAM_BYTES` from `from` to a listener of `to` on `addr`; returns the bytes
+/// the listener read and the sender's MSS.
+fn stream(from: &Netns, to: &Netns, addr: SocketAddr) -> (usize, u32) {
+    use std::io::{Read as _, Write as _};
+    use std::os::fd::AsRawFd as _;
+    let listener = to.run(|| {
+        std::net::TcpListener::bind(addr).unwrap_or_else(|e| panic!("listening on {addr}: {e}"))
+    });
+    let (done, received) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().expect("accepting");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        let mut bytes = Vec::new();
+        let _ = stream.read_to_end(&mut bytes);
+        let _ = done.send(bytes.len());
+    });
+    let mss = from.run(|| {
+        let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(10))
+            .unwrap_or_else(|e| panic!("connecting to {addr}: {e}"));
+        stream
+            .set_write_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        stream
+            .write_all(&vec![7u8; STREAM_BYTES])
+            .unwrap_or_else(|e| panic!("sending to {addr}: {e}"));
+        let mut mss: u32 = 0;
+        let mut len = size_of::<u32>() as libc::socklen_t;
+        // SAFETY: a connected socket, an out-parameter of the size given.
+        let got = unsafe {
+            libc::getsockopt(
+                stream.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_MAXSEG,
+                (&raw mut mss).cast(),
+                &mut len,
+            )
+        };
+        assert_eq!(got, 0, "reading the MSS");
+        mss
+    });
+    let bytes = received
+        .recv_timeout(Duration::from_secs(30))
+        .unwrap_or_else(|_| panic!("the stream to {addr} did not end within 30 s"));
+    (bytes, mss)
+}
+
+/// Packets longer than the public MTU: between containers through the host's address
+/// and from the host through its loopback they cross whole (a large datagram, a
+/// stream at the loopback's MSS); to the network they leave within the public MTU
+/// (the datagram in fragments, the stream at the public MTU's MSS).
+fn large_packets_case(family: Family) {
+    let lab = lab();
+    let (c1, c2) = (&lab.container(0).netns, &lab.container(1).netns);
+    let remote = &lab.lab.remote;
+    let datagram = vec![5u8; LARGE_DATAGRAM];
+    for (sender, dst) in [
+        (c2, SocketAddr::new(family.host_ip(), VALID_PORT)),
+        (
+            &lab.lab.host,
+            SocketAddr::new(family.localhost(), VALID_PORT),
+        ),
+        (&lab.lab.host, SocketAddr::new(family.host_ip(), VALID_PORT)),
+    ] {
+        let receiver = udp_socket(c1, dst);
+        sender.run(|| {
+            let any = SocketAddr::new(
+                match family {
+                    Family::V4 => Ipv4Addr::UNSPECIFIED.into(),
+                    Family::V6 => Ipv6Addr::UNSPECIFIED.into(),
+                },
+                0,
+            );
+            let socket = UdpSocket::bind(any).expect("binding a sender");
+            socket.send_to(&datagram, dst).expect("sending");
+        });
+        assert_eq!(
+            recv_len(&receiver),
+            LARGE_DATAGRAM,
+            "a {LARGE_DATAGRAM}-byte datagram from {} to {dst}",
+            sender.name()
+        );
+    }
+    let (bytes, mss) = stream(c2, c1, SocketAddr::new(family.host_ip(), VALID_PORT + 1));
+    assert_eq!(bytes, STREAM_BYTES, "container to container, MSS {mss}");
+    assert!(
+        mss > 1500,
+        "the stream went at the loopback's MSS, not {mss}"
+    );
+    let remote_ip = match family {
+        Family::V4 => IpAddr::V4(netiso_tests::lab::REMOTE_IPV4),
+        Family::V6 => IpAddr::V6(netiso_tests::lab::REMOTE_IPV6),
+    };
+    let at_remote = udp_socket(remote, SocketAddr::new(remote_ip, 7000));
+    c1.run(|| {
+        let socket = UdpSocket::bind(SocketAddr::new(family.host_ip(), VALID_PORT + 2))
+            .expect("binding an owned port");
+        socket
+            .send_to(&datagram, SocketAddr::new(remote_ip, 7000))
+            .expect("sending to the remote");
+    });
+    assert_eq!(
+        recv_len(&at_remote),
+        LARGE_DATAGRAM,
+        "in fragments to the remote"
+    );
+    let (bytes, mss) = stream(c1, remote, SocketAddr::new(remote_ip, 7001));
+    assert_eq!(bytes, STREAM_BYTES, "container to the remote, MSS {mss}");
+    assert!(
+        mss <= 1460,
+        "the stream to the remote kept to the public MTU, not {mss}"
+    );
+}
+
+#[test]
+fn large_packets_cross_whole_locally_and_within_the_mtu_to_the_network_ipv4() {
+    large_packets_case(Family::V4);
+}
+
+#[test]
+fn large_packets_cross_whole_locally_and_within_the_mtu_to_the_network_ipv6() {
+    large_packets_case(Family::V6);
+}
