@@ -161,6 +161,31 @@ unsafe impl aya::Pod for ContainerPort {}
 /// Most published ports whose container port differs, over all containers.
 pub const MAX_PORT_TRANSLATIONS: u32 = 16384;
 
+/// A container's connection to its own published host port, over its loopback: the
+/// key of `LOOPBACK_TRANSLATIONS`, whose value is the host port the client asked for.
+/// Its server listens on the container port, so replies get the host port back as
+/// their source; connections straight to the container port have no entry.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct LoopbackFlow {
+    pub slot: u32,
+    /// The client's port.
+    pub client_port: u16,
+    /// The port the server listens on inside the container.
+    pub container_port: u16,
+    /// IPPROTO_TCP or IPPROTO_UDP.
+    pub protocol: u8,
+    pub _pad: [u8; 3],
+}
+
+#[cfg(feature = "user")]
+// SAFETY: a u32, two u16s, a u8 and explicit padding: 12 bytes, no implicit padding.
+unsafe impl aya::Pod for LoopbackFlow {}
+
+/// Most connections of containers to their own published host ports tracked at once
+/// (least recently used forgotten first).
+pub const MAX_LOOPBACK_TRANSLATIONS: u32 = 16384;
+
 /// Host-wide facts the programs need. One entry, written by the agent at start-up.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -584,6 +609,7 @@ pub const EGRESS_POLICERS_MAP: &str = "EGRESS_POLICERS";
 pub const INBOUND_FRAGMENTS_MAP: &str = "INBOUND_FRAGMENTS";
 pub const PORT_TRANSLATIONS_MAP: &str = "PORT_TRANSLATIONS";
 pub const CONTAINER_PORT_TRANSLATIONS_MAP: &str = "CONTAINER_PORT_TRANSLATIONS";
+pub const LOOPBACK_TRANSLATIONS_MAP: &str = "LOOPBACK_TRANSLATIONS";
 pub const CONTAINER_NETNS_MAP: &str = "CONTAINER_NETNS";
 pub const CONTAINER_ETH0_INDEXES_MAP: &str = "CONTAINER_ETH0_INDEXES";
 

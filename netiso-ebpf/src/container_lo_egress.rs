@@ -11,6 +11,13 @@
 //! looks the cookie up in `CONTAINER_NETNS`. Before 6.15, each container gets a copy
 //! of its own with its slot set as a load-time constant, which finds its eth0 in
 //! `CONTAINER_ETH0_INDEXES` (an object load per container: what the shared one saves).
+//!
+//! A container's connection to its own published host port (127.0.0.1:31080, whose
+//! server listens on 80 inside) never leaves its loopback, so it is translated here:
+//! the request's destination becomes the container port, and the conversation is
+//! remembered (`LOOPBACK_TRANSLATIONS`, by client port) so that the replies' source
+//! becomes the host port again. Connections straight to the container port are not
+//! remembered, and their first packet forgets a stale entry of the same client port.
 use aya_ebpf::{
     EbpfContext as _,
     bindings::TC_ACT_PIPE,
@@ -19,11 +26,13 @@ use aya_ebpf::{
     programs::TcContext,
 };
 
+use netiso_common::LoopbackFlow;
+
 use crate::{
     datapath_log::{self, Program},
-    maps::{CONTAINER_ETH0_INDEXES, CONTAINER_NETNS, port_owner},
-    packet::{Fragment, Parsed, parse, ports},
-    translate::host_port,
+    maps::{CONTAINER_ETH0_INDEXES, CONTAINER_NETNS, LOOPBACK_TRANSLATIONS, port_owner},
+    packet::{Flow, Fragment, Parsed, parse, ports},
+    translate::{self, container_port, host_port},
 };
 
 /// The copy's container slot.
@@ -80,14 +89,52 @@ fn steer(ctx: &TcContext, slot: u32, eth0: u32) -> i32 {
         // ICMP to its own addresses is answered by the container itself.
         return TC_ACT_PIPE;
     }
-    let Some((_, dport)) = ports(ctx, &flow) else {
+    let Some((sport, dport)) = ports(ctx, &flow) else {
         return TC_ACT_PIPE;
     };
-    // Its own ports, and the ports inside it that it publishes on a host port (the
-    // datapath translated the host port on the way in).
-    if port_owner(dport).and_then(|o| o.slot()) == Some(slot) || host_port(slot, dport).is_some() {
+    if port_owner(dport).and_then(|o| o.slot()) == Some(slot) {
+        // Its own port: stays inside, translated if it is a published host port (or
+        // a reply of a conversation that asked for one).
+        translate_own_conversation(ctx, &flow, slot, sport, dport);
+        return TC_ACT_PIPE;
+    }
+    if host_port(slot, dport).is_some() {
+        // Straight to a port inside it that it publishes on a host port (the
+        // datapath translates the host port on the way in from elsewhere).
+        let _ = LOOPBACK_TRANSLATIONS.remove(&loopback_flow(&flow, slot, sport, dport));
         return TC_ACT_PIPE;
     }
     // SAFETY: helper call; out through eth0's egress to the host-side veth.
     unsafe { bpf_redirect(eth0, 0) as i32 }
+}
+
+/// A conversation of container `slot` with itself: a request for a published host
+/// port `dport` goes to its container port, remembered; a reply from a container
+/// port to a client that asked for the host port leaves from the host port.
+#[inline(always)]
+fn translate_own_conversation(ctx: &TcContext, flow: &Flow, slot: u32, sport: u16, dport: u16) {
+    if let Some(inside) = container_port(dport) {
+        let key = loopback_flow(flow, slot, sport, inside);
+        // A full table forgets the least recently used conversation.
+        let _ = LOOPBACK_TRANSLATIONS.insert(&key, &dport, 0);
+        let _ = translate::destination(ctx, flow, dport, inside);
+        return;
+    }
+    // SAFETY: copied at once.
+    let asked =
+        unsafe { LOOPBACK_TRANSLATIONS.get(&loopback_flow(flow, slot, dport, sport)) }.copied();
+    if let Some(host_port) = asked {
+        let _ = translate::from_container(ctx, flow, sport, host_port);
+    }
+}
+
+#[inline(always)]
+fn loopback_flow(flow: &Flow, slot: u32, client_port: u16, container_port: u16) -> LoopbackFlow {
+    LoopbackFlow {
+        slot,
+        client_port,
+        container_port,
+        protocol: flow.protocol,
+        _pad: [0; 3],
+    }
 }

@@ -6,10 +6,10 @@ use aya_ebpf::{
 use netiso_common::{
     ContainerCounters, ContainerLoopback, ContainerPort, ContainerShaping, DROP_EVENTS_BYTES,
     DatapathConfig, Direction, DropEvent, DropEventBudget, EchoConversation, EchoIdRange, EchoKey,
-    EgressPolicer, FragmentKey, FragmentRoute, HostAddress, MAX_CONTAINERS, MAX_ECHO_CONVERSATIONS,
-    MAX_FRAGMENTED_DATAGRAMS, MAX_HOST_ADDRESSES, MAX_PORT_TRANSLATIONS,
-    PUBLIC_IFACE_COUNTER_SLOTS, PinnedLayout, PortOwner, TrafficClass, TrafficCounters,
-    public_iface_counter_slot,
+    EgressPolicer, FragmentKey, FragmentRoute, HostAddress, LoopbackFlow, MAX_CONTAINERS,
+    MAX_ECHO_CONVERSATIONS, MAX_FRAGMENTED_DATAGRAMS, MAX_HOST_ADDRESSES,
+    MAX_LOOPBACK_TRANSLATIONS, MAX_PORT_TRANSLATIONS, PUBLIC_IFACE_COUNTER_SLOTS, PinnedLayout,
+    PortOwner, TrafficClass, TrafficCounters, public_iface_counter_slot,
 };
 
 /// What crossed the public interface, per direction and traffic class. Per-CPU, so the
@@ -98,6 +98,15 @@ pub static CONTAINER_PORT_TRANSLATIONS: HashMap<
     u16,
     { MAX_PORT_TRANSLATIONS as usize },
 > = HashMap::new();
+
+/// A container's connections to its own published host ports, over its loopback →
+/// the host port asked for. See `container_lo_egress.rs`.
+#[btf_map]
+pub static LOOPBACK_TRANSLATIONS: LruHashMap<
+    LoopbackFlow,
+    u16,
+    { MAX_LOOPBACK_TRANSLATIONS as usize },
+> = LruHashMap::new();
 
 /// Cookie of a container's network namespace → its slot and eth0, for the one
 /// loopback program all containers share.

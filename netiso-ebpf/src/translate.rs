@@ -114,6 +114,13 @@ pub fn to_container(ctx: &TcContext, destination: &Destination) -> Result<(), ()
     }
 }
 
+/// A packet's destination port `from` becomes `to`.
+#[inline(always)]
+pub fn destination(ctx: &TcContext, flow: &Flow, from: u16, to: u16) -> Result<(), ()> {
+    let (checksum, flags) = transport_checksum(flow);
+    rewrite_field(ctx, flow.l4_offset + 2, checksum, from, to, flags)
+}
+
 /// On the way out: a packet from container port `from` leaves from host port `to`.
 #[inline(always)]
 pub fn from_container(ctx: &TcContext, flow: &Flow, from: u16, to: u16) -> Result<(), ()> {

@@ -14,10 +14,11 @@ use netiso_common::{
     DatapathConfig, DropEventBudget, ECHO_OWNERS_MAP, EGRESS_POLICERS_MAP, EchoConversation,
     EchoIdRange, EchoKey, EgressPolicer, FRAGMENT_ROUTES_MAP, FragmentKey, FragmentRoute,
     HOST_ADDRESSES_MAP, HOST_PORT_ACCESS_MAP, HostAddress, INBOUND_FRAGMENTS_MAP, LAYOUT_VERSION,
-    LayoutState, MAX_CONTAINERS, MAX_ECHO_CONVERSATIONS, MAX_FRAGMENTED_DATAGRAMS,
-    MAX_HOST_ADDRESSES, MAX_PORT_TRANSLATIONS, PINNED_LAYOUT_MAGIC, PINNED_LAYOUT_MAP,
-    PORT_OWNERS_MAP, PORT_TRANSLATIONS_MAP, PUBLIC_IFACE_COUNTER_SLOTS, PUBLIC_IFACE_COUNTERS_MAP,
-    PinnedLayout, PortOwner, TrafficCounters, VETH_CONTAINERS_MAP,
+    LOOPBACK_TRANSLATIONS_MAP, LayoutState, LoopbackFlow, MAX_CONTAINERS, MAX_ECHO_CONVERSATIONS,
+    MAX_FRAGMENTED_DATAGRAMS, MAX_HOST_ADDRESSES, MAX_LOOPBACK_TRANSLATIONS, MAX_PORT_TRANSLATIONS,
+    PINNED_LAYOUT_MAGIC, PINNED_LAYOUT_MAP, PORT_OWNERS_MAP, PORT_TRANSLATIONS_MAP,
+    PUBLIC_IFACE_COUNTER_SLOTS, PUBLIC_IFACE_COUNTERS_MAP, PinnedLayout, PortOwner,
+    TrafficCounters, VETH_CONTAINERS_MAP,
 };
 
 use super::object::LOG_MAP;
@@ -103,11 +104,22 @@ const LAYOUT_1: [PinnedMap; 21] = [
 /// The record of the layout itself, from layout 2 on.
 const LAYOUT_RECORD: PinnedMap = pinned::<u32, PinnedLayout>(PINNED_LAYOUT_MAP, MapType::Array, 1);
 
+/// What layout 2 (netiso 0.2.0) added: the record of the layout itself, and the
+/// table of containers' connections to their own published host ports.
+const LAYOUT_2_ADDED: [PinnedMap; 2] = [
+    LAYOUT_RECORD,
+    pinned::<LoopbackFlow, u16>(
+        LOOPBACK_TRANSLATIONS_MAP,
+        MapType::LruHash,
+        MAX_LOOPBACK_TRANSLATIONS,
+    ),
+];
+
 /// The maps layout `version` pins; `None` for a version this agent does not know.
 pub fn maps_of(version: u32) -> Option<Vec<PinnedMap>> {
     match version {
         1 => Some(LAYOUT_1.to_vec()),
-        2 => Some([&LAYOUT_1[..], &[LAYOUT_RECORD]].concat()),
+        2 => Some([&LAYOUT_1[..], &LAYOUT_2_ADDED[..]].concat()),
         _ => None,
     }
 }

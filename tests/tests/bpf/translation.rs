@@ -209,6 +209,52 @@ fn the_container_keeps_what_reaches_its_published_port_over_its_loopback() {
 }
 
 #[test]
+fn the_containers_own_connection_to_its_published_host_port_is_translated_both_ways() {
+    // Container 0's client (port 30020, its own) asks for 31080 over its loopback;
+    // its server listens on 80. A client asking for 80 directly keeps 80 both ways.
+    let ebpf = translating_datapath();
+    for (host, _) in FAMILIES {
+        let localhost = if host.is_ipv4() {
+            IpAddr::V4(LOCALHOST4)
+        } else {
+            IpAddr::V6(LOCALHOST6)
+        };
+        for address in [host, localhost] {
+            for protocol in [IPPROTO_TCP, IPPROTO_UDP] {
+                for program in container_lo_programs() {
+                    let what = format!("{program} {protocol} {address}");
+                    let request = segment(protocol, address, 30020, address, C0_HOST_PORT);
+                    let (verdict, request) = run_out(&ebpf, program, &request);
+                    assert_eq!(verdict, PIPE, "{what}: stays inside");
+                    assert_eq!(
+                        ports_and_checksum(&request),
+                        (30020, C0_PORT, true),
+                        "{what}"
+                    );
+                    let reply = segment(protocol, address, C0_PORT, address, 30020);
+                    let (verdict, reply) = run_out(&ebpf, program, &reply);
+                    assert_eq!(verdict, PIPE, "{what}: the reply stays inside");
+                    assert_eq!(
+                        ports_and_checksum(&reply),
+                        (C0_HOST_PORT, 30020, true),
+                        "{what}: the reply comes from the port asked for"
+                    );
+                    // The same client port, now straight to 80: no translation.
+                    let direct = segment(protocol, address, 30020, address, C0_PORT);
+                    assert_eq!(run_out(&ebpf, program, &direct), (PIPE, direct.clone()));
+                    let reply = segment(protocol, address, C0_PORT, address, 30020);
+                    assert_eq!(
+                        run_out(&ebpf, program, &reply),
+                        (PIPE, reply.clone()),
+                        "{what}: a direct conversation's reply keeps its port"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
 fn hostile_frames_about_published_ports_change_nothing_they_should_not() {
     let ebpf = translating_datapath();
     // A UDP header cut after its ports, to the published host port: not deliverable,

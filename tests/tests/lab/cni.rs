@@ -515,13 +515,26 @@ fn a_published_port_reaches_the_container_port_from_everywhere() {
     let client_stdin = config(&lab, "1.0.0", "netiso");
     assert!(client.run(&lab, "ADD", &[], &client_stdin).ok);
     let localhost = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
-    let cases: [(&Netns, IpAddr, &str); 6] = [
+    let localhost6 = IpAddr::V6(std::net::Ipv6Addr::LOCALHOST);
+    let cases: [(&Netns, IpAddr, &str); 10] = [
         (&lab.remote, IpAddr::V4(HOST_IPV4), "the remote over IPv4"),
         (&lab.remote, IpAddr::V6(HOST_IPV6), "the remote over IPv6"),
         (&lab.host, IpAddr::V4(HOST_IPV4), "the host at its address"),
         (&lab.host, localhost, "the host at 127.0.0.1"),
         (&client.netns, IpAddr::V4(HOST_IPV4), "another container"),
         (&client.netns, localhost, "another container at 127.0.0.1"),
+        (
+            &web.netns,
+            IpAddr::V4(HOST_IPV4),
+            "itself at the host address",
+        ),
+        (&web.netns, localhost, "itself at 127.0.0.1"),
+        (
+            &web.netns,
+            IpAddr::V6(HOST_IPV6),
+            "itself at the host IPv6 address",
+        ),
+        (&web.netns, localhost6, "itself at ::1"),
     ];
     for (from, to, what) in cases {
         // The service listens on port 80 only; a whole TCP exchange (handshake, data,
@@ -531,6 +544,16 @@ fn a_published_port_reaches_the_container_port_from_everywhere() {
         assert_eq!(
             String::from_utf8_lossy(&server.wait_with_output().stdout),
             what
+        );
+    }
+    // Straight to the container port from inside, as before, after the same client
+    // ports may have asked for the host port.
+    for to in [localhost, IpAddr::V4(HOST_IPV4)] {
+        let server = start_tcp_listener(&web.netns, to, 80);
+        assert!(send_tcp(&web.netns, SocketAddr::new(to, 80), "direct"));
+        assert_eq!(
+            String::from_utf8_lossy(&server.wait_with_output().stdout),
+            "direct"
         );
     }
     assert!(web.run(&lab, "DEL", &[], &stdin).ok);

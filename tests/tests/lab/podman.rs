@@ -51,6 +51,22 @@ fn podman_containers_with_published_ports_serve_the_remote_and_leave_nothing() {
     assert_eq!(page(&lab, v4, 31080), "web-one");
     assert_eq!(page(&lab, v6, 31080), "web-one");
     assert_eq!(page(&lab, v4, 31090), "web-two");
+    // The container itself, at its published host port (its server listens on 80),
+    // and straight at 80. (busybox's wget crashes in this image; nc speaks HTTP.)
+    for (address, port) in [
+        ("127.0.0.1", 31080),
+        ("198.18.0.1", 31080),
+        ("2001:db8::1", 31080),
+        ("127.0.0.1", 80),
+    ] {
+        let request =
+            format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | /bin/busybox nc -w 5 {address} {port}");
+        let answer = podman.ok(&["exec", "web1", "/bin/sh", "-c", &request]);
+        assert!(
+            answer.starts_with("HTTP/1.1 200") && answer.trim_end().ends_with("web-one"),
+            "web1 asking {address} port {port}: {answer}"
+        );
+    }
     // UDP to the translated port reaches the container's port 80.
     podman.ok(&[
         "run",
