@@ -101,7 +101,7 @@ fn steer(ctx: &TcContext, slot: u32, eth0: u32) -> i32 {
     if host_port(slot, dport).is_some() {
         // Straight to a port inside it that it publishes on a host port (the
         // datapath translates the host port on the way in from elsewhere).
-        let _ = LOOPBACK_TRANSLATIONS.remove(&loopback_flow(&flow, slot, sport, dport));
+        let _ = LOOPBACK_TRANSLATIONS.remove(loopback_flow(&flow, slot, sport, dport));
         return TC_ACT_PIPE;
     }
     // SAFETY: helper call; out through eth0's egress to the host-side veth.
@@ -116,13 +116,13 @@ fn translate_own_conversation(ctx: &TcContext, flow: &Flow, slot: u32, sport: u1
     if let Some(inside) = container_port(dport) {
         let key = loopback_flow(flow, slot, sport, inside);
         // A full table forgets the least recently used conversation.
-        let _ = LOOPBACK_TRANSLATIONS.insert(&key, &dport, 0);
+        let _ = LOOPBACK_TRANSLATIONS.insert(key, dport, 0);
         let _ = translate::destination(ctx, flow, dport, inside);
         return;
     }
     // SAFETY: copied at once.
     let asked =
-        unsafe { LOOPBACK_TRANSLATIONS.get(&loopback_flow(flow, slot, dport, sport)) }.copied();
+        unsafe { LOOPBACK_TRANSLATIONS.get(loopback_flow(flow, slot, dport, sport)) }.copied();
     if let Some(host_port) = asked {
         let _ = translate::from_container(ctx, flow, sport, host_port);
     }
