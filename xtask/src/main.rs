@@ -15,6 +15,7 @@ mod systemd_vm;
 mod test;
 mod vm;
 mod vm_kernels;
+mod vm_lanes;
 
 #[derive(Debug, Parser)]
 #[command(name = "cargo xtask", about = "netiso developer tasks")]

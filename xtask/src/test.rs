@@ -11,7 +11,8 @@ use crate::{
 #[derive(Debug, Args)]
 pub struct TestArgs {
     /// Skip the VM tests (they boot Debian 12's backported 6.12 and 11's 5.10 under
-    /// emulation, side by side, then a systemd VM: about 35 minutes).
+    /// emulation, side by side, each running what its kernel changes, then a systemd VM:
+    /// about 20 minutes).
     #[arg(long)]
     pub no_vm: bool,
 }

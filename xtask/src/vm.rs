@@ -20,54 +20,8 @@ use crate::{
     cmd::{build_test_agent, cargo, output, step, workspace_root},
     package, previous_release, setup, systemd_vm,
     vm_kernels::{kernel, vm_cache},
+    vm_lanes::{self, Filters},
 };
-
-/// The lab tests the 5.10 VM runs when it runs beside the 6.12 VM (`cargo xtask test`),
-/// to stay within CI's time: the lifecycle through netlink, the faults, edge and
-/// hostile frames, egress flows, and what 5.10's `bpf_redirect_peer` does differently
-/// (loopback and host traffic, the statistics' receive counters, published ports), and
-/// upgrades from the previous release through netlink attachments; the
-/// 6.12 VM runs the rest. `cargo xtask vm-test --kernel 5.10` runs every test on 5.10.
-/// Its BPF test-run binary always runs whole (every program through 5.10's verifier).
-const LAB_TESTS_BESIDE: [&str; 9] = [
-    "lifecycle::",
-    "edge_packets::",
-    "hostile::",
-    "faults::",
-    "egress_flows::",
-    "loopback::",
-    "statistics::link_and_datapath_counters",
-    "cni::a_published_port",
-    "upgrade::",
-];
-
-/// Lab tests the 6.12 VM leaves out when the 5.10 VM runs beside it (`cargo xtask
-/// test`), to keep CI within its time: those the 5.10 VM runs too (the lifecycle, the
-/// faults, the upgrades), and those whose outcome neither the kernel nor the device
-/// kind changes (the CNI protocol, the state directory, the CLI, the operators'
-/// tools, scrapes and the soak: the host runs them). `--kernel 6.12` runs them all
-/// (the upgrades there: the previous release's veth containers meet an agent that
-/// gives new ones netkit).
-const SKIPPED_ON_6_12_BESIDE: [&str; 12] = [
-    "faults::",
-    "lifecycle::",
-    "upgrade::",
-    "cni::",
-    "state_dir::",
-    "cli::",
-    "prometheus::",
-    "top::",
-    "scrapes::",
-    "soak::",
-    "statistics_format::",
-    "host_files::",
-];
-
-/// Lab tests the 6.12 VM runs a second time with veth containers
-/// (`NETISO_TEST_CONTAINER_DEVICE=veth`), after the lab on netkit: the rate limits,
-/// whose fq_codel leaves only VM kernels have (the host's lacks fq_codel), with the
-/// device kind every other kernel gives (5.10 runs the egress flows on veth).
-const VETH_PASS_ON_6_12: [&str; 1] = ["rate_limits::"];
 
 /// Test binaries of this package run in the VM: all of them touch the kernel.
 const TEST_PACKAGE: &str = "netiso-tests";
@@ -99,6 +53,8 @@ struct VmRun {
     status: String,
     seconds: f64,
     out_dir: PathBuf,
+    /// Names of which at least one test must have run (a lane's filters).
+    expected: Vec<String>,
 }
 
 /// The systemd VM's packages: the previous release's and this tree's.
@@ -150,7 +106,7 @@ pub fn run(args: VmTestArgs) -> anyhow::Result<()> {
                 .join(" and "),
             built.len() - 1,
             if systemd {
-                "; the systemd VM follows the first"
+                "; the systemd VM follows the last"
             } else {
                 ""
             },
@@ -167,13 +123,8 @@ pub fn run(args: VmTestArgs) -> anyhow::Result<()> {
                     if let Some(kernel) = kernels.get(lane) {
                         let filters = match kernel {
                             _ if !args.filter.is_empty() => Filters::All(args.filter.clone()),
-                            Kernel::Debian11 if beside => {
-                                Filters::Lab(LAB_TESTS_BESIDE.map(str::to_owned).to_vec())
-                            }
-                            Kernel::Backports if beside => Filters::Skip {
-                                skipped: SKIPPED_ON_6_12_BESIDE.map(str::to_owned).to_vec(),
-                                veth_pass: VETH_PASS_ON_6_12.map(str::to_owned).to_vec(),
-                            },
+                            Kernel::Debian11 if beside => Filters::Lane(&vm_lanes::BESIDE_ON_5_10),
+                            Kernel::Backports if beside => Filters::Lane(&vm_lanes::BESIDE_ON_6_12),
                             _ => Filters::All(Vec::new()),
                         };
                         runs.push(boot_and_test(
@@ -185,9 +136,9 @@ pub fn run(args: VmTestArgs) -> anyhow::Result<()> {
                             vng,
                         ));
                     }
-                    // The systemd VM follows the first kernel's, in the same lane (6.12's,
-                    // the shorter when 5.10 runs beside it).
-                    if let Some(packages) = packages.as_ref().filter(|_| lane == 0) {
+                    // The systemd VM follows the last kernel's, in the same lane (5.10's,
+                    // the shorter when it runs beside 6.12).
+                    if let Some(packages) = packages.as_ref().filter(|_| lane + 1 == lanes) {
                         runs.push(systemd_boot_and_test(built, packages));
                     }
                     runs
@@ -236,53 +187,8 @@ fn systemd_boot_and_test(built: &[PathBuf], packages: &Packages) -> anyhow::Resu
         status,
         seconds,
         out_dir,
+        expected: Vec::new(),
     })
-}
-
-/// Which tests a VM runs: those matching any of the filters in every binary (none:
-/// all), every test of the BPF binary and the matching ones of the lab binary, or
-/// every test but the skipped ones.
-enum Filters {
-    All(Vec<String>),
-    Lab(Vec<String>),
-    /// Every test but those matching `skipped`; then the lab tests matching
-    /// `veth_pass` again, with veth containers.
-    Skip {
-        skipped: Vec<String>,
-        veth_pass: Vec<String>,
-    },
-}
-
-impl Filters {
-    /// The filter arguments for the test binary `binary`.
-    fn for_binary(&self, binary: &Path) -> String {
-        let is_lab = binary
-            .file_name()
-            .is_some_and(|n| n.to_string_lossy().starts_with("lab-"));
-        match self {
-            Filters::All(filters) => filters.join(" "),
-            Filters::Lab(filters) if is_lab => filters.join(" "),
-            Filters::Lab(_) => String::new(),
-            Filters::Skip { skipped, .. } => skipped
-                .iter()
-                .map(|name| format!("--skip {name}"))
-                .collect::<Vec<_>>()
-                .join(" "),
-        }
-    }
-
-    /// The filter arguments of the lab binary's second run, with veth containers.
-    fn veth_pass(&self, binary: &Path) -> Option<String> {
-        let is_lab = binary
-            .file_name()
-            .is_some_and(|n| n.to_string_lossy().starts_with("lab-"));
-        match self {
-            Filters::Skip { veth_pass, .. } if is_lab && !veth_pass.is_empty() => {
-                Some(veth_pass.join(" "))
-            }
-            _ => None,
-        }
-    }
 }
 
 /// Copies the binaries into the kernel's own directory (the guest runs copies, so the
@@ -340,6 +246,7 @@ fn boot_and_test(
         status,
         seconds: started.elapsed().as_secs_f64(),
         out_dir,
+        expected: filters.expected(),
     })
 }
 
@@ -450,6 +357,23 @@ fn report(run: &VmRun) -> anyhow::Result<()> {
             "VM tests on {} failed; full output in {}",
             run.name,
             log_path.display()
+        );
+    }
+    // A lane's entry that matches no test would leave its check out unnoticed.
+    let unmatched: Vec<&String> = run
+        .expected
+        .iter()
+        .filter(|name| {
+            !report
+                .results
+                .iter()
+                .any(|(test, _)| test.contains(name.as_str()))
+        })
+        .collect();
+    if !unmatched.is_empty() {
+        bail!(
+            "the {} VM ran no test named like {unmatched:?}: a test was renamed; update xtask/src/vm_lanes.rs",
+            run.name
         );
     }
     if report.passed() == 0 {

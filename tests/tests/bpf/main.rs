@@ -15,3 +15,4 @@ mod model;
 mod outbound;
 mod pinned_layout;
 mod translation;
+mod verifier;
