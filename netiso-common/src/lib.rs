@@ -4,10 +4,14 @@
 //! user side see the same bytes through BPF maps.
 #![no_std]
 
+mod drop_events;
 mod layout;
+mod names;
+pub use drop_events::*;
 pub use layout::{
     LAYOUT_VERSION, LayoutState, PINNED_LAYOUT_MAGIC, PINNED_LAYOUT_MAP, PinnedLayout,
 };
+pub use names::*;
 
 /// Packet and byte counters for one slot of a counter map.
 ///
@@ -100,13 +104,6 @@ pub const PUBLIC_IFACE_COUNTER_SLOTS: u32 = 2 * TrafficClass::COUNT;
 pub const fn public_iface_counter_slot(direction: Direction, class: TrafficClass) -> u32 {
     direction as u32 * TrafficClass::COUNT + class as u32
 }
-
-/// Name of the per-CPU array counting what crosses the public interface.
-pub const PUBLIC_IFACE_COUNTERS_MAP: &str = "PUBLIC_IFACE_COUNTERS";
-
-/// Names of the tc programs in the eBPF object.
-pub const PUBLIC_INGRESS_PROGRAM: &str = "public_ingress";
-pub const PUBLIC_EGRESS_PROGRAM: &str = "public_egress";
 
 /// Most containers one agent can hold (slots 0..MAX_CONTAINERS).
 pub const MAX_CONTAINERS: u32 = 4096;
@@ -472,186 +469,6 @@ pub struct ContainerLoopback {
 #[cfg(feature = "user")]
 // SAFETY: two u32 fields, no padding.
 unsafe impl aya::Pod for ContainerLoopback {}
-
-/// Why the datapath dropped a packet. The order is the wire format of
-/// [`DropEvent::reason`]; the names are the `reason` label of the drop counters.
-#[repr(u8)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DropReason {
-    /// A container sent from a port it does not own.
-    PortNotOwned = 0,
-    Malformed = 1,
-    /// Not IP, or IP of a protocol containers may not send.
-    Other = 2,
-    /// A container sent with another source address or MAC than the host's.
-    Spoofed = 3,
-    /// A later fragment of a datagram the container did not start.
-    Fragment = 4,
-    Icmp = 5,
-    Multicast = 6,
-    /// To a host port closed to containers.
-    HostPort = 7,
-    /// Over the container's egress policer.
-    RateLimit = 8,
-    /// From the network with a source no host can have (the host's own, loopback…).
-    SpoofedSource = 9,
-}
-
-impl DropReason {
-    pub const ALL: [DropReason; 10] = [
-        DropReason::PortNotOwned,
-        DropReason::Malformed,
-        DropReason::Other,
-        DropReason::Spoofed,
-        DropReason::Fragment,
-        DropReason::Icmp,
-        DropReason::Multicast,
-        DropReason::HostPort,
-        DropReason::RateLimit,
-        DropReason::SpoofedSource,
-    ];
-
-    pub const fn name(self) -> &'static str {
-        match self {
-            DropReason::PortNotOwned => "port_not_owned",
-            DropReason::Malformed => "malformed",
-            DropReason::Other => "other",
-            DropReason::Spoofed => "spoofed",
-            DropReason::Fragment => "fragment",
-            DropReason::Icmp => "icmp",
-            DropReason::Multicast => "multicast",
-            DropReason::HostPort => "host_port",
-            DropReason::RateLimit => "rate_limit",
-            DropReason::SpoofedSource => "spoofed_source",
-        }
-    }
-
-    pub fn from_u8(value: u8) -> Option<Self> {
-        Self::ALL.get(usize::from(value)).copied()
-    }
-}
-
-/// One dropped packet, as the datapath reports it through `DROP_EVENTS` while the
-/// agent has a listener (`DROP_EVENTS_SWITCH`).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default)]
-pub struct DropEvent {
-    /// `bpf_ktime_get_ns` (CLOCK_MONOTONIC) when it was dropped.
-    pub timestamp_ns: u64,
-    /// Drops this CPU did not report since its previous event (over the event rate
-    /// limit, or the ring buffer full).
-    pub suppressed: u64,
-    /// The container's slot; [`NO_CONTAINER`] if none is known.
-    pub slot: u32,
-    /// The packet's length in bytes.
-    pub length: u32,
-    /// Addresses (IPv4 in the first 4 bytes); zero when not IP.
-    pub src: [u8; 16],
-    pub dst: [u8; 16],
-    /// TCP or UDP ports, else 0.
-    pub sport: u16,
-    pub dport: u16,
-    /// A [`DropReason`].
-    pub reason: u8,
-    /// A [`Direction`] from the container's side: `Egress` for what it sent.
-    pub direction: u8,
-    /// 4, 6, or 0 when not IP (or malformed).
-    pub family: u8,
-    /// The transport protocol (IPPROTO_*), 0 when not IP.
-    pub protocol: u8,
-}
-
-#[cfg(feature = "user")]
-// SAFETY: plain integers and byte arrays; 72 bytes without padding.
-unsafe impl aya::Pod for DropEvent {}
-
-/// [`DropEvent::slot`] when the packet is no container's.
-pub const NO_CONTAINER: u32 = u32::MAX;
-
-/// Drop events each CPU may report per second, and in one burst: a flood of drops
-/// costs the datapath a counter increment each, not an event.
-pub const DROP_EVENTS_PER_SECOND: u64 = 2000;
-pub const DROP_EVENT_BURST: u64 = 200;
-
-/// Per-CPU state of the event rate limit: a token bucket counted in nanoseconds of
-/// credit.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default)]
-pub struct DropEventBudget {
-    pub credit_ns: u64,
-    pub last_ns: u64,
-    pub suppressed: u64,
-}
-
-#[cfg(feature = "user")]
-// SAFETY: three u64 fields.
-unsafe impl aya::Pod for DropEventBudget {}
-
-/// Size of the drop event ring buffer (a power of two of pages).
-pub const DROP_EVENTS_BYTES: u32 = 256 * 1024;
-
-/// Map names, as pinned under the agent's bpffs root.
-pub const DROP_EVENTS_MAP: &str = "DROP_EVENTS";
-/// Entry 0: 1 while the agent has a listener for drop events, else 0.
-pub const DROP_EVENTS_SWITCH_MAP: &str = "DROP_EVENTS_SWITCH";
-pub const DROP_EVENT_BUDGETS_MAP: &str = "DROP_EVENT_BUDGETS";
-pub const PORT_OWNERS_MAP: &str = "PORT_OWNERS";
-pub const VETH_CONTAINERS_MAP: &str = "VETH_CONTAINERS";
-pub const CONTAINER_COUNTERS_MAP: &str = "CONTAINER_COUNTERS";
-pub const DATAPATH_CONFIG_MAP: &str = "DATAPATH_CONFIG";
-pub const ECHO_OWNERS_MAP: &str = "ECHO_OWNERS";
-pub const CONTAINER_SHAPING_MAP: &str = "CONTAINER_SHAPING";
-pub const FRAGMENT_ROUTES_MAP: &str = "FRAGMENT_ROUTES";
-pub const CONTAINER_ECHO_IDS_MAP: &str = "CONTAINER_ECHO_IDS";
-pub const HOST_PORT_ACCESS_MAP: &str = "HOST_PORT_ACCESS";
-pub const HOST_ADDRESSES_MAP: &str = "HOST_ADDRESSES";
-pub const EGRESS_POLICERS_MAP: &str = "EGRESS_POLICERS";
-pub const INBOUND_FRAGMENTS_MAP: &str = "INBOUND_FRAGMENTS";
-pub const PORT_TRANSLATIONS_MAP: &str = "PORT_TRANSLATIONS";
-pub const CONTAINER_PORT_TRANSLATIONS_MAP: &str = "CONTAINER_PORT_TRANSLATIONS";
-pub const LOOPBACK_TRANSLATIONS_MAP: &str = "LOOPBACK_TRANSLATIONS";
-pub const CONTAINER_NETNS_MAP: &str = "CONTAINER_NETNS";
-pub const CONTAINER_ETH0_INDEXES_MAP: &str = "CONTAINER_ETH0_INDEXES";
-
-/// `HOST_PORT_ACCESS` value of a host port containers may not reach (0: they may).
-pub const HOST_PORT_CLOSED: u8 = 1;
-
-/// Program on the host-side veth's ingress: packets leaving a container.
-pub const CONTAINER_VETH_INGRESS_PROGRAM: &str = "container_veth_ingress";
-/// The same program for a netkit pair, on its container end's transmit path
-/// (`BPF_NETKIT_PEER`, attached through the host end).
-pub const CONTAINER_NETKIT_PEER_PROGRAM: &str = "container_netkit_peer";
-/// `skb->mark` of a packet a container's netkit program sends to the network, from
-/// that program to the public interface's egress program, which clears it: a veth's
-/// packets show where they came from by the interface they arrived on; a netkit
-/// pair's do not. ("ni" in its high half; the low bits, which policy routing rules
-/// usually test, are clear.)
-pub const CONTAINER_PACKET_MARK: u32 = 0x6e69_0000;
-/// Program on the host's loopback ingress: host traffic to containers' ports.
-pub const HOST_LO_INGRESS_PROGRAM: &str = "host_lo_ingress";
-/// Program on a container's eth0 ingress: hands loopback traffic to the container's lo.
-pub const CONTAINER_ETH0_INGRESS_PROGRAM: &str = "container_eth0_ingress";
-/// Program on a container's lo ingress: sends traffic for ports it does not own out.
-/// One program serves every container: it finds its container by the namespace's
-/// cookie (`CONTAINER_NETNS`), on kernels whose tc programs may ask for it (6.15+).
-pub const CONTAINER_LO_EGRESS_PROGRAM: &str = "container_lo_egress";
-/// The same for older kernels: one loaded copy per container, told its container by
-/// load-time constants.
-pub const CONTAINER_LO_EGRESS_COPY_PROGRAM: &str = "container_lo_egress_copy";
-/// Load-time constant of the copied container lo program: its container's slot.
-pub const CONTAINER_SLOT_GLOBAL: &str = "CONTAINER_SLOT";
-/// Load-time constant of the datapath: the public interface's MTU. What containers
-/// send to the network must fit it (their pairs take loopback-sized packets between
-/// containers); 0, as in the BPF tests' default, checks nothing.
-pub const PUBLIC_MTU_GLOBAL: &str = "PUBLIC_MTU";
-/// The probe's target: the veth whose peer it redirects to.
-pub const PROBE_PEER_IFINDEX_GLOBAL: &str = "PROBE_PEER_IFINDEX";
-/// Not part of the datapath: attached for an instant at start in private namespaces,
-/// to learn what this kernel's `bpf_redirect_peer` does (`netiso/src/datapath/redirect_peer_probe.rs`).
-pub const PROBE_REDIRECT_PEER_PROGRAM: &str = "probe_redirect_peer";
-/// Not part of the datapath: a classifier that does nothing, the datapath
-/// benchmark's baseline.
-pub const EMPTY_CLASSIFIER_PROGRAM: &str = "empty_classifier";
 
 #[cfg(test)]
 mod tests {

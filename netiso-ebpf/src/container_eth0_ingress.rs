@@ -1,10 +1,10 @@
 //! Ingress of a container's eth0 (inside its namespace): packets for 127.0.0.1 or ::1
 //! that the datapath delivered from the host or another container. IPv6 drops ::1 on
 //! any device but a loopback, so they are handed to the container's own lo.
-use aya_ebpf::{bindings::TC_ACT_PIPE, macros::classifier, programs::TcContext};
+use aya_ebpf::{bindings::TC_ACT_PIPE, programs::TcContext};
 
 use crate::{
-    datapath_log::{self, Program},
+    datapath_log::{Program, logged_classifier},
     deliver::into_loopback,
     packet::{Parsed, parse},
 };
@@ -12,12 +12,11 @@ use crate::{
 /// Every network namespace's loopback device has this index.
 const LOOPBACK_IFINDEX: u32 = 1;
 
-#[classifier]
-pub fn container_eth0_ingress(ctx: TcContext) -> i32 {
-    let verdict = container_eth0_ingress_verdict(&ctx);
-    datapath_log::decision(&ctx, Program::ContainerEth0Ingress, verdict);
-    verdict
-}
+logged_classifier!(
+    container_eth0_ingress,
+    Program::ContainerEth0Ingress,
+    container_eth0_ingress_verdict
+);
 
 #[inline(always)]
 fn container_eth0_ingress_verdict(ctx: &TcContext) -> i32 {

@@ -22,14 +22,13 @@ use aya_ebpf::{
     EbpfContext as _,
     bindings::TC_ACT_PIPE,
     helpers::{bpf_get_netns_cookie, bpf_redirect},
-    macros::classifier,
     programs::TcContext,
 };
 
 use netiso_common::LoopbackFlow;
 
 use crate::{
-    datapath_log::{self, Program},
+    datapath_log::{Program, logged_classifier},
     maps::{CONTAINER_ETH0_INDEXES, CONTAINER_NETNS, LOOPBACK_TRANSLATIONS, port_owner},
     packet::{Flow, Fragment, Parsed, parse, ports},
     translate::{self, container_port, host_port},
@@ -39,12 +38,11 @@ use crate::{
 #[unsafe(no_mangle)]
 static CONTAINER_SLOT: u32 = 0;
 
-#[classifier]
-pub fn container_lo_egress(ctx: TcContext) -> i32 {
-    let verdict = container_lo_egress_verdict(&ctx);
-    datapath_log::decision(&ctx, Program::ContainerLoEgress, verdict);
-    verdict
-}
+logged_classifier!(
+    container_lo_egress,
+    Program::ContainerLoEgress,
+    container_lo_egress_verdict
+);
 
 // A function of its own: its stack is not added to the logging's.
 #[inline(never)]
@@ -60,12 +58,11 @@ fn container_lo_egress_verdict(ctx: &TcContext) -> i32 {
     }
 }
 
-#[classifier]
-pub fn container_lo_egress_copy(ctx: TcContext) -> i32 {
-    let verdict = container_lo_egress_copy_verdict(&ctx);
-    datapath_log::decision(&ctx, Program::ContainerLoEgress, verdict);
-    verdict
-}
+logged_classifier!(
+    container_lo_egress_copy,
+    Program::ContainerLoEgress,
+    container_lo_egress_copy_verdict
+);
 
 // A function of its own: its stack is not added to the logging's.
 #[inline(never)]

@@ -27,7 +27,7 @@ use netiso_common::{
 
 use crate::{
     container_checks::{check_icmp, check_source, check_source_port},
-    datapath_log::{self, Program},
+    datapath_log::{self, Program, logged_classifier},
     deliver::{Origin, deliver_to, into_loopback},
     drop_events, echo,
     egress_flow::assign_container_flow,
@@ -67,11 +67,15 @@ enum Hook {
     NetkitPeer,
 }
 
-#[classifier]
-pub fn container_veth_ingress(ctx: TcContext) -> i32 {
-    let verdict = container_sends(&ctx, Hook::VethIngress);
-    datapath_log::decision(&ctx, Program::ContainerVethIngress, verdict);
-    verdict
+logged_classifier!(
+    container_veth_ingress,
+    Program::ContainerVethIngress,
+    container_sends_from_veth
+);
+
+#[inline(always)]
+fn container_sends_from_veth(ctx: &TcContext) -> i32 {
+    container_sends(ctx, Hook::VethIngress)
 }
 
 #[classifier]

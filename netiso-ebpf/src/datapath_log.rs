@@ -26,6 +26,21 @@ pub enum Program {
     ContainerNetkitPeer,
 }
 
+/// Defines the tc program `$name`, whose verdict `$verdict(&ctx)` is logged as
+/// `$program` (at debug; off, the verifier removes the logging). Every program but
+/// the netkit one, whose verdict is turned after logging, is one of these.
+macro_rules! logged_classifier {
+    ($name:ident, $program:expr, $verdict:ident) => {
+        #[aya_ebpf::macros::classifier]
+        pub fn $name(ctx: aya_ebpf::programs::TcContext) -> i32 {
+            let verdict = $verdict(&ctx);
+            $crate::datapath_log::decision(&ctx, $program, verdict);
+            verdict
+        }
+    };
+}
+pub(crate) use logged_classifier;
+
 /// Logs `program`'s `verdict` on the packet in `ctx`, if debug logging is on.
 #[inline(always)]
 pub fn decision(ctx: &TcContext, program: Program, verdict: i32) {

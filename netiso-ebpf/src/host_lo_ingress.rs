@@ -1,22 +1,21 @@
 //! Ingress of the host's loopback: host processes reaching a container's port through
 //! the host's address, 127.0.0.1 or ::1, and replies from containers to host
 //! processes (which pass: the host owns those ports).
-use aya_ebpf::{bindings::TC_ACT_PIPE, macros::classifier, programs::TcContext};
+use aya_ebpf::{bindings::TC_ACT_PIPE, programs::TcContext};
 
 use crate::{
-    datapath_log::{self, Program},
+    datapath_log::{Program, logged_classifier},
     deliver::{Origin, deliver_to},
     maps::{config, port_owner},
     packet::{Fragment, Parsed, parse, ports},
     translate::Destination,
 };
 
-#[classifier]
-pub fn host_lo_ingress(ctx: TcContext) -> i32 {
-    let verdict = host_lo_ingress_verdict(&ctx);
-    datapath_log::decision(&ctx, Program::HostLoIngress, verdict);
-    verdict
-}
+logged_classifier!(
+    host_lo_ingress,
+    Program::HostLoIngress,
+    host_lo_ingress_verdict
+);
 
 // A function of its own: its stack is not added to the logging's.
 #[inline(never)]

@@ -15,13 +15,12 @@
 //! another container.
 use aya_ebpf::{
     bindings::{TC_ACT_PIPE, TC_ACT_SHOT},
-    macros::classifier,
     programs::TcContext,
 };
 use netiso_common::{Direction, DropReason, PortOwner};
 
 use crate::{
-    datapath_log::{self, Program},
+    datapath_log::{Program, logged_classifier},
     deliver::{Origin, PACKET_HOST, deliver_to},
     drop_events,
     echo::{checksum_offset, identifier_offset, reply_owner},
@@ -30,12 +29,11 @@ use crate::{
     translate::{Destination, container_port, quoted_port},
 };
 
-#[classifier]
-pub fn public_ingress(ctx: TcContext) -> i32 {
-    let verdict = public_ingress_verdict(&ctx);
-    datapath_log::decision(&ctx, Program::PublicIngress, verdict);
-    verdict
-}
+logged_classifier!(
+    public_ingress,
+    Program::PublicIngress,
+    public_ingress_verdict
+);
 
 // A function of its own: its stack is not added to the logging's.
 #[inline(never)]
