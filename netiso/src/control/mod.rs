@@ -10,7 +10,9 @@ pub mod manager;
 pub mod model;
 mod records;
 mod recovery;
+mod shaping;
 
 pub use handle::{ManagerHandle, RequestError};
-pub use manager::{Manager, Shaping};
+pub use manager::Manager;
 pub use model::{ContainerInfo, CreateRequest, UpdateRequest};
+pub use shaping::Shaping;
