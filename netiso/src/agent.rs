@@ -13,7 +13,7 @@ use crate::{
     config::{self, AgentArgs},
     control::{Manager, ManagerHandle, Shaping},
     datapath::{
-        self, ContainerLoopbackProgram, Datapath, DatapathLogger, DropEventMaps, bpffs,
+        self, AttachMode, ContainerLoopbackProgram, Datapath, DatapathLogger, DropEventMaps, bpffs,
         drop_events::DropEventReader,
     },
     net::{NetlinkSocket, container_device::probe_netkit, host::HostNetwork},
@@ -54,19 +54,7 @@ pub fn run(args: AgentArgs, api_socket: &Path) -> anyhow::Result<()> {
     args.eth0_name = Some(eth0.clone());
     args.lo_name = Some(lo.clone());
     let mut host = HostNetwork::discover(&eth0)?;
-    let rates = config::rate_policy(&args, ports.cpus, || rate_policy::link_speed(&eth0))?;
-    let checks = check_kernel()?;
-    let has = |name: &str| checks.iter().any(|c| c.name == name && c.ok);
-    if (rates.egress.is_limited() || rates.ingress.is_limited()) && !has("htb") {
-        bail!(
-            "the kernel lacks the htb qdisc, which the rate limit flags need; load sch_htb or drop the rate flags (see `netiso doctor`)"
-        );
-    }
-    let mut shaping = Shaping {
-        rates,
-        fq_codel: has("fq_codel"),
-        egress_flows: None,
-    };
+    let mut shaping = shaping(&args, ports.cpus, &eth0)?;
     // Everything that can fail on bad input is checked before anything is attached.
     let http_listener = statistics_http::bind(args.listen)?;
     let api_listener = control_api::bind(api_socket)?;
@@ -77,44 +65,15 @@ pub fn run(args: AgentArgs, api_socket: &Path) -> anyhow::Result<()> {
     crate::net::host_mounts::configure(&args.host_mount_namespace)?;
     // Probed in a namespace of its own, which needs the mounts above.
     host.container_device = args.container_device.resolve(probe_netkit())?;
-    bpffs::prepare_pin_root(&args.bpffs_root)?;
-    let mut datapath = Datapath::load(&args.bpffs_root, args.datapath_log, host.public.mtu)?;
-    datapath.configure(
-        &host,
-        shaping.egress_flows.as_ref().map_or(0, |f| f.qdisc.handle),
-        datapath::redirect_peer_probe::delivery_for_running_kernel(),
-    )?;
     // Before containers can send anything: which host services they may reach.
     let agent_port = http_listener
         .local_addr()
         .context("reading the HTTP server's address")?
         .port();
-    let host_ports = &args.servers.container_host_ports;
-    let closed = datapath.set_host_port_access(|port| host_ports.closed(port, agent_port))?;
-    log::info!("containers may reach {} host ports", 65536 - closed);
-    datapath::host_addresses::keep_up_to_date(datapath.maps_dir())?;
-    let attach_mode = datapath.attach_public_iface(&eth0)?;
+    let (mut datapath, attach_mode) = attach_datapath(&args, &host, &shaping, agent_port)?;
     host.prepare_loopback(&lo)?;
     datapath.attach_host_lo(&lo)?;
-    if datapath.upgrading() {
-        log::info!(
-            "datapath: the new programs replace the old ones on {eth0}, {lo} and every container after recovery ({attach_mode:?})"
-        );
-    } else {
-        log::info!(
-            "datapath attached to {eth0} and {lo} ({attach_mode:?}); maps pinned under {}",
-            datapath.pin_root().display()
-        );
-    }
-    log::info!("new containers get {} pairs", host.container_device);
-    match datapath.container_loopback_program() {
-        ContainerLoopbackProgram::Shared => {
-            log::info!("containers' lo: one shared program (by namespace cookie)");
-        }
-        ContainerLoopbackProgram::PerContainer => log::info!(
-            "containers' lo: a program copy per container (this kernel's tc programs cannot read a namespace cookie: 6.15 or later can)"
-        ),
-    }
+    log_attachment(&datapath, &host, attach_mode, &eth0, &lo);
     let health = statistics_http::Health {
         status: "ok",
         public_interface: eth0.clone(),
@@ -162,6 +121,70 @@ pub fn run(args: AgentArgs, api_socket: &Path) -> anyhow::Result<()> {
             args.listen
         ),
     ))
+}
+
+/// How containers are shaped: the rate flags, refused without htb; fq_codel leaves
+/// where the kernel has fq_codel.
+fn shaping(args: &AgentArgs, cpus: Option<f64>, eth0: &str) -> anyhow::Result<Shaping> {
+    let rates = config::rate_policy(args, cpus, || rate_policy::link_speed(eth0))?;
+    let checks = check_kernel()?;
+    let has = |name: &str| checks.iter().any(|c| c.name == name && c.ok);
+    if (rates.egress.is_limited() || rates.ingress.is_limited()) && !has("htb") {
+        bail!(
+            "the kernel lacks the htb qdisc, which the rate limit flags need; load sch_htb or drop the rate flags (see `netiso doctor`)"
+        );
+    }
+    Ok(Shaping {
+        rates,
+        fq_codel: has("fq_codel"),
+        egress_flows: None,
+    })
+}
+
+/// Loads (or takes over, or upgrades) the datapath, configures it and attaches it to
+/// the public interface; the host lo's attachment follows once lo is prepared.
+fn attach_datapath(
+    args: &AgentArgs,
+    host: &HostNetwork,
+    shaping: &Shaping,
+    agent_port: u16,
+) -> anyhow::Result<(Datapath, AttachMode)> {
+    bpffs::prepare_pin_root(&args.bpffs_root)?;
+    let mut datapath = Datapath::load(&args.bpffs_root, args.datapath_log, host.public.mtu)?;
+    datapath.configure(
+        host,
+        shaping.egress_flows.as_ref().map_or(0, |f| f.qdisc.handle),
+        datapath::redirect_peer_probe::delivery_for_running_kernel(),
+    )?;
+    let host_ports = &args.servers.container_host_ports;
+    let closed = datapath.set_host_port_access(|port| host_ports.closed(port, agent_port))?;
+    log::info!("containers may reach {} host ports", 65536 - closed);
+    datapath::host_addresses::keep_up_to_date(datapath.maps_dir())?;
+    let attach_mode = datapath.attach_public_iface(&host.public.name)?;
+    Ok((datapath, attach_mode))
+}
+
+/// Says where the datapath is attached and what containers get.
+fn log_attachment(datapath: &Datapath, host: &HostNetwork, mode: AttachMode, eth0: &str, lo: &str) {
+    if datapath.upgrading() {
+        log::info!(
+            "datapath: the new programs replace the old ones on {eth0}, {lo} and every container after recovery ({mode:?})"
+        );
+    } else {
+        log::info!(
+            "datapath attached to {eth0} and {lo} ({mode:?}); maps pinned under {}",
+            datapath.pin_root().display()
+        );
+    }
+    log::info!("new containers get {} pairs", host.container_device);
+    match datapath.container_loopback_program() {
+        ContainerLoopbackProgram::Shared => {
+            log::info!("containers' lo: one shared program (by namespace cookie)");
+        }
+        ContainerLoopbackProgram::PerContainer => log::info!(
+            "containers' lo: a program copy per container (this kernel's tc programs cannot read a namespace cookie: 6.15 or later can)"
+        ),
+    }
 }
 
 /// Serves both servers until SIGINT or SIGTERM.
