@@ -343,8 +343,13 @@ fn report(run: &VmRun) -> anyhow::Result<()> {
     for (name, seconds) in slowest.iter().take(SLOWEST_SHOWN) {
         println!("    vm {kernel}: {seconds:>6.1}s  {name}");
     }
+    let timed = if slowest.is_empty() {
+        String::new()
+    } else {
+        format!("tests {tested:.0}s of ")
+    };
     println!(
-        "vm-test {}: {} passed, {} failed; tests {tested:.0}s of the VM run's {:.0}s",
+        "vm-test {}: {} passed, {} failed; {timed}the VM run's {:.0}s",
         run.name,
         report.passed(),
         report.failed(),
