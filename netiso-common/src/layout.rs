@@ -8,8 +8,9 @@ pub const PINNED_LAYOUT_MAP: &str = "NETISO_LAYOUT";
 /// The layout this build pins. Raise it whenever a pinned map changes its type, key,
 /// value or size, or one is added or removed, and teach the upgrade the old one.
 ///
-/// 1: netiso 0.1.0, which pinned no version. 2: the version map itself.
-pub const LAYOUT_VERSION: u32 = 2;
+/// 1: netiso 0.1.0, which pinned no version. 2: the version map itself. 3: the table
+/// of containers' connections to their own published host ports.
+pub const LAYOUT_VERSION: u32 = 3;
 
 /// What [`PinnedLayout::magic`] holds, so that a map of the right name and shape that
 /// netiso did not write is not taken for its record.

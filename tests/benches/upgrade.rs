@@ -130,7 +130,7 @@ fn upgrade(previous: &std::path::Path, containers: usize) -> Run {
     create(&lab, &container_id(&lab, containers), None);
     let first_create = started.elapsed();
     let (_, log) = agent.wait_for_log("pinned state upgraded in place");
-    // "… from layout 1 to 2 in N ms: …"
+    // "… from layout 1 to 3 in N ms: …"
     let upgrade_ms = log
         .lines()
         .last()

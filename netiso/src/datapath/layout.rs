@@ -104,22 +104,20 @@ const LAYOUT_1: [PinnedMap; 21] = [
 /// The record of the layout itself, from layout 2 on.
 const LAYOUT_RECORD: PinnedMap = pinned::<u32, PinnedLayout>(PINNED_LAYOUT_MAP, MapType::Array, 1);
 
-/// What layout 2 (netiso 0.2.0) added: the record of the layout itself, and the
-/// table of containers' connections to their own published host ports.
-const LAYOUT_2_ADDED: [PinnedMap; 2] = [
-    LAYOUT_RECORD,
-    pinned::<LoopbackFlow, u16>(
-        LOOPBACK_TRANSLATIONS_MAP,
-        MapType::LruHash,
-        MAX_LOOPBACK_TRANSLATIONS,
-    ),
-];
+/// What layout 3 added: the table of containers' connections to their own published
+/// host ports.
+const LAYOUT_3_ADDED: PinnedMap = pinned::<LoopbackFlow, u16>(
+    LOOPBACK_TRANSLATIONS_MAP,
+    MapType::LruHash,
+    MAX_LOOPBACK_TRANSLATIONS,
+);
 
 /// The maps layout `version` pins; `None` for a version this agent does not know.
 pub fn maps_of(version: u32) -> Option<Vec<PinnedMap>> {
     match version {
         1 => Some(LAYOUT_1.to_vec()),
-        2 => Some([&LAYOUT_1[..], &LAYOUT_2_ADDED[..]].concat()),
+        2 => Some([&LAYOUT_1[..], &[LAYOUT_RECORD]].concat()),
+        3 => Some([&LAYOUT_1[..], &[LAYOUT_RECORD, LAYOUT_3_ADDED]].concat()),
         _ => None,
     }
 }

@@ -134,7 +134,9 @@ fn upgrade_under_traffic(end: OldAgentEnd) {
     let started = Instant::now();
     let agent = Agent::start(&lab, &flags);
     let ready_after = started.elapsed();
-    let (upgraded, log) = agent.wait_for_log("pinned state upgraded in place from layout 1 to 2");
+    let (upgraded, log) = agent.wait_for_log(&format!(
+        "pinned state upgraded in place from layout 1 to {LAYOUT_VERSION}"
+    ));
     assert!(upgraded, "the agent's log:\n{log}");
     eprintln!("{}", log.lines().last().unwrap_or_default());
     let (tcp_mark, udp_mark) = (tcp.received(), udp.received());
@@ -447,10 +449,10 @@ fn an_upgrade_killed_at_any_step_is_completed_by_the_next_agent_under_traffic() 
         );
         let agent = Agent::start(&lab, &[]);
         let completed = match *point {
-            "upgrade.swapped" => "completing an upgrade",
-            _ => "pinned state upgraded in place from layout 1 to 2",
+            "upgrade.swapped" => "completing an upgrade".to_owned(),
+            _ => format!("pinned state upgraded in place from layout 1 to {LAYOUT_VERSION}"),
         };
-        let (found, log) = agent.wait_for_log(completed);
+        let (found, log) = agent.wait_for_log(&completed);
         assert!(found, "{point}: the next agent's log:\n{log}");
         let (tcp_mark, udp_mark) = (tcp.received(), udp.received());
         wait_until(
@@ -477,4 +479,38 @@ fn an_upgrade_killed_at_any_step_is_completed_by_the_next_agent_under_traffic() 
         drop(container);
         assert!(cli(&lab, &["container", "destroy", &id]).0);
     }
+}
+
+#[test]
+fn layout_2_state_of_a_main_build_is_upgraded_in_place_to_3() {
+    // Builds of main before 0.2.0 pinned layout 2: layout 3 without its loopback
+    // translation table. Such state is made here from this agent's own, then taken
+    // over by a new agent, which must upgrade it and keep the container serving.
+    let lab = Lab::new();
+    let agent = Agent::start(&lab, &[]);
+    let id = lab.container_id("web");
+    let (ok, _, stderr) = cli(
+        &lab,
+        &["container", "create", &id, "--ports", "31000-31099"],
+    );
+    assert!(ok, "{stderr}");
+    assert!(agent.stop());
+    let root = lab.pin_root();
+    std::fs::remove_file(root.join(netiso_common::LOOPBACK_TRANSLATIONS_MAP))
+        .expect("unpinning the table layout 3 added");
+    let mut record = PinnedLayout::new(LayoutState::Ready);
+    record.version = 2;
+    write_layout_record(root, record);
+    let agent = Agent::start(&lab, &[]);
+    let (upgraded, log) = agent.wait_for_log(&format!(
+        "pinned state upgraded in place from layout 2 to {LAYOUT_VERSION}"
+    ));
+    assert!(upgraded, "the agent's log:\n{log}");
+    assert_eq!(read_layout_record(root).version, LAYOUT_VERSION);
+    assert!(root.join(netiso_common::LOOPBACK_TRANSLATIONS_MAP).exists());
+    let container = Netns::existing(&format!("netiso-{id}"));
+    assert!(
+        reachable_from_remote(&lab, &container, 31010),
+        "the container serves after the upgrade"
+    );
 }

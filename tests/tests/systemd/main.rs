@@ -215,12 +215,15 @@ fn the_package_runs_under_systemd_upgrades_in_place_and_purges_to_nothing() {
     let before = StatisticsSnapshot::take(&host, http);
 
     // The newer package: its postinst restarts the service, whose agent upgrades the
-    // pinned state (layout 1 to 2) under the traffic.
+    // pinned state (layout 1 to the current one) under the traffic.
     must(&format!("dpkg -i {}", new_deb.display()));
     assert_eq!(must("netiso --version").trim(), "netiso 0.2.0");
     wait_until_serving();
     assert!(
-        journal().contains("pinned state upgraded in place from layout 1 to 2"),
+        journal().contains(&format!(
+            "pinned state upgraded in place from layout 1 to {}",
+            netiso_common::LAYOUT_VERSION
+        )),
         "{}",
         journal()
     );
