@@ -98,8 +98,21 @@ fn an_ipv6_drop_behind_extension_headers_is_described_with_its_ports() {
     later.extend([0u8; 16]);
     let stray = v6(HOST_IPV6, REMOTE_IPV6, 0, &later);
     assert_eq!(run(&ebpf, CONTAINER_VETH_INGRESS_PROGRAM, &stray), SHOT);
+    // A hostile chain: a header claiming 1608 bytes the packet does not have.
+    let mut lying = ipv6_ext_header(IPPROTO_UDP, 0);
+    lying[1] = 200;
+    lying.extend(udp_segment(30016, 53, 16));
+    let lying = v6(HOST_IPV6, REMOTE_IPV6, 0, &lying);
+    assert_eq!(run(&ebpf, CONTAINER_VETH_INGRESS_PROGRAM, &lying), SHOT);
     let events = events(&mut ebpf);
-    assert_eq!(events.len(), 2, "one event per drop");
+    assert_eq!(events.len(), 3, "one event per drop");
+    let lying = &events[2];
+    assert_eq!(lying.reason, DropReason::Malformed as u8);
+    assert_eq!(
+        (lying.family, lying.protocol, lying.sport, lying.dport),
+        (6, IPPROTO_UDP, 0, 0),
+        "no ports read past the packet"
+    );
     let first = &events[0];
     assert_eq!(first.reason, DropReason::PortNotOwned as u8);
     assert_eq!((first.family, first.protocol), (6, IPPROTO_UDP));
