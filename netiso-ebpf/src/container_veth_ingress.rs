@@ -21,8 +21,8 @@ use aya_ebpf::{
 };
 use netiso_common::{
     CONTAINER_PACKET_MARK, DatapathConfig, Direction, DropReason, FRAGMENTS_TO_CONTAINER,
-    FRAGMENTS_TO_HOST, FRAGMENTS_TO_NETWORK, FragmentRoute, HOST_PORT_CLOSED, HostAddress,
-    PortOwner,
+    FRAGMENTS_TO_HOST, FRAGMENTS_TO_NETWORK, FragmentKey, FragmentRoute, HOST_PORT_CLOSED,
+    HostAddress, PortOwner,
 };
 
 use crate::{
@@ -218,7 +218,9 @@ fn sender_slot(ifindex: u32, ports: Option<(u16, u16)>) -> Option<u32> {
 
 /// Whether container `sender` may send this IP packet (`flow`, with `ports` if it is
 /// TCP or UDP and not a later fragment), and where it goes; the counter to bump if it
-/// may not.
+/// may not. The checks run in order: the kernel's own link control, the source, the
+/// destination's kind, then the transport (ports or ICMP), the route, and what the
+/// route asks for (echo conversations, fragment routes).
 #[inline(always)]
 fn decide(
     ctx: &TcContext,
@@ -228,16 +230,7 @@ fn decide(
     config: &DatapathConfig,
 ) -> Result<Route, DropReason> {
     let slot = sender.slot().unwrap_or_default();
-    // Neighbour discovery and listener reports first: a container's kernel sends
-    // them on its own (from the unspecified address), and they are no attack.
-    if flow.ipv6 && flow.is_icmp() && flow.fragment != Fragment::Later {
-        let Ok(icmp_type) = ctx.load::<u8>(flow.l4_offset) else {
-            return Err(DropReason::Malformed);
-        };
-        if is_icmpv6_link_control(icmp_type) {
-            return Err(DropReason::Other);
-        }
-    }
+    refuse_link_control(ctx, flow)?;
     let local = flow.is_for_host(config) || flow.is_for_loopback();
     check_source(ctx, flow, local, config)?;
     if !local && flow.is_to_link_or_group() {
@@ -248,34 +241,9 @@ fn decide(
     let host_only = !local && is_other_host_address(flow);
     let key = flow.fragment_key(flow.dst);
     if flow.fragment == Fragment::Later {
-        // SAFETY: copied at once.
-        let recorded = unsafe { FRAGMENT_ROUTES.get(key) }.copied();
-        return match recorded {
-            Some(route) if route.sender == slot + 1 => Ok(route_of(&route)),
-            _ => Err(DropReason::Fragment),
-        };
+        return later_fragment_route(key, slot);
     }
-    // The destination port, read once: TCP and UDP only.
-    let dport = if flow.has_ports() {
-        let Some((sport, dport)) = ports else {
-            return Err(DropReason::Malformed);
-        };
-        if let Err(refused) = check_source_port(sport, slot) {
-            // A container port published on a host port leaves as that host port.
-            let host_port = translate::host_port(slot, sport).ok_or(refused)?;
-            translate::from_container(ctx, flow, sport, host_port)
-                .map_err(|()| DropReason::Malformed)?;
-        }
-        Some(dport)
-    } else if flow.is_icmp() {
-        if let Some(quote) = check_icmp(ctx, flow, slot, config)? {
-            translate::quoted_port(ctx, flow.l4_offset, quote.offset, quote.from, quote.to)
-                .map_err(|()| DropReason::Malformed)?;
-        }
-        None
-    } else {
-        return Err(DropReason::Other);
-    };
+    let dport = check_transport(ctx, flow, ports, slot, config)?;
     let route = if local {
         local_route(flow, dport)?
     } else if host_only {
@@ -293,20 +261,87 @@ fn decide(
         return Err(DropReason::Icmp);
     }
     if flow.fragment == Fragment::First {
-        let (destination, owner) = match route {
-            Route::Network => (FRAGMENTS_TO_NETWORK, PortOwner::default()),
-            Route::Host => (FRAGMENTS_TO_HOST, PortOwner::default()),
-            Route::Container(owner, _) => (FRAGMENTS_TO_CONTAINER, owner),
-        };
-        let recorded = FragmentRoute {
-            sender: slot + 1,
-            destination,
-            owner,
-        };
-        // A full map forgets the least recently used datagram.
-        let _ = FRAGMENT_ROUTES.insert(key, recorded, 0);
+        record_fragment_route(key, slot, route);
     }
     Ok(route)
+}
+
+/// Neighbour discovery and listener reports are refused as "other", before the
+/// source is checked: a container's kernel sends them on its own, from the
+/// unspecified address, and they are no spoofing.
+#[inline(always)]
+fn refuse_link_control(ctx: &TcContext, flow: &Flow) -> Result<(), DropReason> {
+    if flow.ipv6 && flow.is_icmp() && flow.fragment != Fragment::Later {
+        let Ok(icmp_type) = ctx.load::<u8>(flow.l4_offset) else {
+            return Err(DropReason::Malformed);
+        };
+        if is_icmpv6_link_control(icmp_type) {
+            return Err(DropReason::Other);
+        }
+    }
+    Ok(())
+}
+
+/// A later fragment goes where its datagram's first fragment went, if the same
+/// container sent that.
+#[inline(always)]
+fn later_fragment_route(key: FragmentKey, slot: u32) -> Result<Route, DropReason> {
+    // SAFETY: copied at once.
+    let recorded = unsafe { FRAGMENT_ROUTES.get(key) }.copied();
+    match recorded {
+        Some(route) if route.sender == slot + 1 => Ok(route_of(&route)),
+        _ => Err(DropReason::Fragment),
+    }
+}
+
+/// The transport's checks: a TCP or UDP source port the container owns (or a
+/// container port it publishes, which then leaves as the host port), or ICMP an end
+/// host sends (a quoted published port translated likewise). Returns the TCP or UDP
+/// destination port, read once.
+#[inline(always)]
+fn check_transport(
+    ctx: &TcContext,
+    flow: &Flow,
+    ports: Option<(u16, u16)>,
+    slot: u32,
+    config: &DatapathConfig,
+) -> Result<Option<u16>, DropReason> {
+    if flow.has_ports() {
+        let Some((sport, dport)) = ports else {
+            return Err(DropReason::Malformed);
+        };
+        if let Err(refused) = check_source_port(sport, slot) {
+            let host_port = translate::host_port(slot, sport).ok_or(refused)?;
+            translate::from_container(ctx, flow, sport, host_port)
+                .map_err(|()| DropReason::Malformed)?;
+        }
+        Ok(Some(dport))
+    } else if flow.is_icmp() {
+        if let Some(quote) = check_icmp(ctx, flow, slot, config)? {
+            translate::quoted_port(ctx, flow.l4_offset, quote.offset, quote.from, quote.to)
+                .map_err(|()| DropReason::Malformed)?;
+        }
+        Ok(None)
+    } else {
+        Err(DropReason::Other)
+    }
+}
+
+/// Remembers where a first fragment went, for the later ones (`later_fragment_route`).
+#[inline(always)]
+fn record_fragment_route(key: FragmentKey, slot: u32, route: Route) {
+    let (destination, owner) = match route {
+        Route::Network => (FRAGMENTS_TO_NETWORK, PortOwner::default()),
+        Route::Host => (FRAGMENTS_TO_HOST, PortOwner::default()),
+        Route::Container(owner, _) => (FRAGMENTS_TO_CONTAINER, owner),
+    };
+    let recorded = FragmentRoute {
+        sender: slot + 1,
+        destination,
+        owner,
+    };
+    // A full map forgets the least recently used datagram.
+    let _ = FRAGMENT_ROUTES.insert(key, recorded, 0);
 }
 
 /// Whether a packet is longer than the public interface carries. A container's pair

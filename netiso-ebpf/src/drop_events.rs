@@ -7,7 +7,9 @@ use netiso_common::{DROP_EVENT_BURST, DROP_EVENTS_PER_SECOND, Direction, DropEve
 
 use crate::{
     maps::{DROP_EVENT_BUDGETS, DROP_EVENTS, DROP_EVENTS_SWITCH},
-    packet::{IPPROTO_UDP, IPV6_AUTH, IPV6_FRAGMENT, MAX_IPV6_EXT_HEADERS, is_ipv6_extension},
+    packet::{
+        IPPROTO_UDP, IPV6_FRAGMENT, MAX_IPV6_EXT_HEADERS, ipv6_extension_len, is_ipv6_extension,
+    },
 };
 
 const ETH_HLEN: usize = 14;
@@ -141,13 +143,11 @@ fn skip_ipv6_extensions(ctx: &TcContext, mut next: u8) -> (usize, u8, bool) {
         let Ok(header) = ctx.load::<[u8; 4]>(offset) else {
             break;
         };
-        offset += match next {
-            IPV6_FRAGMENT => {
-                later_fragment |= u16::from_be_bytes([header[2], header[3]]) & 0xfff8 != 0;
-                8
-            }
-            IPV6_AUTH => (usize::from(header[1]) + 2) * 4,
-            _ => (usize::from(header[1]) + 1) * 8,
+        offset += if next == IPV6_FRAGMENT {
+            later_fragment |= u16::from_be_bytes([header[2], header[3]]) & 0xfff8 != 0;
+            8
+        } else {
+            ipv6_extension_len(next, header[1])
         };
         next = header[0];
     }

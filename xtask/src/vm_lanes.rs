@@ -22,8 +22,8 @@ const BPF_ON_EVERY_KERNEL: [&str; 3] = ["verifier::", "pinned_layout::", "fuzz::
 /// 5.10, the oldest kernel netiso supports: no tcx (the public interface and lo get
 /// netlink filters, kept across restarts), a `bpf_redirect_peer` that does not count
 /// what it delivers (so every delivery goes through the veth), per-container copies
-/// of the lo program, and its verifier. Its lab tests: the lifecycle through netlink
-/// and a restart, loopback traffic through the copies and the veth, the receive
+/// of the lo program, no netkit, and its verifier. Its lab tests: the lifecycle
+/// through netlink and a restart, an agent asked for netkit refusing to start, loopback traffic through the copies and the veth, the receive
 /// counters, published ports translated on those paths, and fq_codel's statistics on
 /// veth pairs.
 pub const BESIDE_ON_5_10: Lane = Lane {
@@ -31,6 +31,7 @@ pub const BESIDE_ON_5_10: Lane = Lane {
     lab: &[
         "lifecycle::a_killed_agent_is_recovered_and_connections_never_notice",
         "lifecycle::create_list_and_destroy_through_the_cli",
+        "container_device::netkit_is_refused_where_the_kernel_lacks_it",
         "loopback::container_to_container_tcp_ipv4",
         "loopback::host_to_container_udp_ipv6",
         "loopback::large_packets_cross_whole_locally_and_within_the_mtu_to_the_network_ipv4",
@@ -57,7 +58,7 @@ pub const BESIDE_ON_6_12: Lane = Lane {
         "outbound::a_netkit",
     ],
     lab: &[
-        "container_device::",
+        "container_device::veth_and_netkit_containers_side_by_side",
         "hostile::a_container_cannot_skip_its_egress_limit_with_a_raw_socket",
         "hostile::forged_sources_never_leave_a_container",
         "hostile::multicast_and_link_local_from_a_container_stay_home",

@@ -355,7 +355,8 @@ fn configure_inside(
 /// Removes the container's network. Idempotent. Runs in the host's namespace.
 ///
 /// An adopted namespace outlives the container and its runtime may use it again at
-/// once: its veth pair is deleted and its sysctls put back before this returns. A
+/// once: its interface is set aside (down, renamed) and its sysctls put back before
+/// this returns, and its pair goes to `reaper`. A
 /// namespace the agent made loses its name, and its veth pair goes to `reaper`
 /// (deleted in the background; the namespace goes with it).
 pub fn destroy(container: &ContainerNetwork, reaper: &VethReaper) -> anyhow::Result<()> {
@@ -367,9 +368,33 @@ pub fn destroy(container: &ContainerNetwork, reaper: &VethReaper) -> anyhow::Res
         return Ok(());
     }
     failpoints::hit("destroy.veth")?;
-    NetlinkSocket::route()
-        .context("opening a netlink socket")?
-        .delete_link_named(&container.host_veth)?;
+    // The runtime may give its namespace a new interface of the same name at once,
+    // and deleting the pair waits for RCU grace periods (~35 ms): the container's end
+    // is taken down and renamed here, and the pair deleted in the background. A
+    // namespace already gone took the container's end with it.
+    let aside = !container.netns.exists()
+        || netns::run_in(&container.netns, || {
+            NetlinkSocket::route()
+                .context("opening a netlink socket")?
+                .set_aside(
+                    container.container_eth0_index,
+                    &set_aside_name(container.slot),
+                )
+        })?
+        .inspect_err(|error| {
+            log::warn!(
+                "setting {}'s interface aside: {error:#}; deleting its pair now",
+                container.id
+            );
+        })
+        .is_ok();
+    if aside {
+        reaper.delete(container.slot, &container.host_veth);
+    } else {
+        NetlinkSocket::route()
+            .context("opening a netlink socket")?
+            .delete_link_named(&container.host_veth)?;
+    }
     failpoints::hit("destroy.sysctls")?;
     if !container.previous_sysctls.is_empty() && container.netns.exists() {
         netns::run_in(&container.netns, || {
@@ -381,9 +406,15 @@ pub fn destroy(container: &ContainerNetwork, reaper: &VethReaper) -> anyhow::Res
     destroy_namespace(&container.id)
 }
 
+/// The name an adopted namespace's interface takes while its pair waits to be
+/// deleted (at most 15 characters: slots are below 4096).
+fn set_aside_name(slot: u32) -> String {
+    format!("netiso-gone{slot}")
+}
+
 /// Removes the name of container `id`'s namespace. A namespace the agent made goes
 /// away with its veth pair; an adopted one lives on with its processes, and the veth
-/// pair must be deleted first (see [`destroy`]).
+/// pair must be set aside first (see [`destroy`]).
 pub fn destroy_namespace(id: &str) -> anyhow::Result<()> {
     netns::delete_named(&format!("{NETNS_PREFIX}{id}"))
 }

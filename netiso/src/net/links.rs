@@ -234,6 +234,21 @@ impl NetlinkSocket {
             .with_context(|| format!("setting link {index} up"))
     }
 
+    /// Takes link `index` down and renames it `name`, out of the way of a new link of
+    /// its old name while it waits to be deleted (a link is renamed only when down).
+    pub fn set_aside(&mut self, index: u32, name: &str) -> anyhow::Result<()> {
+        let mut down = LinkMessage::default();
+        down.header.index = index;
+        down.header.change_mask = LinkFlags::Up;
+        self.request(RouteNetlinkMessage::SetLink(down), 0)
+            .with_context(|| format!("setting link {index} down"))?;
+        let mut rename = LinkMessage::default();
+        rename.header.index = index;
+        rename.attributes = vec![LinkAttribute::IfName(name.to_owned())];
+        self.request(RouteNetlinkMessage::SetLink(rename), 0)
+            .with_context(|| format!("renaming link {index} to {name}"))
+    }
+
     /// Deletes link `index`; a missing one is not an error.
     pub fn delete_link(&mut self, index: u32) -> anyhow::Result<()> {
         let mut message = LinkMessage::default();

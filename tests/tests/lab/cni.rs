@@ -2,7 +2,10 @@
 //! environment and the network configuration on stdin, its answer on stdout and its
 //! exit status, against a lab agent. Runtime namespaces are made here, as podman makes
 //! `/run/netns/netns-<uuid>`.
-use std::net::{IpAddr, SocketAddr};
+use std::{
+    net::{IpAddr, SocketAddr},
+    time::Duration,
+};
 
 use netiso_tests::{
     agent::{Agent, cli},
@@ -10,6 +13,7 @@ use netiso_tests::{
     lab::{HOST_IPV4, HOST_IPV6, Lab, mac_of, send_tcp, start_tcp_listener},
     leaks::assert_holds_only_live_containers,
     netns::Netns,
+    wait::wait_until,
 };
 use serde_json::{Value, json};
 
@@ -184,9 +188,17 @@ fn add_gives_the_runtime_namespace_the_hosts_addresses_and_its_ports() {
     assert!(deleted.ok, "DEL: {} {}", deleted.out, deleted.err);
     assert_eq!(deleted.out, Value::Null);
     assert_holds_only_live_containers(&lab, &list(&lab), "after DEL");
-    // The runtime's namespace lives on, without what netiso put there.
-    let links = web.netns.exec(&["ip", "-o", "link", "show"]);
-    assert!(!String::from_utf8_lossy(&links.stdout).contains("eth0"));
+    // The runtime's namespace lives on, without what netiso put there: the name is
+    // free at once, and the pair, set aside, is gone soon after.
+    let links = || {
+        String::from_utf8_lossy(&web.netns.exec(&["ip", "-o", "link", "show"]).stdout).into_owned()
+    };
+    assert!(!links().contains("eth0"), "{}", links());
+    wait_until(
+        "the set-aside pair to be deleted",
+        Duration::from_secs(10),
+        || links().lines().count() == 1,
+    );
     assert_eq!(web.run(&lab, "CHECK", &[], &stdin).code(), 3);
 }
 
