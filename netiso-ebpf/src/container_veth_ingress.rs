@@ -36,7 +36,9 @@ use crate::{
         FRAGMENT_ROUTES, HOST_ADDRESSES, HOST_PORT_ACCESS, VETH_CONTAINERS, config,
         count_container, port_owner,
     },
-    packet::{Flow, Fragment, Icmp, Parsed, icmp, is_icmpv6_link_control, parse, ports},
+    packet::{
+        Flow, Fragment, Icmp, Parsed, icmp, is_icmpv6_link_control, parse, parse_received, ports,
+    },
     translate::{self, Destination},
 };
 
@@ -97,7 +99,13 @@ fn container_sends(ctx: &TcContext, hook: Hook) -> i32 {
     // Every field set on every path, whatever the frame: LLVM otherwise keeps a
     // non-IP frame's unset fields in registers that it spills, which the verifier
     // refuses.
-    let (flow, unparsed) = match parse(ctx) {
+    // The veth's host end received the frame (`parse_received`); a netkit peer's
+    // program runs on the container's transmit path, whose sender set the protocol.
+    let parsed = match hook {
+        Hook::VethIngress => parse_received(ctx),
+        Hook::NetkitPeer => parse(ctx),
+    };
+    let (flow, unparsed) = match parsed {
         Parsed::Ip(flow) => (flow, None),
         Parsed::NotIp => (Flow::NONE, Some(DropReason::Other)),
         Parsed::Malformed => (Flow::NONE, Some(DropReason::Malformed)),

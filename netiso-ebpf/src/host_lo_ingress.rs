@@ -7,7 +7,7 @@ use crate::{
     datapath_log::{Program, logged_classifier},
     deliver::{Origin, deliver_to},
     maps::{config, port_owner},
-    packet::{Fragment, Parsed, parse, ports},
+    packet::{Fragment, Parsed, parse_received, ports},
     translate::Destination,
 };
 
@@ -25,7 +25,7 @@ fn host_lo_ingress_verdict(ctx: &TcContext) -> i32 {
 
 #[inline(always)]
 fn steer(ctx: &TcContext) -> Option<i32> {
-    let Parsed::Ip(flow) = parse(ctx) else {
+    let Parsed::Ip(flow) = parse_received(ctx) else {
         return None;
     };
     if !flow.has_ports() || flow.fragment == Fragment::Later {

@@ -25,7 +25,7 @@ use crate::{
     drop_events,
     echo::{checksum_offset, identifier_offset, reply_owner},
     maps::{INBOUND_FRAGMENTS, config, count_container, count_public_iface, port_owner},
-    packet::{Flow, Fragment, Icmp, Parsed, Quoted, classify, icmp, parse, ports},
+    packet::{Flow, Fragment, Icmp, Parsed, Quoted, classify, icmp, parse_received, ports},
     translate::{Destination, container_port, quoted_port},
 };
 
@@ -40,7 +40,7 @@ logged_classifier!(
 fn public_ingress_verdict(ctx: &TcContext) -> i32 {
     // One parse serves the counters and the steering of IP packets; the rest (rare
     // here) are read again to be counted.
-    match parse(ctx) {
+    match parse_received(ctx) {
         Parsed::Ip(flow) => {
             count_public_iface(Direction::Ingress, flow.class(), ctx.len());
             steer(ctx, &flow).unwrap_or(TC_ACT_PIPE)
