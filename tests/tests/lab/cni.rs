@@ -2,10 +2,8 @@
 //! environment and the network configuration on stdin, its answer on stdout and its
 //! exit status, against a lab agent. Runtime namespaces are made here, as podman makes
 //! `/run/netns/netns-<uuid>`.
-use std::{
-    net::{IpAddr, SocketAddr},
-    time::Duration,
-};
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
 
 use netiso_tests::{
     agent::{Agent, cli},
