@@ -264,9 +264,7 @@ pub enum Parsed {
 #[inline(always)]
 pub fn parse(ctx: &TcContext) -> Parsed {
     match ethertype(ctx) {
-        Some(ETH_P_IP) => parse_ipv4(ctx),
-        Some(ETH_P_IPV6) => parse_ipv6(ctx),
-        Some(_) => Parsed::NotIp,
+        Some(ethertype) => parse_ip(ctx, ethertype),
         None => Parsed::Malformed,
     }
 }
@@ -275,7 +273,13 @@ pub fn parse(ctx: &TcContext) -> Parsed {
 /// ([`received_ethertype`]): one helper call fewer.
 #[inline(always)]
 pub fn parse_received(ctx: &TcContext) -> Parsed {
-    match received_ethertype(ctx) {
+    parse_ip(ctx, received_ethertype(ctx))
+}
+
+/// The IP headers of a frame of EtherType `ethertype`.
+#[inline(always)]
+fn parse_ip(ctx: &TcContext, ethertype: u16) -> Parsed {
+    match ethertype {
         ETH_P_IP => parse_ipv4(ctx),
         ETH_P_IPV6 => parse_ipv6(ctx),
         _ => Parsed::NotIp,
