@@ -207,7 +207,7 @@ fn boot_and_test(
     let binaries = copy_into(&out_dir, built)?;
     let (netiso, binaries) = binaries.split_first().context("no binaries")?;
     let previous_copy = out_dir.join("bin/netiso-previous");
-    fs::copy(previous, &previous_copy).context("copying the previous release's agent")?;
+    copy_stripped(previous, &previous_copy)?;
     let agents = Agents {
         netiso,
         previous: &previous_copy,
@@ -427,12 +427,34 @@ fn copy_into(out_dir: &Path, files: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> 
         .iter()
         .map(|file| {
             let copy = bin.join(file.file_name().context("a binary without a name")?);
-            fs::copy(file, &copy)
-                .with_context(|| format!("copying {} for the VM", file.display()))?;
+            copy_stripped(file, &copy)?;
             Ok(copy)
         })
         .collect()
 }
+
+/// Copies the program `from` to `to` without its debug information (a fifth of the
+/// size, for the guest's copy below; panics still name their lines), or whole where
+/// `strip` is missing.
+fn copy_stripped(from: &Path, to: &Path) -> anyhow::Result<()> {
+    let stripped = Command::new("strip")
+        .arg("--strip-debug")
+        .arg("-o")
+        .arg(to)
+        .arg(from)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !stripped {
+        fs::copy(from, to).with_context(|| format!("copying {} for the VM", from.display()))?;
+    }
+    Ok(())
+}
+
+/// Where the guest copies the agents it runs: its own tmpfs. A program started from
+/// the shared directory (9p, uncached) reads its whole file again at every start,
+/// about a second each under emulation against 0.2 s from the tmpfs, and the tests
+/// start the agent and its command line hundreds of times.
+const GUEST_AGENT_DIR: &str = "/run/netiso-vm";
 
 /// The agents a VM's tests run: this tree's, and the previous release's.
 struct Agents<'a> {
@@ -455,18 +477,23 @@ fn guest_script(
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
         .filter(|p| !p.is_empty())
         .unwrap_or_else(|| "python3".to_owned());
+    let guest_copy =
+        |agent: &Path| Path::new(GUEST_AGENT_DIR).join(agent.file_name().unwrap_or_default());
     let mut script = format!(
         "# Runs inside the VM. The host's filesystem is visible read-only, except {out}.\n\
          mount -t bpf bpf /sys/fs/bpf 2>/dev/null\n\
+         mkdir -p {GUEST_AGENT_DIR} && cp {netiso_shared} {previous_shared} {GUEST_AGENT_DIR}/\n\
          export NETISO_BIN={netiso} {previous_var}={previous} NETISO_PYTHON={python} RUST_BACKTRACE=1 NETISO_IN_VM=1\n\
          # Each test's time in the log (libtest's --report-time is unstable, hence the variable).\n\
          export RUSTC_BOOTSTRAP=1\n\
          echo \"kernel $(uname -r)\" > {log}\n\
          status=0\n",
         out = out_dir.display(),
-        netiso = agents.netiso.display(),
+        netiso_shared = agents.netiso.display(),
+        previous_shared = agents.previous.display(),
+        netiso = guest_copy(agents.netiso).display(),
         previous_var = previous_release::BIN_VARIABLE,
-        previous = agents.previous.display(),
+        previous = guest_copy(agents.previous).display(),
         log = log.display()
     );
     for binary in binaries {

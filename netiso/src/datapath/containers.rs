@@ -254,6 +254,34 @@ impl Datapath {
         keep: &[u32],
         owner_of: impl Fn(u16) -> Option<u32>,
     ) -> anyhow::Result<usize> {
+        // Maps this agent made hold only what recovery put there: the sweep (some
+        // 140 000 lookups) would find nothing.
+        let cleared = if self.maps_made_at_load {
+            0
+        } else {
+            self.clear_stale_map_entries(keep, owner_of)?
+        };
+        let links = self.pin_root.join(LINKS_DIR);
+        for entry in std::fs::read_dir(&links)?.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let slot = name
+                .strip_prefix("container-")
+                .and_then(|rest| rest.split('-').next())
+                .and_then(|slot| slot.parse::<u32>().ok());
+            if slot.is_some_and(|slot| !keep.contains(&slot)) {
+                std::fs::remove_file(entry.path())?;
+            }
+        }
+        Ok(cleared)
+    }
+
+    /// The map entries of [`Datapath::forget_containers_except`]; returns how many
+    /// port entries were cleared.
+    fn clear_stale_map_entries(
+        &mut self,
+        keep: &[u32],
+        owner_of: impl Fn(u16) -> Option<u32>,
+    ) -> anyhow::Result<usize> {
         let mut cleared = 0;
         for port in 0..=u16::MAX {
             let owner = self.maps.port_owners.get(&u32::from(port), 0)?;
@@ -299,17 +327,6 @@ impl Datapath {
             }
         }
         self.clear_port_mappings(|slot| !keep.contains(&slot))?;
-        let links = self.pin_root.join(LINKS_DIR);
-        for entry in std::fs::read_dir(&links)?.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let slot = name
-                .strip_prefix("container-")
-                .and_then(|rest| rest.split('-').next())
-                .and_then(|slot| slot.parse::<u32>().ok());
-            if slot.is_some_and(|slot| !keep.contains(&slot)) {
-                std::fs::remove_file(entry.path())?;
-            }
-        }
         Ok(cleared)
     }
 

@@ -54,6 +54,8 @@ pub struct Datapath {
     maps_dir: PathBuf,
     /// That upgrade: until it completes, attachments wait (see [`upgrade`]).
     upgrade: Option<upgrade::Upgrade>,
+    /// Whether the load made every map (none was pinned): they start empty.
+    maps_made_at_load: bool,
     log_level: DatapathLogLevel,
     attach_mode: AttachMode,
     /// Makes the per-container copies of the loopback program where the kernel
@@ -110,6 +112,9 @@ impl Datapath {
             .as_ref()
             .map_or(pin_root, upgrade::Upgrade::staging)
             .to_owned();
+        let maps_made_at_load = layout::current_maps()
+            .iter()
+            .all(|map| !maps_dir.join(map.name).exists());
         let mut ebpf = object::load(&maps_dir, log_level, public_mtu)?;
         let mut maps = DatapathMaps::take(&mut ebpf)?;
         let state = match upgrade {
@@ -144,6 +149,7 @@ impl Datapath {
             pin_root: pin_root.to_owned(),
             maps_dir,
             upgrade,
+            maps_made_at_load,
             log_level,
             attach_mode: AttachMode::for_running_kernel(),
             copy_loader,
@@ -324,7 +330,7 @@ impl Datapath {
 
     /// Which host ports (owned by no container) containers may reach through the
     /// host's address and loopback: those for which `closed` is false. Writes only
-    /// what changed; returns how many ports are closed.
+    /// what changed; returns how many ports are closed. Called once, at start.
     pub fn set_host_port_access(&mut self, closed: impl Fn(u16) -> bool) -> anyhow::Result<usize> {
         let mut count = 0;
         for port in 0..=u16::MAX {
@@ -335,7 +341,13 @@ impl Datapath {
                 0
             };
             let key = u32::from(port);
-            if self.maps.host_port_access.get(&key, 0)? != wanted {
+            // Maps this agent made are all zeros: no need to read 65536 entries.
+            let written = if self.maps_made_at_load {
+                0
+            } else {
+                self.maps.host_port_access.get(&key, 0)?
+            };
+            if written != wanted {
                 self.maps
                     .host_port_access
                     .set(key, wanted, 0)

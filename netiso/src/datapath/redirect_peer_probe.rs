@@ -11,10 +11,13 @@
 use std::{fs::File, net::UdpSocket, path::Path, thread, time::Duration};
 
 use anyhow::Context as _;
-use aya::programs::{SchedClassifier, TcAttachType};
+use aya::{
+    maps::MapType,
+    programs::{SchedClassifier, TcAttachType},
+};
 use netiso_common::{PROBE_PEER_IFINDEX_GLOBAL, PROBE_REDIRECT_PEER_PROGRAM};
 
-use super::{AttachMode, object::EBPF_OBJECT};
+use super::{AttachMode, layout, object::EBPF_OBJECT};
 use crate::net::{ContainerDevice, NetlinkSocket, PairEnd, netns, sysctl};
 
 /// How the datapath hands packets to containers.
@@ -111,7 +114,16 @@ fn probe_in(a: &Path, b: &Path) -> anyhow::Result<bool> {
             })?
         };
         let before = received()?;
-        let mut ebpf = super::loader(super::DatapathLogLevel::Off)
+        let mut loader = super::loader(super::DatapathLogLevel::Off);
+        // The probe program uses no map, but loading the object makes them all: one
+        // entry each instead of megabytes to clear (ring buffers keep their size,
+        // which must be whole pages).
+        for map in layout::current_maps() {
+            if map.kind != MapType::RingBuf {
+                loader.map_max_entries(map.name, 1);
+            }
+        }
+        let mut ebpf = loader
             .override_global(PROBE_PEER_IFINDEX_GLOBAL, &target, true)
             .load(EBPF_OBJECT)
             .context("loading the probe")?;
