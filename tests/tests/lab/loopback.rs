@@ -226,10 +226,13 @@ const LARGE_DATAGRAM: usize = 4000;
 /// Bytes in each stream: many segments of the loopback's MSS.
 const STREAM_BYTES: usize = 1 << 20;
 
-/// Receives one datagram of at most 64 KiB on `socket`, within 10 s.
-fn recv_len(socket: &UdpSocket) -> usize {
+/// Receives one datagram of at most 64 KiB on `socket`, within 10 s (`what` it is
+/// says which was lost, if one is).
+fn recv_len(socket: &UdpSocket, what: &str) -> usize {
     let mut buf = vec![0u8; 65536];
-    socket.recv(&mut buf).expect("a datagram within 10 s")
+    socket
+        .recv(&mut buf)
+        .unwrap_or_else(|e| panic!("{what} did not arrive within 10 s: {e}"))
 }
 
 /// Sends `STREAM_BYTES` from `from` to a listener of `to` on `addr`; returns the bytes
@@ -309,12 +312,11 @@ fn large_packets_case(family: Family) {
             let socket = UdpSocket::bind(any).expect("binding a sender");
             socket.send_to(&datagram, dst).expect("sending");
         });
-        assert_eq!(
-            recv_len(&receiver),
-            LARGE_DATAGRAM,
+        let what = format!(
             "a {LARGE_DATAGRAM}-byte datagram from {} to {dst}",
             sender.name()
         );
+        assert_eq!(recv_len(&receiver, &what), LARGE_DATAGRAM, "{what}");
     }
     let (bytes, mss) = stream(c2, c1, SocketAddr::new(family.host_ip(), VALID_PORT + 1));
     assert_eq!(bytes, STREAM_BYTES, "container to container, MSS {mss}");
@@ -334,11 +336,8 @@ fn large_packets_case(family: Family) {
             .send_to(&datagram, SocketAddr::new(remote_ip, 7000))
             .expect("sending to the remote");
     });
-    assert_eq!(
-        recv_len(&at_remote),
-        LARGE_DATAGRAM,
-        "in fragments to the remote"
-    );
+    let what = "a datagram in fragments to the remote";
+    assert_eq!(recv_len(&at_remote, what), LARGE_DATAGRAM, "{what}");
     let (bytes, mss) = stream(c1, remote, SocketAddr::new(remote_ip, 7001));
     assert_eq!(bytes, STREAM_BYTES, "container to the remote, MSS {mss}");
     assert!(
