@@ -7,7 +7,7 @@ use crate::{
     datapath_log::{Program, logged_classifier},
     deliver::{Origin, deliver_to},
     maps::{config, port_owner},
-    packet::{Fragment, Parsed, parse_received, ports},
+    packet::{Fragment, Parsed, parse_received, parse_received_with_ports, ports},
     translate::Destination,
 };
 
@@ -25,17 +25,24 @@ fn host_lo_ingress_verdict(ctx: &TcContext) -> i32 {
 
 #[inline(always)]
 fn steer(ctx: &TcContext) -> Option<i32> {
-    let Parsed::Ip(flow) = parse_received(ctx) else {
-        return None;
+    // The common case in one read, else the headers and then the ports.
+    let (flow, (_, dport)) = match parse_received_with_ports(ctx) {
+        Some(read) => read,
+        None => {
+            let Parsed::Ip(flow) = parse_received(ctx) else {
+                return None;
+            };
+            if !flow.has_ports() || flow.fragment == Fragment::Later {
+                return None;
+            }
+            let ports = ports(ctx, &flow)?;
+            (flow, ports)
+        }
     };
-    if !flow.has_ports() || flow.fragment == Fragment::Later {
-        return None;
-    }
     let config = config()?;
     if !(flow.is_for_loopback() || flow.is_for_host(config)) {
         return None;
     }
-    let (_, dport) = ports(ctx, &flow)?;
     let destination = Destination::of(&flow, dport);
     deliver_to(
         ctx,

@@ -390,6 +390,61 @@ fn parse_ipv6(ctx: &TcContext) -> Parsed {
     })
 }
 
+/// The common case of a received frame, its ports read with its IP header in one
+/// helper call instead of two: a whole (unfragmented) TCP or UDP packet, IPv4 without
+/// options or IPv6 without extension headers, its transport header all there.
+/// `None` for every other frame, which [`parse_received`] and [`ports`] then read.
+#[inline(always)]
+pub fn parse_received_with_ports(ctx: &TcContext) -> Option<(Flow, (u16, u16))> {
+    let (flow, ports) = match received_ethertype(ctx) {
+        ETH_P_IP => {
+            let header = ctx.load::<[u8; 24]>(ETH_HLEN).ok()?;
+            // Version 4, IHL 5; neither "more fragments" nor an offset.
+            if header[0] != 0x45 || u16::from_be_bytes([header[6], header[7]]) & 0x3fff != 0 {
+                return None;
+            }
+            let flow = Flow {
+                ipv6: false,
+                protocol: header[IPV4_PROTOCOL_OFFSET],
+                first_protocol: header[IPV4_PROTOCOL_OFFSET],
+                l4_offset: ETH_HLEN + 20,
+                fragment: Fragment::Whole,
+                fragment_id: u32::from(u16::from_be_bytes([header[4], header[5]])),
+                src: widen([header[12], header[13], header[14], header[15]]),
+                dst: widen([header[16], header[17], header[18], header[19]]),
+            };
+            (flow, [header[20], header[21], header[22], header[23]])
+        }
+        ETH_P_IPV6 => {
+            let header = ctx.load::<[u8; 44]>(ETH_HLEN).ok()?;
+            if header[0] >> 4 != 6 {
+                return None;
+            }
+            let mut flow = Flow {
+                ipv6: true,
+                protocol: header[IPV6_NEXT_HEADER_OFFSET],
+                first_protocol: header[IPV6_NEXT_HEADER_OFFSET],
+                l4_offset: ETH_HLEN + 40,
+                ..Flow::NONE
+            };
+            flow.src.copy_from_slice(&header[8..24]);
+            flow.dst.copy_from_slice(&header[24..40]);
+            (flow, [header[40], header[41], header[42], header[43]])
+        }
+        _ => return None,
+    };
+    if !flow.has_ports() || (ctx.len() as usize) < flow.l4_offset + transport_min_len(&flow) {
+        return None;
+    }
+    Some((
+        flow,
+        (
+            u16::from_be_bytes([ports[0], ports[1]]),
+            u16::from_be_bytes([ports[2], ports[3]]),
+        ),
+    ))
+}
+
 /// The length of an IPv6 extension header of type `next` whose length byte is `len`,
 /// but a fragment header (8 bytes, its second byte reserved): an authentication
 /// header counts 4-byte units less two, the others 8-byte units less one. (Callers
@@ -408,12 +463,7 @@ pub fn ipv6_extension_len(next: u8, len: u8) -> usize {
 /// header is not all there (truncated packets are never steered by port).
 #[inline(always)]
 pub fn ports(ctx: &TcContext, flow: &Flow) -> Option<(u16, u16)> {
-    let min_len = if flow.protocol == IPPROTO_TCP {
-        TCP_MIN_HLEN
-    } else {
-        UDP_HLEN
-    };
-    if (ctx.len() as usize) < flow.l4_offset + min_len {
+    if (ctx.len() as usize) < flow.l4_offset + transport_min_len(flow) {
         return None;
     }
     let ports = ctx.load::<[u8; 4]>(flow.l4_offset).ok()?;
@@ -421,6 +471,16 @@ pub fn ports(ctx: &TcContext, flow: &Flow) -> Option<(u16, u16)> {
         u16::from_be_bytes([ports[0], ports[1]]),
         u16::from_be_bytes([ports[2], ports[3]]),
     ))
+}
+
+/// The shortest TCP or UDP header of `flow`.
+#[inline(always)]
+fn transport_min_len(flow: &Flow) -> usize {
+    if flow.protocol == IPPROTO_TCP {
+        TCP_MIN_HLEN
+    } else {
+        UDP_HLEN
+    }
 }
 
 /// ICMPv6 types a container never needs to send: it has no neighbours to discover

@@ -25,7 +25,10 @@ use crate::{
     drop_events,
     echo::{checksum_offset, identifier_offset, reply_owner},
     maps::{INBOUND_FRAGMENTS, config, count_container, count_public_iface, port_owner},
-    packet::{Flow, Fragment, Icmp, Parsed, Quoted, classify, icmp, parse_received, ports},
+    packet::{
+        Flow, Fragment, Icmp, Parsed, Quoted, classify, icmp, parse_received,
+        parse_received_with_ports, ports,
+    },
     translate::{Destination, container_port, quoted_port},
 };
 
@@ -38,12 +41,17 @@ logged_classifier!(
 // A function of its own: its stack is not added to the logging's.
 #[inline(never)]
 fn public_ingress_verdict(ctx: &TcContext) -> i32 {
-    // One parse serves the counters and the steering of IP packets; the rest (rare
-    // here) are read again to be counted.
+    // The common case (TCP or UDP, no options or extension headers, whole) in one
+    // read; one parse serves the counters and the steering of other IP packets; the
+    // rest (rare here) are read again to be counted.
+    if let Some((flow, ports)) = parse_received_with_ports(ctx) {
+        count_public_iface(Direction::Ingress, flow.class(), ctx.len());
+        return steer(ctx, &flow, Some(ports)).unwrap_or(TC_ACT_PIPE);
+    }
     match parse_received(ctx) {
         Parsed::Ip(flow) => {
             count_public_iface(Direction::Ingress, flow.class(), ctx.len());
-            steer(ctx, &flow).unwrap_or(TC_ACT_PIPE)
+            steer(ctx, &flow, None).unwrap_or(TC_ACT_PIPE)
         }
         _ => {
             count_public_iface(Direction::Ingress, classify(ctx), ctx.len());
@@ -52,9 +60,10 @@ fn public_ingress_verdict(ctx: &TcContext) -> i32 {
     }
 }
 
-/// The redirect verdict for a packet a container owns, `None` for the host's packets.
+/// The redirect verdict for a packet a container owns, `None` for the host's packets
+/// (`read_ports`: its TCP or UDP ports, if read already).
 #[inline(always)]
-fn steer(ctx: &TcContext, flow: &Flow) -> Option<i32> {
+fn steer(ctx: &TcContext, flow: &Flow, read_ports: Option<(u16, u16)>) -> Option<i32> {
     // SAFETY: the context pointer is valid for the program's run.
     if unsafe { (*ctx.skb.skb).pkt_type } != PACKET_HOST {
         return None;
@@ -69,7 +78,10 @@ fn steer(ctx: &TcContext, flow: &Flow) -> Option<i32> {
         // has not arrived): to the host.
         Fragment::Later => (unsafe { INBOUND_FRAGMENTS.get(fragment) }.copied()?, None),
         _ if flow.has_ports() => {
-            let (_, dport) = ports(ctx, flow)?;
+            let (_, dport) = match read_ports {
+                Some(read) => read,
+                None => ports(ctx, flow)?,
+            };
             let owner = port_owner(dport);
             if flow.fragment == Fragment::First && owner.is_none() {
                 // An identification reused for the host: later fragments are its.
