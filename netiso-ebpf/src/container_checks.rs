@@ -6,12 +6,13 @@ use aya_ebpf::programs::TcContext;
 use netiso_common::{DatapathConfig, DropReason};
 
 use crate::{
-    maps::port_owner,
-    packet::{
-        Flow, ICMP_DEST_UNREACH, ICMP_ECHO_REQUEST, ICMP_FRAG_NEEDED, ICMP_PARAMETER_PROBLEM,
+    icmp::{
+        ICMP_DEST_UNREACH, ICMP_ECHO_REQUEST, ICMP_FRAG_NEEDED, ICMP_PARAMETER_PROBLEM,
         ICMP_TIME_EXCEEDED, ICMPV6_DEST_UNREACH, ICMPV6_ECHO_REQUEST, ICMPV6_PARAMETER_PROBLEM,
-        ICMPV6_TIME_EXCEEDED, Quoted, icmp_type_code, is_host_address, quoted,
+        ICMPV6_TIME_EXCEEDED, Quoted, icmp_type_code, quoted,
     },
+    maps::port_owner,
+    packet::{Flow, is_host_address},
     translate::host_port,
 };
 

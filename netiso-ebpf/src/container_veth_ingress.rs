@@ -13,6 +13,10 @@
 //!
 //! Later fragments carry no ports, so they follow their datagram's first fragment:
 //! where it went, and only if the same container sent it (`FRAGMENT_ROUTES`).
+//!
+//! The common case (TCP or UDP from a port the container owns, to a remote address)
+//! is checked and sent first on one read of the frame (`sends_to_network`); every
+//! other packet gets the checks in full (`container_sends`).
 use aya_ebpf::{
     bindings::{TC_ACT_PIPE, TC_ACT_SHOT},
     helpers::{bpf_redirect, bpf_redirect_neigh},
@@ -32,13 +36,12 @@ use crate::{
     drop_events, echo,
     egress_flow::assign_container_flow,
     egress_policer,
+    icmp::{Icmp, icmp, is_icmpv6_link_control},
     maps::{
         FRAGMENT_ROUTES, HOST_ADDRESSES, HOST_PORT_ACCESS, VETH_CONTAINERS, config,
         count_container, port_owner,
     },
-    packet::{
-        Flow, Fragment, Icmp, Parsed, icmp, is_icmpv6_link_control, parse, parse_received, ports,
-    },
+    packet::{Flow, Fragment, Parsed, parse, parse_received, parse_with_ports, ports},
     translate::{self, Destination},
 };
 
@@ -77,18 +80,74 @@ logged_classifier!(
 
 #[inline(always)]
 fn container_sends_from_veth(ctx: &TcContext) -> i32 {
-    container_sends(ctx, Hook::VethIngress)
+    sends(ctx, Hook::VethIngress)
 }
 
 #[classifier]
 pub fn container_netkit_peer(ctx: TcContext) -> i32 {
-    let verdict = container_sends(&ctx, Hook::NetkitPeer);
+    let verdict = sends(&ctx, Hook::NetkitPeer);
     datapath_log::decision(&ctx, Program::ContainerNetkitPeer, verdict);
     if verdict == TC_ACT_SHOT {
         drop_after_sending()
     } else {
         verdict
     }
+}
+
+/// The common case first, then the full checks. (Two functions, called one after the
+/// other: their stacks are not added together.)
+#[inline(always)]
+fn sends(ctx: &TcContext, hook: Hook) -> i32 {
+    let verdict = sends_to_network(ctx, hook);
+    if verdict != CHECK_IN_FULL {
+        return verdict;
+    }
+    container_sends(ctx, hook)
+}
+
+/// What [`sends_to_network`] returns for a packet it leaves to [`container_sends`]
+/// (no tc verdict is negative but `TC_ACT_UNSPEC`).
+const CHECK_IN_FULL: i32 = i32::MIN;
+
+/// The common case, TCP or UDP from a port the container owns to a remote address,
+/// checked on one read of the frame and sent; [`CHECK_IN_FULL`] for everything else,
+/// then checked by [`container_sends`]. Whatever it sends, [`decide`] would also send
+/// to the network, with nothing to translate or record.
+#[inline(never)]
+fn sends_to_network(ctx: &TcContext, hook: Hook) -> i32 {
+    // SAFETY: the context pointer is valid for the program's run.
+    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    match (sender_to_network(ctx, ifindex), config()) {
+        (Some(slot), Some(config)) => {
+            if !egress_policer::conforms(slot, ctx.len()) {
+                return refuse(ctx, slot, DropReason::RateLimit);
+            }
+            count_sent(ctx, slot);
+            to_network(ctx, hook, config, slot)
+        }
+        _ => CHECK_IN_FULL,
+    }
+}
+
+/// The sending container's slot, if [`sends_to_network`] may send the packet.
+#[inline(always)]
+fn sender_to_network(ctx: &TcContext, ifindex: u32) -> Option<u32> {
+    let frame = parse_with_ports(ctx)?;
+    let flow = &frame.flow;
+    let owner = port_owner(frame.sport)?;
+    if owner.veth_ifindex != ifindex {
+        return None;
+    }
+    let slot = owner.slot()?;
+    let config = config()?;
+    let to_network = frame.source_mac == config.host_mac
+        && flow.is_from_host(config)
+        && !flow.is_for_host(config)
+        && !flow.is_for_loopback()
+        && !flow.is_to_link_or_group()
+        && !is_other_host_address(flow)
+        && !too_long_for_the_network(ctx);
+    to_network.then_some(slot)
 }
 
 // A function of its own: its stack is not added to the logging's.
@@ -141,27 +200,9 @@ fn container_sends(ctx: &TcContext, hook: Hook) -> i32 {
     });
     let route = match decision {
         Ok(route) => route,
-        Err(reason) => {
-            drop_events::report(ctx, slot, Direction::Egress, reason);
-            count_container(slot, |c| match reason {
-                DropReason::PortNotOwned => c.tx_dropped_port_not_owned += 1,
-                DropReason::Malformed => c.tx_dropped_malformed += 1,
-                DropReason::Other => c.tx_dropped_other += 1,
-                DropReason::Spoofed => c.tx_dropped_spoofed += 1,
-                DropReason::Fragment => c.tx_dropped_fragment += 1,
-                DropReason::Icmp => c.tx_dropped_icmp += 1,
-                DropReason::Multicast => c.tx_dropped_multicast += 1,
-                DropReason::HostPort => c.tx_dropped_host_port += 1,
-                DropReason::RateLimit => c.tx_dropped_rate_limit += 1,
-                DropReason::SpoofedSource => c.rx_dropped_spoofed_source += 1,
-            });
-            return TC_ACT_SHOT;
-        }
+        Err(reason) => return refuse(ctx, slot, reason),
     };
-    count_container(slot, |c| {
-        c.tx_packets += 1;
-        c.tx_bytes += u64::from(ctx.len());
-    });
+    count_sent(ctx, slot);
     let origin = match hook {
         Hook::VethIngress => Origin::Outside,
         Hook::NetkitPeer => Origin::Transmit,
@@ -174,24 +215,57 @@ fn container_sends(ctx: &TcContext, hook: Hook) -> i32 {
             into_loopback(ctx, config.host_lo_ifindex)
         }
         Route::Host => into_loopback(ctx, config.host_lo_ifindex),
-        Route::Network => {
-            assign_container_flow(ctx, config, slot);
-            if hook == Hook::NetkitPeer {
-                // The public interface's egress program takes this for a container's
-                // packet, not the host's (a veth's packets say so by the interface
-                // they arrived on), and clears it.
-                // SAFETY: the context pointer is valid for the program's run; tc
-                // programs may write the mark. Volatile, so that LLVM does not merge
-                // it with the priority's store into one through a computed context
-                // pointer, which the verifier refuses.
-                unsafe {
-                    core::ptr::write_volatile(&raw mut (*ctx.skb.skb).mark, CONTAINER_PACKET_MARK);
-                }
-            }
-            // SAFETY: helper call; a null params pointer means "look the next hop up".
-            unsafe { bpf_redirect_neigh(config.public_ifindex, core::ptr::null_mut(), 0, 0) as i32 }
+        Route::Network => to_network(ctx, hook, config, slot),
+    }
+}
+
+/// Drops a packet container `slot` sent, counted by `reason`.
+#[inline(always)]
+fn refuse(ctx: &TcContext, slot: u32, reason: DropReason) -> i32 {
+    drop_events::report(ctx, slot, Direction::Egress, reason);
+    count_container(slot, |c| match reason {
+        DropReason::PortNotOwned => c.tx_dropped_port_not_owned += 1,
+        DropReason::Malformed => c.tx_dropped_malformed += 1,
+        DropReason::Other => c.tx_dropped_other += 1,
+        DropReason::Spoofed => c.tx_dropped_spoofed += 1,
+        DropReason::Fragment => c.tx_dropped_fragment += 1,
+        DropReason::Icmp => c.tx_dropped_icmp += 1,
+        DropReason::Multicast => c.tx_dropped_multicast += 1,
+        DropReason::HostPort => c.tx_dropped_host_port += 1,
+        DropReason::RateLimit => c.tx_dropped_rate_limit += 1,
+        DropReason::SpoofedSource => c.rx_dropped_spoofed_source += 1,
+    });
+    TC_ACT_SHOT
+}
+
+/// Counts a packet container `slot` sent.
+#[inline(always)]
+fn count_sent(ctx: &TcContext, slot: u32) {
+    count_container(slot, |c| {
+        c.tx_packets += 1;
+        c.tx_bytes += u64::from(ctx.len());
+    });
+}
+
+/// Sends a packet container `slot` sent out of the public interface, the host's FIB
+/// and neighbour table choosing the next hop, in the container's own egress flow.
+#[inline(always)]
+fn to_network(ctx: &TcContext, hook: Hook, config: &DatapathConfig, slot: u32) -> i32 {
+    assign_container_flow(ctx, config, slot);
+    if hook == Hook::NetkitPeer {
+        // The public interface's egress program takes this for a container's
+        // packet, not the host's (a veth's packets say so by the interface
+        // they arrived on), and clears it.
+        // SAFETY: the context pointer is valid for the program's run; tc
+        // programs may write the mark. Volatile, so that LLVM does not merge
+        // it with the priority's store into one through a computed context
+        // pointer, which the verifier refuses.
+        unsafe {
+            core::ptr::write_volatile(&raw mut (*ctx.skb.skb).mark, CONTAINER_PACKET_MARK);
         }
     }
+    // SAFETY: helper call; a null params pointer means "look the next hop up".
+    unsafe { bpf_redirect_neigh(config.public_ifindex, core::ptr::null_mut(), 0, 0) as i32 }
 }
 
 /// Drops a packet on a netkit pair as a veth pair's host end does: after the

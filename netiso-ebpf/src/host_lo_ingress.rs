@@ -7,7 +7,7 @@ use crate::{
     datapath_log::{Program, logged_classifier},
     deliver::{Origin, deliver_to},
     maps::{config, port_owner},
-    packet::{Fragment, Parsed, parse_received, parse_received_with_ports, ports},
+    packet::{Fragment, Parsed, parse_received, parse_with_ports, ports},
     translate::Destination,
 };
 
@@ -26,8 +26,8 @@ fn host_lo_ingress_verdict(ctx: &TcContext) -> i32 {
 #[inline(always)]
 fn steer(ctx: &TcContext) -> Option<i32> {
     // The common case in one read, else the headers and then the ports.
-    let (flow, (_, dport)) = match parse_received_with_ports(ctx) {
-        Some(read) => read,
+    let (flow, (_, dport)) = match parse_with_ports(ctx) {
+        Some(frame) => (frame.flow, (frame.sport, frame.dport)),
         None => {
             let Parsed::Ip(flow) = parse_received(ctx) else {
                 return None;

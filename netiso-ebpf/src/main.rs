@@ -18,6 +18,7 @@ mod echo;
 mod egress_flow;
 mod egress_policer;
 mod host_lo_ingress;
+mod icmp;
 mod maps;
 mod packet;
 mod public_egress;

@@ -1,5 +1,6 @@
 //! Reading packet headers. Reads go through `bpf_skb_load_bytes`, which also works on
-//! non-linear skbs, and a read past the end of the packet is an error, never garbage.
+//! non-linear skbs, and a read past the end of the packet is an error, never garbage;
+//! the common case ([`parse_with_ports`]) reads the linear data directly.
 use aya_ebpf::programs::TcContext;
 use netiso_common::{DatapathConfig, FragmentKey, TrafficClass};
 
@@ -9,10 +10,10 @@ const ETH_P_IPV6: u16 = 0x86dd;
 const ETH_P_ARP: u16 = 0x0806;
 const ETH_P_8021Q: u16 = 0x8100;
 
-const IPPROTO_ICMP: u8 = 1;
-const IPPROTO_TCP: u8 = 6;
+pub const IPPROTO_ICMP: u8 = 1;
+pub const IPPROTO_TCP: u8 = 6;
 pub const IPPROTO_UDP: u8 = 17;
-const IPPROTO_ICMPV6: u8 = 58;
+pub const IPPROTO_ICMPV6: u8 = 58;
 
 /// Offset of the protocol field in an IPv4 header.
 const IPV4_PROTOCOL_OFFSET: usize = 9;
@@ -390,17 +391,48 @@ fn parse_ipv6(ctx: &TcContext) -> Parsed {
     })
 }
 
-/// The common case of a received frame, its ports read with its IP header in one
-/// helper call instead of two: a whole (unfragmented) TCP or UDP packet, IPv4 without
-/// options or IPv6 without extension headers, its transport header all there.
-/// `None` for every other frame, which [`parse_received`] and [`ports`] then read.
+/// `T` at `offset`, straight from the packet's linear data when it lies there (no
+/// helper call; the headers of what a stack sent or a driver received always do),
+/// else through `bpf_skb_load_bytes`. Constant offsets only: the verifier checks the
+/// direct read against the linear data's end.
 #[inline(always)]
-pub fn parse_received_with_ports(ctx: &TcContext) -> Option<(Flow, (u16, u16))> {
-    let (flow, ports) = match received_ethertype(ctx) {
+pub fn read<T: Copy>(ctx: &TcContext, offset: usize) -> Option<T> {
+    let start = ctx.data() + offset;
+    if start + core::mem::size_of::<T>() <= ctx.data_end() {
+        // SAFETY: within the packet's linear data, as just checked.
+        Some(unsafe { core::ptr::read_unaligned(start as *const T) })
+    } else {
+        ctx.load::<T>(offset).ok()
+    }
+}
+
+/// A whole TCP or UDP packet as [`parse_with_ports`] reads it.
+pub struct PortsFrame {
+    pub flow: Flow,
+    pub sport: u16,
+    pub dport: u16,
+    pub source_mac: [u8; 6],
+}
+
+/// The common case, read in one go from the frame's start, with no helper call when
+/// the headers lie in the linear data: a whole (unfragmented) TCP or UDP packet,
+/// IPv4 without options or IPv6 without extension headers, its transport header all
+/// there, untagged, and the frame's EtherType the one `skb->protocol` gives (so on a
+/// transmit path too, whatever a raw socket set, it is what [`parse`] would find).
+/// `None` for every other frame, which [`parse_received`] or [`parse`] and [`ports`]
+/// then read.
+#[inline(always)]
+pub fn parse_with_ports(ctx: &TcContext) -> Option<PortsFrame> {
+    let ethertype = received_ethertype(ctx);
+    let (flow, ports, source_mac) = match ethertype {
         ETH_P_IP => {
-            let header = ctx.load::<[u8; 24]>(ETH_HLEN).ok()?;
+            let frame = read::<[u8; ETH_HLEN + 24]>(ctx, 0)?;
+            let header = &frame[ETH_HLEN..];
             // Version 4, IHL 5; neither "more fragments" nor an offset.
-            if header[0] != 0x45 || u16::from_be_bytes([header[6], header[7]]) & 0x3fff != 0 {
+            if u16::from_be_bytes([frame[12], frame[13]]) != ethertype
+                || header[0] != 0x45
+                || u16::from_be_bytes([header[6], header[7]]) & 0x3fff != 0
+            {
                 return None;
             }
             let flow = Flow {
@@ -413,11 +445,18 @@ pub fn parse_received_with_ports(ctx: &TcContext) -> Option<(Flow, (u16, u16))> 
                 src: widen([header[12], header[13], header[14], header[15]]),
                 dst: widen([header[16], header[17], header[18], header[19]]),
             };
-            (flow, [header[20], header[21], header[22], header[23]])
+            let mut source_mac = [0u8; 6];
+            source_mac.copy_from_slice(&frame[6..12]);
+            (
+                flow,
+                [header[20], header[21], header[22], header[23]],
+                source_mac,
+            )
         }
         ETH_P_IPV6 => {
-            let header = ctx.load::<[u8; 44]>(ETH_HLEN).ok()?;
-            if header[0] >> 4 != 6 {
+            let frame = read::<[u8; ETH_HLEN + 44]>(ctx, 0)?;
+            let header = &frame[ETH_HLEN..];
+            if u16::from_be_bytes([frame[12], frame[13]]) != ethertype || header[0] >> 4 != 6 {
                 return None;
             }
             let mut flow = Flow {
@@ -429,20 +468,25 @@ pub fn parse_received_with_ports(ctx: &TcContext) -> Option<(Flow, (u16, u16))> 
             };
             flow.src.copy_from_slice(&header[8..24]);
             flow.dst.copy_from_slice(&header[24..40]);
-            (flow, [header[40], header[41], header[42], header[43]])
+            let mut source_mac = [0u8; 6];
+            source_mac.copy_from_slice(&frame[6..12]);
+            (
+                flow,
+                [header[40], header[41], header[42], header[43]],
+                source_mac,
+            )
         }
         _ => return None,
     };
     if !flow.has_ports() || (ctx.len() as usize) < flow.l4_offset + transport_min_len(&flow) {
         return None;
     }
-    Some((
+    Some(PortsFrame {
         flow,
-        (
-            u16::from_be_bytes([ports[0], ports[1]]),
-            u16::from_be_bytes([ports[2], ports[3]]),
-        ),
-    ))
+        sport: u16::from_be_bytes([ports[0], ports[1]]),
+        dport: u16::from_be_bytes([ports[2], ports[3]]),
+        source_mac,
+    })
 }
 
 /// The length of an IPv6 extension header of type `next` whose length byte is `len`,
@@ -483,159 +527,9 @@ fn transport_min_len(flow: &Flow) -> usize {
     }
 }
 
-/// ICMPv6 types a container never needs to send: it has no neighbours to discover
-/// (router/neighbour solicitations and advertisements, redirects) and no multicast
-/// listeners to report.
 #[inline(always)]
-pub fn is_icmpv6_link_control(icmp_type: u8) -> bool {
-    matches!(icmp_type, 130..=137 | 143)
-}
-
-#[inline(always)]
-fn widen(ipv4: [u8; 4]) -> [u8; 16] {
+pub fn widen(ipv4: [u8; 4]) -> [u8; 16] {
     let mut address = [0u8; 16];
     address[..4].copy_from_slice(&ipv4);
     address
-}
-
-pub const ICMP_ECHO_REPLY: u8 = 0;
-pub const ICMP_DEST_UNREACH: u8 = 3;
-/// Code of `ICMP_DEST_UNREACH`: fragmentation needed (path MTU discovery).
-pub const ICMP_FRAG_NEEDED: u8 = 4;
-pub const ICMP_ECHO_REQUEST: u8 = 8;
-pub const ICMP_TIME_EXCEEDED: u8 = 11;
-pub const ICMP_PARAMETER_PROBLEM: u8 = 12;
-pub const ICMPV6_DEST_UNREACH: u8 = 1;
-pub const ICMPV6_PACKET_TOO_BIG: u8 = 2;
-pub const ICMPV6_TIME_EXCEEDED: u8 = 3;
-pub const ICMPV6_PARAMETER_PROBLEM: u8 = 4;
-pub const ICMPV6_ECHO_REQUEST: u8 = 128;
-pub const ICMPV6_ECHO_REPLY: u8 = 129;
-
-/// What an ICMP or ICMPv6 message is, as far as steering goes.
-pub enum Icmp {
-    EchoRequest,
-    EchoReply {
-        id: u16,
-    },
-    /// An error quoting a packet we sent, of which `inner` describes the transport.
-    Error {
-        inner: Quoted,
-    },
-    Other,
-}
-
-/// The transport of the packet quoted in an ICMP error: the original packet left this
-/// host, so its source port names the socket, and so the container, it came from.
-pub enum Quoted {
-    Ports {
-        src: [u8; 16],
-        dst: [u8; 16],
-        sport: u16,
-        dport: u16,
-        /// Where the quoted transport header starts in the packet.
-        l4_offset: usize,
-    },
-    /// An echo request; `id` as on the wire, `id_offset` where it sits in the packet.
-    Echo {
-        dst: [u8; 16],
-        id: u16,
-        id_offset: usize,
-    },
-    Unknown,
-}
-
-/// Reads the ICMP message of `flow` (whose protocol is ICMP or ICMPv6).
-#[inline(always)]
-pub fn icmp(ctx: &TcContext, flow: &Flow) -> Option<Icmp> {
-    let icmp_type = ctx.load::<u8>(flow.l4_offset).ok()?;
-    let id = || ctx.load::<u16>(flow.l4_offset + 4).ok();
-    let (request, reply, is_error) = if flow.ipv6 {
-        (
-            ICMPV6_ECHO_REQUEST,
-            ICMPV6_ECHO_REPLY,
-            matches!(
-                icmp_type,
-                ICMPV6_DEST_UNREACH
-                    | ICMPV6_PACKET_TOO_BIG
-                    | ICMPV6_TIME_EXCEEDED
-                    | ICMPV6_PARAMETER_PROBLEM
-            ),
-        )
-    } else {
-        (
-            ICMP_ECHO_REQUEST,
-            ICMP_ECHO_REPLY,
-            matches!(
-                icmp_type,
-                ICMP_DEST_UNREACH | ICMP_TIME_EXCEEDED | ICMP_PARAMETER_PROBLEM
-            ),
-        )
-    };
-    Some(if icmp_type == request {
-        // The identifier must be there to be made the container's.
-        id()?;
-        Icmp::EchoRequest
-    } else if icmp_type == reply {
-        Icmp::EchoReply { id: id()? }
-    } else if is_error {
-        Icmp::Error {
-            inner: quoted(ctx, flow.ipv6, flow.l4_offset + 8),
-        }
-    } else {
-        Icmp::Other
-    })
-}
-
-/// The type and code of the ICMP message of `flow`.
-#[inline(always)]
-pub fn icmp_type_code(ctx: &TcContext, flow: &Flow) -> Option<(u8, u8)> {
-    let icmp_type = ctx.load::<u8>(flow.l4_offset).ok()?;
-    let code = ctx.load::<u8>(flow.l4_offset + 1).ok()?;
-    Some((icmp_type, code))
-}
-
-/// Parses the original packet quoted at `offset` in an ICMP error.
-#[inline(always)]
-pub fn quoted(ctx: &TcContext, ipv6: bool, offset: usize) -> Quoted {
-    let parsed = if ipv6 {
-        (
-            ctx.load::<u8>(offset + 6),
-            ctx.load::<[u8; 16]>(offset + 8),
-            ctx.load::<[u8; 16]>(offset + 24),
-            Ok(40),
-        )
-    } else {
-        (
-            ctx.load::<u8>(offset + 9),
-            ctx.load::<[u8; 4]>(offset + 12).map(widen),
-            ctx.load::<[u8; 4]>(offset + 16).map(widen),
-            ctx.load::<u8>(offset).map(|v| usize::from(v & 0x0f) * 4),
-        )
-    };
-    let (Ok(protocol), Ok(src), Ok(dst), Ok(header_len)) = parsed else {
-        return Quoted::Unknown;
-    };
-    let l4 = offset + header_len;
-    match protocol {
-        IPPROTO_TCP | IPPROTO_UDP => match (ctx.load::<u16>(l4), ctx.load::<u16>(l4 + 2)) {
-            (Ok(sport), Ok(dport)) => Quoted::Ports {
-                src,
-                dst,
-                sport: u16::from_be(sport),
-                dport: u16::from_be(dport),
-                l4_offset: l4,
-            },
-            _ => Quoted::Unknown,
-        },
-        IPPROTO_ICMP | IPPROTO_ICMPV6 => match ctx.load::<u16>(l4 + 4) {
-            Ok(id) => Quoted::Echo {
-                dst,
-                id,
-                id_offset: l4 + 4,
-            },
-            Err(_) => Quoted::Unknown,
-        },
-        _ => Quoted::Unknown,
-    }
 }

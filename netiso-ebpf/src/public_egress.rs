@@ -8,8 +8,9 @@ use netiso_common::{CONTAINER_PACKET_MARK, Direction, TrafficClass};
 use crate::{
     echo::host_request,
     egress_flow::assign_host_flow,
+    icmp::{Icmp, icmp},
     maps::{config, count_public_iface},
-    packet::{Icmp, Parsed, classify, icmp, parse},
+    packet::{Parsed, classify, parse},
 };
 
 #[classifier]

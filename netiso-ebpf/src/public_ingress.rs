@@ -24,11 +24,9 @@ use crate::{
     deliver::{Origin, PACKET_HOST, deliver_to},
     drop_events,
     echo::{checksum_offset, identifier_offset, reply_owner},
+    icmp::{Icmp, Quoted, icmp},
     maps::{INBOUND_FRAGMENTS, config, count_container, count_public_iface, port_owner},
-    packet::{
-        Flow, Fragment, Icmp, Parsed, Quoted, classify, icmp, parse_received,
-        parse_received_with_ports, ports,
-    },
+    packet::{Flow, Fragment, Parsed, classify, parse_received, parse_with_ports, ports},
     translate::{Destination, container_port, quoted_port},
 };
 
@@ -44,9 +42,9 @@ fn public_ingress_verdict(ctx: &TcContext) -> i32 {
     // The common case (TCP or UDP, no options or extension headers, whole) in one
     // read; one parse serves the counters and the steering of other IP packets; the
     // rest (rare here) are read again to be counted.
-    if let Some((flow, ports)) = parse_received_with_ports(ctx) {
-        count_public_iface(Direction::Ingress, flow.class(), ctx.len());
-        return steer(ctx, &flow, Some(ports)).unwrap_or(TC_ACT_PIPE);
+    if let Some(frame) = parse_with_ports(ctx) {
+        count_public_iface(Direction::Ingress, frame.flow.class(), ctx.len());
+        return steer(ctx, &frame.flow, Some((frame.sport, frame.dport))).unwrap_or(TC_ACT_PIPE);
     }
     match parse_received(ctx) {
         Parsed::Ip(flow) => {
