@@ -117,21 +117,20 @@ const CHECK_IN_FULL: i32 = i32::MIN;
 fn sends_to_network(ctx: &TcContext, hook: Hook) -> i32 {
     // SAFETY: the context pointer is valid for the program's run.
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
-    match (sender_to_network(ctx, ifindex), config()) {
-        (Some(slot), Some(config)) => {
-            if !egress_policer::conforms(slot, ctx.len()) {
-                return refuse(ctx, slot, DropReason::RateLimit);
-            }
-            count_sent(ctx, slot);
-            to_network(ctx, hook, config, slot)
-        }
-        _ => CHECK_IN_FULL,
+    let Some((slot, config)) = sender_to_network(ctx, ifindex) else {
+        return CHECK_IN_FULL;
+    };
+    if !egress_policer::conforms(slot, ctx.len()) {
+        return refuse(ctx, slot, DropReason::RateLimit);
     }
+    count_sent(ctx, slot);
+    to_network(ctx, hook, config, slot)
 }
 
-/// The sending container's slot, if [`sends_to_network`] may send the packet.
+/// The sending container's slot, and the configuration, if [`sends_to_network`] may
+/// send the packet.
 #[inline(always)]
-fn sender_to_network(ctx: &TcContext, ifindex: u32) -> Option<u32> {
+fn sender_to_network(ctx: &TcContext, ifindex: u32) -> Option<(u32, &'static DatapathConfig)> {
     let frame = parse_with_ports(ctx)?;
     let flow = &frame.flow;
     let owner = port_owner(frame.sport)?;
@@ -147,7 +146,7 @@ fn sender_to_network(ctx: &TcContext, ifindex: u32) -> Option<u32> {
         && !flow.is_to_link_or_group()
         && !is_other_host_address(flow)
         && !too_long_for_the_network(ctx);
-    to_network.then_some(slot)
+    to_network.then_some((slot, config))
 }
 
 // A function of its own: its stack is not added to the logging's.

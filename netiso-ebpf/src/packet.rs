@@ -36,8 +36,9 @@ fn ethertype(ctx: &TcContext) -> Option<u16> {
 /// The EtherType of a frame a device received, as the kernel read it from the frame
 /// (`eth_type_trans` sets `skb->protocol` on every receive, veth and loopback included,
 /// and on test runs): no helper call. Only for receiving hooks: on a transmit path the
-/// sender sets `skb->protocol`, and a raw socket may set it to anything. A tagged frame
-/// gets 0x8100, as in [`ethertype`].
+/// sender sets `skb->protocol`, and a raw socket may set it to anything (there,
+/// [`parse_with_ports`] checks it against the frame). A tagged frame gets 0x8100, as
+/// in [`ethertype`].
 #[inline(always)]
 fn received_ethertype(ctx: &TcContext) -> u16 {
     // SAFETY: the context pointer is valid for the program's run.
@@ -445,12 +446,10 @@ pub fn parse_with_ports(ctx: &TcContext) -> Option<PortsFrame> {
                 src: widen([header[12], header[13], header[14], header[15]]),
                 dst: widen([header[16], header[17], header[18], header[19]]),
             };
-            let mut source_mac = [0u8; 6];
-            source_mac.copy_from_slice(&frame[6..12]);
             (
                 flow,
                 [header[20], header[21], header[22], header[23]],
-                source_mac,
+                source_mac(&frame),
             )
         }
         ETH_P_IPV6 => {
@@ -468,12 +467,10 @@ pub fn parse_with_ports(ctx: &TcContext) -> Option<PortsFrame> {
             };
             flow.src.copy_from_slice(&header[8..24]);
             flow.dst.copy_from_slice(&header[24..40]);
-            let mut source_mac = [0u8; 6];
-            source_mac.copy_from_slice(&frame[6..12]);
             (
                 flow,
                 [header[40], header[41], header[42], header[43]],
-                source_mac,
+                source_mac(&frame),
             )
         }
         _ => return None,
@@ -487,6 +484,12 @@ pub fn parse_with_ports(ctx: &TcContext) -> Option<PortsFrame> {
         dport: u16::from_be_bytes([ports[2], ports[3]]),
         source_mac,
     })
+}
+
+/// The source MAC of an Ethernet frame.
+#[inline(always)]
+fn source_mac(frame: &[u8]) -> [u8; 6] {
+    [frame[6], frame[7], frame[8], frame[9], frame[10], frame[11]]
 }
 
 /// The length of an IPv6 extension header of type `next` whose length byte is `len`,

@@ -35,9 +35,17 @@ pub(crate) const PIPE: u32 = 3; // not ours: next program or the stack
 pub(crate) const SHOT: u32 = 2; // dropped
 pub(crate) const REDIRECT: u32 = 7; // steered (redirect, redirect_peer or redirect_neigh)
 
-/// Container 0's host-side veth ifindex in the port table.
+/// Containers' host-side veth ifindexes in the port table, but for the one test runs
+/// come from (`send_as`), whose device is the test run's.
 pub(crate) const C0_VETH: u32 = 101;
 pub(crate) const C1_VETH: u32 = 102;
+
+/// The ports containers own in these tests: the ports, the owner's slot and its veth.
+const OWNED_PORTS: [(std::ops::RangeInclusive<u16>, u32, u32); 3] = [
+    (31000..=31499, 0, C0_VETH),
+    (30016..=30031, 0, C0_VETH),
+    (31500..=32000, 1, C1_VETH),
+];
 /// BPF_PROG_TEST_RUN runs on the loopback device of the caller's namespace.
 pub(crate) const TEST_RUN_IFINDEX: u32 = 1;
 /// Container 0's eth0 ifindex, as its lo program finds it.
@@ -100,20 +108,7 @@ fn datapath_loaded(level: DatapathLogLevel, public_mtu: &'static u32) -> Ebpf {
         namespaces.insert(cookie, container0, 0).unwrap();
     }
     configure_as_lab_host(&mut ebpf);
-    let mut owners: Array<_, PortOwner> =
-        Array::try_from(ebpf.map_mut(PORT_OWNERS_MAP).unwrap()).unwrap();
-    for (ports, owner) in [
-        (31000..=31499, PortOwner::new(0, C0_VETH)),
-        (30016..=30031, PortOwner::new(0, C0_VETH)),
-        (31500..=32000, PortOwner::new(1, C1_VETH)),
-    ] {
-        for port in ports {
-            owners.set(port, owner, 0).unwrap();
-        }
-    }
-    let mut veths: HashMap<_, u32, u32> =
-        HashMap::try_from(ebpf.map_mut(VETH_CONTAINERS_MAP).unwrap()).unwrap();
-    veths.insert(TEST_RUN_IFINDEX, 0, 0).unwrap();
+    send_as(&mut ebpf, 0);
     // Container 0's echo requests leave with identifiers from its ephemeral range.
     let mut echo_ids: Array<_, EchoIdRange> =
         Array::try_from(ebpf.map_mut(CONTAINER_ECHO_IDS_MAP).unwrap()).unwrap();
@@ -285,11 +280,27 @@ pub(crate) fn tcp6_out(sport: u16, dport: u16) -> Vec<u8> {
     )
 }
 
-/// Makes test runs come from container `slot`'s veth.
+/// Makes test runs come from container `slot`'s veth: the device table names it, and
+/// so do its ports' owners (the datapath's short path for what containers send
+/// trusts the port's owner only on the owner's own device).
 pub(crate) fn send_as(ebpf: &mut Ebpf, slot: u32) {
     let mut veths: HashMap<_, u32, u32> =
         HashMap::try_from(ebpf.map_mut(VETH_CONTAINERS_MAP).unwrap()).unwrap();
     veths.insert(TEST_RUN_IFINDEX, slot, 0).unwrap();
+    let mut owners: Array<_, PortOwner> =
+        Array::try_from(ebpf.map_mut(PORT_OWNERS_MAP).unwrap()).unwrap();
+    for (ports, owner, veth) in OWNED_PORTS {
+        let device = if owner == slot {
+            TEST_RUN_IFINDEX
+        } else {
+            veth
+        };
+        for port in ports {
+            owners
+                .set(u32::from(port), PortOwner::new(owner, device), 0)
+                .unwrap();
+        }
+    }
 }
 
 /// Where the transport message of `frame` (IPv4 without options or IPv6 without

@@ -326,3 +326,52 @@ fn what_skips_the_containers_own_qdiscs_meets_its_egress_limit_on_the_host_side(
     );
     assert!((0..5).all(|_| out(&ebpf, &from_c1) == REDIRECT));
 }
+
+/// `frame` (IPv4 without options) with `options` (a multiple of 4 bytes) after its
+/// IPv4 header, the header's length and the packet's total length grown to match.
+fn with_ipv4_options(frame: &[u8], options: &[u8]) -> Vec<u8> {
+    let (head, rest) = frame.split_at(14 + 20);
+    let mut out = [head, options, rest].concat();
+    out[14] = 0x45 + (options.len() / 4) as u8;
+    let total = u16::from_be_bytes([out[16], out[17]]) + options.len() as u16;
+    out[16..18].copy_from_slice(&total.to_be_bytes());
+    out
+}
+
+#[test]
+fn the_short_path_for_common_packets_sends_nothing_the_full_checks_refuse() {
+    let ebpf = datapath();
+    let out = |f: &[u8]| run(&ebpf, CONTAINER_VETH_INGRESS_PROGRAM, f);
+    // IP options shaped like an owned source port (30016 → 53) where the short path
+    // would read the ports; the real ports, after the options, are another's.
+    let disguised_ports =
+        with_ipv4_options(&udp4_out(32502, REMOTE_IPV4, 53), &[0x75, 0x40, 0x00, 0x35]);
+    assert_eq!(out(&disguised_ports), SHOT);
+    // Transport headers cut short, from an owned port: 8 bytes of TCP, 12 of TCP in
+    // IPv6 (its ports all there, the rest of the header not).
+    let mut short_tcp4 = v4(
+        HOST_IPV4,
+        REMOTE_IPV4,
+        IPPROTO_TCP,
+        &tcp_segment(30016, 443),
+    );
+    short_tcp4.truncate(14 + 20 + 8);
+    let mut short_tcp6 = tcp6_out(31499, 443);
+    short_tcp6.truncate(14 + 40 + 12);
+    for f in [&short_tcp4, &short_tcp6] {
+        assert_eq!(out(f), SHOT);
+    }
+    // The same options in front of an owned port's datagram: it leaves as ever.
+    let with_options = with_ipv4_options(&udp4_out(30016, REMOTE_IPV4, 53), &[1, 1, 1, 1]);
+    assert_eq!(out(&with_options), REDIRECT);
+    assert_eq!(
+        counters(&ebpf, 0),
+        ContainerCounters {
+            tx_packets: 1,
+            tx_bytes: with_options.len() as u64,
+            tx_dropped_port_not_owned: 1,
+            tx_dropped_malformed: 2,
+            ..Default::default()
+        }
+    );
+}
