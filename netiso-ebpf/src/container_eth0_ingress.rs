@@ -6,7 +6,7 @@ use aya_ebpf::{bindings::TC_ACT_PIPE, programs::TcContext};
 use crate::{
     datapath_log::{Program, logged_classifier},
     deliver::into_loopback,
-    packet::{Parsed, parse},
+    packet::{Parsed, may_be_for_loopback, parse},
 };
 
 /// Every network namespace's loopback device has this index.
@@ -20,6 +20,10 @@ logged_classifier!(
 
 #[inline(always)]
 fn container_eth0_ingress_verdict(ctx: &TcContext) -> i32 {
+    // Nearly every packet is for the container's own address: passed on unparsed.
+    if !may_be_for_loopback(ctx) {
+        return TC_ACT_PIPE;
+    }
     match parse(ctx) {
         Parsed::Ip(flow) if flow.is_for_loopback() => into_loopback(ctx, LOOPBACK_IFINDEX),
         _ => TC_ACT_PIPE,

@@ -1,6 +1,9 @@
 //! Reading packet headers. Reads go through `bpf_skb_load_bytes`, which also works on
 //! non-linear skbs, and a read past the end of the packet is an error, never garbage;
-//! the common case ([`parse_with_ports`]) reads the linear data directly.
+//! the common case ([`parse_with_ports`]) and the few bytes that classify a frame or
+//! rule out a loopback destination are read straight from the linear data when they
+//! lie there. (The full parse stays with the helper: read in place, its IP header's
+//! copy made the full outbound checks too deep for the verifiers of 5.10 and 6.1.)
 use aya_ebpf::programs::TcContext;
 use netiso_common::{DatapathConfig, FragmentKey, TrafficClass};
 
@@ -17,6 +20,10 @@ pub const IPPROTO_ICMPV6: u8 = 58;
 
 /// Offset of the protocol field in an IPv4 header.
 const IPV4_PROTOCOL_OFFSET: usize = 9;
+/// Offset of the destination address in an IPv4 header.
+const IPV4_DESTINATION_OFFSET: usize = 16;
+/// Offset of the destination address in an IPv6 header.
+const IPV6_DESTINATION_OFFSET: usize = 24;
 /// Offset of the next-header field in an IPv6 header.
 const IPV6_NEXT_HEADER_OFFSET: usize = 6;
 
@@ -31,6 +38,18 @@ fn ethertype(ctx: &TcContext) -> Option<u16> {
         return Some(ETH_P_8021Q);
     }
     ctx.load::<u16>(12).map(u16::from_be).ok()
+}
+
+/// [`ethertype`], read in place when the frame's start lies in the linear data. (Not
+/// in [`parse`], which the full outbound checks inline: there, the direct read's
+/// branch made LLVM leave a register unset on one path, which the verifier refuses.)
+#[inline(always)]
+fn ethertype_in_place(ctx: &TcContext) -> Option<u16> {
+    // SAFETY: the context pointer is valid for the program's run.
+    if unsafe { (*ctx.skb.skb).vlan_present } != 0 {
+        return Some(ETH_P_8021Q);
+    }
+    read::<[u8; 2]>(ctx, 12).map(u16::from_be_bytes)
 }
 
 /// The EtherType of a frame a device received, as the kernel read it from the frame
@@ -54,15 +73,14 @@ fn received_ethertype(ctx: &TcContext) -> u16 {
 /// Frames too short to read are `Other`.
 #[inline(always)]
 pub fn classify(ctx: &TcContext) -> TrafficClass {
-    let Some(ethertype) = ethertype(ctx) else {
+    let Some(ethertype) = ethertype_in_place(ctx) else {
         return TrafficClass::Other;
     };
     match ethertype {
-        ETH_P_IP => ctx
-            .load::<u8>(ETH_HLEN + IPV4_PROTOCOL_OFFSET)
-            .map_or(TrafficClass::Other, ipv4_class),
-        ETH_P_IPV6 => ctx
-            .load::<u8>(ETH_HLEN + IPV6_NEXT_HEADER_OFFSET)
+        ETH_P_IP => {
+            read::<u8>(ctx, ETH_HLEN + IPV4_PROTOCOL_OFFSET).map_or(TrafficClass::Other, ipv4_class)
+        }
+        ETH_P_IPV6 => read::<u8>(ctx, ETH_HLEN + IPV6_NEXT_HEADER_OFFSET)
             .map_or(TrafficClass::Other, ipv6_class),
         ETH_P_ARP => TrafficClass::Arp,
         _ => TrafficClass::Other,
@@ -248,6 +266,23 @@ pub fn is_host_address(address: &[u8; 16], ipv6: bool, config: &DatapathConfig) 
         config.has_ipv6 != 0 && *address == config.host_ipv6
     } else {
         config.has_ipv4 != 0 && address[..4] == config.host_ipv4
+    }
+}
+
+/// Whether [`parse`] could find a received frame to be for a loopback address: `false`
+/// only when its destination, read where [`parse`] reads it, is not one. Lets the
+/// programs that look for such packets pass all others on after a read or two in
+/// place, with no helper call.
+#[inline(always)]
+pub fn may_be_for_loopback(ctx: &TcContext) -> bool {
+    match ethertype_in_place(ctx) {
+        Some(ETH_P_IP) => {
+            read::<u8>(ctx, ETH_HLEN + IPV4_DESTINATION_OFFSET).is_none_or(|first| first == 127)
+        }
+        Some(ETH_P_IPV6) => read::<[u8; 16]>(ctx, ETH_HLEN + IPV6_DESTINATION_OFFSET)
+            .is_none_or(|dst| dst == IPV6_LOOPBACK),
+        // Neither parses as IP (a frame too short for its EtherType is malformed).
+        _ => false,
     }
 }
 
