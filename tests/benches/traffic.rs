@@ -21,7 +21,8 @@
 //! Prints medians and spreads and the ratios netiso / routed, netiso / limit,
 //! netiso / u32, (netiso with limits) / netiso and, with netkit, netiso / netiso on
 //! veth. `cargo xtask bench traffic`; NETISO_TRAFFIC_COUNTS (such as
-//! "1,1024"), NETISO_TRAFFIC_SECONDS (per run, 2) and NETISO_TRAFFIC_RUNS (3) change
+//! "1,1024"), NETISO_TRAFFIC_SECONDS (per run, 2), NETISO_TRAFFIC_RUNS (3) and
+//! NETISO_TRAFFIC_CASES (cases whose label contains it, such as "UDP-64 out") change
 //! the defaults.
 use std::{fmt::Write as _, io::Write as _, net::IpAddr, process::Stdio, time::Instant};
 
@@ -138,7 +139,14 @@ fn main() {
                 })
             })
         })
+        .filter(|case: &Case| {
+            std::env::var("NETISO_TRAFFIC_CASES").map_or(true, |only| case.label().contains(&only))
+        })
         .collect();
+    assert!(
+        !cases.is_empty(),
+        "NETISO_TRAFFIC_CASES matches no case: name part of a label such as \"UDP-64 out v4\""
+    );
     println!(
         "traffic: iperf3, {seconds} s per run, median of {runs} runs (min-max); UDP in datagrams/s received, TCP in Gbit/s"
     );
