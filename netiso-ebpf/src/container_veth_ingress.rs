@@ -14,9 +14,10 @@
 //! Later fragments carry no ports, so they follow their datagram's first fragment:
 //! where it went, and only if the same container sent it (`FRAGMENT_ROUTES`).
 //!
-//! The common case (TCP or UDP from a port the container owns, to a remote address)
-//! is checked and sent first on one read of the frame (`sends_to_network`); every
-//! other packet gets the checks in full (`container_sends`).
+//! The common case (TCP or UDP from a port the container owns, or from a container
+//! port it publishes, to a remote address) is checked and sent first on one read of
+//! the frame (`sends_to_network`); every other packet gets the checks in full
+//! (`container_sends`).
 use aya_ebpf::{
     bindings::{TC_ACT_PIPE, TC_ACT_SHOT},
     helpers::{bpf_redirect, bpf_redirect_neigh},
@@ -41,7 +42,7 @@ use crate::{
         FRAGMENT_ROUTES, HOST_ADDRESSES, HOST_PORT_ACCESS, VETH_CONTAINERS, config,
         count_container, port_owner,
     },
-    packet::{Flow, Fragment, Parsed, parse, parse_received, parse_with_ports, ports},
+    packet::{Flow, Fragment, Parsed, PortsFrame, parse, parse_received, parse_with_ports, ports},
     translate::{self, Destination},
 };
 
@@ -109,36 +110,60 @@ fn sends(ctx: &TcContext, hook: Hook) -> i32 {
 /// (no tc verdict is negative but `TC_ACT_UNSPEC`).
 const CHECK_IN_FULL: i32 = i32::MIN;
 
-/// The common case, TCP or UDP from a port the container owns to a remote address,
-/// checked on one read of the frame and sent; [`CHECK_IN_FULL`] for everything else,
-/// then checked by [`container_sends`]. Whatever it sends, [`decide`] would also send
-/// to the network, with nothing to translate or record.
+/// The common case, TCP or UDP from a port the container owns (or a container port it
+/// publishes, which leaves as its host port) to a remote address, checked on one read
+/// of the frame and sent; [`CHECK_IN_FULL`] for everything else, then checked by
+/// [`container_sends`]. Whatever it sends, [`decide`] would also send to the network,
+/// translated alike, with nothing to record.
 #[inline(never)]
 fn sends_to_network(ctx: &TcContext, hook: Hook) -> i32 {
     // SAFETY: the context pointer is valid for the program's run.
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
-    let Some((slot, config)) = sender_to_network(ctx, ifindex) else {
+    let Some(sender) = sender_to_network(ctx, ifindex) else {
         return CHECK_IN_FULL;
     };
+    let slot = sender.slot;
     if !egress_policer::conforms(slot, ctx.len()) {
         return refuse(ctx, slot, DropReason::RateLimit);
     }
+    if let Some(host_port) = sender.host_port
+        && translate::from_container(ctx, &sender.frame.flow, sender.frame.sport, host_port)
+            .is_err()
+    {
+        return refuse(ctx, slot, DropReason::Malformed);
+    }
     count_sent(ctx, slot);
-    to_network(ctx, hook, config, slot)
+    to_network(ctx, hook, sender.config, slot)
 }
 
-/// The sending container's slot, and the configuration, if [`sends_to_network`] may
-/// send the packet.
+/// What [`sender_to_network`] found.
+struct ShortPathSender {
+    frame: PortsFrame,
+    slot: u32,
+    /// The host port the source port leaves as, if it is a published container port.
+    host_port: Option<u16>,
+    config: &'static DatapathConfig,
+}
+
+/// The sender and what it sent, if [`sends_to_network`] may send the packet.
 #[inline(always)]
-fn sender_to_network(ctx: &TcContext, ifindex: u32) -> Option<(u32, &'static DatapathConfig)> {
+fn sender_to_network(ctx: &TcContext, ifindex: u32) -> Option<ShortPathSender> {
     let frame = parse_with_ports(ctx)?;
-    let flow = &frame.flow;
-    let owner = port_owner(frame.sport)?;
-    if owner.veth_ifindex != ifindex {
-        return None;
-    }
-    let slot = owner.slot()?;
+    let owner = port_owner(frame.sport);
+    let (slot, host_port) = match owner {
+        Some(owner) if owner.veth_ifindex == ifindex => (owner.slot()?, None),
+        _ => {
+            // SAFETY: copied at once.
+            let slot = unsafe { VETH_CONTAINERS.get(ifindex) }.copied()?;
+            // Its own port, named with another device: for the full checks.
+            if owner.and_then(|o| o.slot()) == Some(slot) {
+                return None;
+            }
+            (slot, Some(translate::host_port(slot, frame.sport)?))
+        }
+    };
     let config = config()?;
+    let flow = &frame.flow;
     let to_network = frame.source_mac == config.host_mac
         && flow.is_from_host(config)
         && !flow.is_for_host(config)
@@ -146,7 +171,12 @@ fn sender_to_network(ctx: &TcContext, ifindex: u32) -> Option<(u32, &'static Dat
         && !flow.is_to_link_or_group()
         && !is_other_host_address(flow)
         && !too_long_for_the_network(ctx);
-    to_network.then_some((slot, config))
+    to_network.then_some(ShortPathSender {
+        frame,
+        slot,
+        host_port,
+        config,
+    })
 }
 
 // A function of its own: its stack is not added to the logging's.

@@ -129,6 +129,53 @@ fn the_container_port_leaves_as_the_published_host_port() {
     assert_eq!(counters(&ebpf, 0).tx_dropped_port_not_owned, 8);
 }
 
+/// What leaves translated on the short path would pass the full checks too: a reply
+/// from the container port with another source MAC or address, or to a multicast
+/// group, is dropped as the full checks drop it, untranslated.
+#[test]
+fn the_container_port_leaves_translated_only_where_the_full_checks_let_it() {
+    let ebpf = translating_datapath();
+    let out = |frame: &[u8]| run_out(&ebpf, CONTAINER_VETH_INGRESS_PROGRAM, frame);
+    let families = [
+        (
+            IpAddr::V4(HOST_IPV4),
+            IpAddr::V4(REMOTE_IPV4),
+            IpAddr::V4(OTHER_IPV4),
+            IpAddr::V4(Ipv4Addr::new(224, 0, 0, 251)),
+        ),
+        (
+            IpAddr::V6(HOST_IPV6),
+            IpAddr::V6(REMOTE_IPV6),
+            IpAddr::V6("2001:db8::99".parse().unwrap()),
+            IpAddr::V6("ff02::fb".parse().unwrap()),
+        ),
+    ];
+    for (host, remote, other, group) in families {
+        for protocol in [IPPROTO_TCP, IPPROTO_UDP] {
+            let mut other_mac = segment(protocol, host, C0_PORT, remote, 40000);
+            other_mac[6..12].copy_from_slice(&[0x02, 0, 0, 0, 0, 0x66]);
+            let other_source = segment(protocol, other, C0_PORT, remote, 40000);
+            let to_group = segment(protocol, host, C0_PORT, group, 40000);
+            for frame in [other_mac, other_source, to_group] {
+                assert_eq!(out(&frame), (SHOT, frame.clone()), "{protocol}");
+            }
+            let reply = segment(protocol, host, C0_PORT, remote, 40000);
+            let (verdict, sent) = out(&reply);
+            assert_eq!(verdict, REDIRECT);
+            assert_eq!(ports_and_checksum(&sent), (C0_HOST_PORT, 40000, true));
+        }
+    }
+    let counted = counters(&ebpf, 0);
+    assert_eq!(
+        (
+            counted.tx_packets,
+            counted.tx_dropped_spoofed,
+            counted.tx_dropped_multicast
+        ),
+        (4, 8, 4)
+    );
+}
+
 #[test]
 fn an_ipv4_udp_datagram_without_checksum_keeps_none() {
     let ebpf = translating_datapath();
