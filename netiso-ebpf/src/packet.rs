@@ -3,7 +3,7 @@
 //! the common case ([`parse_with_ports`]) and the few bytes that classify a frame or
 //! rule out a loopback destination are read straight from the linear data when they
 //! lie there. (The full parse stays with the helper: read in place, its IP header's
-//! copy made the full outbound checks too deep for the verifiers of 5.10 and 6.1.)
+//! copy made the full outbound checks too deep for 5.10's verifier.)
 use aya_ebpf::programs::TcContext;
 use netiso_common::{DatapathConfig, FragmentKey, TrafficClass};
 
