@@ -30,7 +30,7 @@ use netiso_common::LoopbackFlow;
 use crate::{
     datapath_log::{Program, logged_classifier},
     maps::{CONTAINER_ETH0_INDEXES, CONTAINER_NETNS, LOOPBACK_TRANSLATIONS, port_owner},
-    packet::{Flow, Fragment, Parsed, parse, parse_with_ports, ports},
+    packet::{Flow, HookKind, flow_with_ports},
     translate::{self, container_port, host_port},
 };
 
@@ -79,7 +79,7 @@ fn container_lo_egress_copy_verdict(ctx: &TcContext) -> i32 {
 /// out through eth0 (`eth0`) for the host side to deliver.
 #[inline(always)]
 fn steer(ctx: &TcContext, slot: u32, eth0: u32) -> i32 {
-    let Some((flow, sport, dport)) = flow_with_ports(ctx) else {
+    let Some((flow, sport, dport)) = flow_with_ports(ctx, HookKind::Transmit) else {
         // ICMP to its own addresses is answered by the container itself.
         return TC_ACT_PIPE;
     };
@@ -97,22 +97,6 @@ fn steer(ctx: &TcContext, slot: u32, eth0: u32) -> i32 {
     }
     // SAFETY: helper call; out through eth0's egress to the host-side veth.
     unsafe { bpf_redirect(eth0, 0) as i32 }
-}
-
-/// A TCP or UDP packet's flow and ports: the common case read in one go, in place.
-#[inline(always)]
-fn flow_with_ports(ctx: &TcContext) -> Option<(Flow, u16, u16)> {
-    if let Some(frame) = parse_with_ports(ctx) {
-        return Some((frame.flow, frame.sport, frame.dport));
-    }
-    let Parsed::Ip(flow) = parse(ctx) else {
-        return None;
-    };
-    if !flow.has_ports() || flow.fragment == Fragment::Later {
-        return None;
-    }
-    let (sport, dport) = ports(ctx, &flow)?;
-    Some((flow, sport, dport))
 }
 
 /// A conversation of container `slot` with itself: a request for a published host

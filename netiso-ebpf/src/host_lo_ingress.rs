@@ -7,7 +7,7 @@ use crate::{
     datapath_log::{Program, logged_classifier},
     deliver::{Origin, deliver_to},
     maps::{config, port_owner},
-    packet::{Fragment, Parsed, parse_received, parse_with_ports, ports},
+    packet::{HookKind, flow_with_ports},
     translate::Destination,
 };
 
@@ -25,20 +25,7 @@ fn host_lo_ingress_verdict(ctx: &TcContext) -> i32 {
 
 #[inline(always)]
 fn steer(ctx: &TcContext) -> Option<i32> {
-    // The common case in one read, else the headers and then the ports.
-    let (flow, (_, dport)) = match parse_with_ports(ctx) {
-        Some(frame) => (frame.flow, (frame.sport, frame.dport)),
-        None => {
-            let Parsed::Ip(flow) = parse_received(ctx) else {
-                return None;
-            };
-            if !flow.has_ports() || flow.fragment == Fragment::Later {
-                return None;
-            }
-            let ports = ports(ctx, &flow)?;
-            (flow, ports)
-        }
-    };
+    let (flow, _, dport) = flow_with_ports(ctx, HookKind::Receive)?;
     let config = config()?;
     if !(flow.is_for_loopback() || flow.is_for_host(config)) {
         return None;

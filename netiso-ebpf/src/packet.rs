@@ -521,6 +521,38 @@ pub fn parse_with_ports(ctx: &TcContext) -> Option<PortsFrame> {
     })
 }
 
+/// Where a program reads a frame, which says how to parse what
+/// [`parse_with_ports`] leaves.
+#[derive(Clone, Copy)]
+pub enum HookKind {
+    /// A receiving hook: [`parse_received`].
+    Receive,
+    /// A transmit path: [`parse`].
+    Transmit,
+}
+
+/// A TCP or UDP packet's flow and ports (not a later fragment, which has none): the
+/// common case read in one go ([`parse_with_ports`]), anything else parsed as `hook`
+/// says and then [`ports`].
+#[inline(always)]
+pub fn flow_with_ports(ctx: &TcContext, hook: HookKind) -> Option<(Flow, u16, u16)> {
+    if let Some(frame) = parse_with_ports(ctx) {
+        return Some((frame.flow, frame.sport, frame.dport));
+    }
+    let parsed = match hook {
+        HookKind::Receive => parse_received(ctx),
+        HookKind::Transmit => parse(ctx),
+    };
+    let Parsed::Ip(flow) = parsed else {
+        return None;
+    };
+    if !flow.has_ports() || flow.fragment == Fragment::Later {
+        return None;
+    }
+    let (sport, dport) = ports(ctx, &flow)?;
+    Some((flow, sport, dport))
+}
+
 /// The source MAC of an Ethernet frame.
 #[inline(always)]
 fn source_mac(frame: &[u8]) -> [u8; 6] {
