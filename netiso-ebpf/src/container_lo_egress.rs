@@ -31,7 +31,7 @@ use crate::{
     datapath_log::{Program, logged_classifier},
     maps::{CONTAINER_ETH0_INDEXES, CONTAINER_NETNS, LOOPBACK_TRANSLATIONS, port_owner},
     packet::{Flow, HookKind, flow_with_ports},
-    translate::{self, container_port, host_port},
+    translate::{self, Write, container_port, host_port},
 };
 
 /// The copy's container slot.
@@ -115,7 +115,7 @@ fn translate_own_conversation(ctx: &TcContext, flow: &Flow, slot: u32, sport: u1
     let asked =
         unsafe { LOOPBACK_TRANSLATIONS.get(loopback_flow(flow, slot, dport, sport)) }.copied();
     if let Some(host_port) = asked {
-        let _ = translate::from_container(ctx, flow, sport, host_port);
+        let _ = translate::from_container(ctx, flow, (sport, host_port), Write::Helper);
     }
 }
 

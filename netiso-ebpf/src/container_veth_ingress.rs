@@ -43,7 +43,7 @@ use crate::{
         count_container, port_owner,
     },
     packet::{Flow, Fragment, Parsed, PortsFrame, parse, parse_received, parse_with_ports, ports},
-    translate::{self, Destination},
+    translate::{self, Destination, Write},
 };
 
 /// An Ethernet header's length: the MTU counts what follows it.
@@ -127,8 +127,13 @@ fn sends_to_network(ctx: &TcContext, hook: Hook) -> i32 {
         return refuse(ctx, slot, DropReason::RateLimit);
     }
     if let Some(host_port) = sender.host_port
-        && translate::from_container(ctx, &sender.frame.flow, sender.frame.sport, host_port)
-            .is_err()
+        && translate::from_container(
+            ctx,
+            &sender.frame.flow,
+            (sender.frame.sport, host_port),
+            Write::InPlace,
+        )
+        .is_err()
     {
         return refuse(ctx, slot, DropReason::Malformed);
     }
@@ -423,7 +428,7 @@ fn check_transport(
         };
         if let Err(refused) = check_source_port(sport, slot) {
             let host_port = translate::host_port(slot, sport).ok_or(refused)?;
-            translate::from_container(ctx, flow, sport, host_port)
+            translate::from_container(ctx, flow, (sport, host_port), Write::Helper)
                 .map_err(|()| DropReason::Malformed)?;
         }
         Ok(Some(dport))
@@ -492,7 +497,10 @@ fn local_route(flow: &Flow, dport: Option<u16>) -> Result<Route, DropReason> {
     if let Some(dport) = dport
         && let Some(owner) = port_owner(dport)
     {
-        return Ok(Route::Container(owner, Some(Destination::of(flow, dport))));
+        return Ok(Route::Container(
+            owner,
+            Some(Destination::of(flow, dport, Write::Helper)),
+        ));
     }
     host_service(dport)
 }

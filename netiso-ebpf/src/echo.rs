@@ -12,7 +12,7 @@ use netiso_common::{EchoConversation, EchoKey, HOST_ECHO_HOLD_NS, PortOwner};
 use crate::{
     maps::{CONTAINER_ECHO_IDS, ECHO_OWNERS, port_owner},
     packet::Flow,
-    translate::rewrite_field,
+    translate::{Write, rewrite_field},
 };
 
 /// Offsets in an ICMP echo message.
@@ -47,7 +47,7 @@ fn held_by_host(key: EchoKey, now: u64) -> bool {
 #[inline(always)]
 fn rewrite_id(ctx: &TcContext, offset: usize, checksum_offset: usize, from: u16, to: u16) -> bool {
     let (from, to) = (u16::from_be(from), u16::from_be(to));
-    rewrite_field(ctx, offset, checksum_offset, from, to, 0).is_ok()
+    rewrite_field(ctx, offset, checksum_offset, (from, to), 0, Write::Helper).is_ok()
 }
 
 /// Gives the echo request of `flow` (sent by container `owner` in `slot`) an

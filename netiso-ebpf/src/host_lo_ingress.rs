@@ -8,7 +8,7 @@ use crate::{
     deliver::{Origin, deliver_to},
     maps::{config, port_owner},
     packet::{HookKind, flow_with_ports},
-    translate::Destination,
+    translate::{Destination, Write},
 };
 
 logged_classifier!(
@@ -30,7 +30,7 @@ fn steer(ctx: &TcContext) -> Option<i32> {
     if !(flow.is_for_loopback() || flow.is_for_host(config)) {
         return None;
     }
-    let destination = Destination::of(&flow, dport);
+    let destination = Destination::of(&flow, dport, Write::Helper);
     deliver_to(
         ctx,
         port_owner(dport)?,

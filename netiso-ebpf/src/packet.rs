@@ -432,13 +432,35 @@ fn parse_ipv6(ctx: &TcContext) -> Parsed {
 /// else through `bpf_skb_load_bytes`. Constant offsets only: the verifier checks the
 /// direct read against the linear data's end.
 #[inline(always)]
-fn read<T: Copy>(ctx: &TcContext, offset: usize) -> Option<T> {
+pub fn read<T: Copy>(ctx: &TcContext, offset: usize) -> Option<T> {
     let start = ctx.data() + offset;
     if start + core::mem::size_of::<T>() <= ctx.data_end() {
         // SAFETY: within the packet's linear data, as just checked.
         Some(unsafe { core::ptr::read_unaligned(start as *const T) })
     } else {
         ctx.load::<T>(offset).ok()
+    }
+}
+
+/// The furthest offset [`write`] writes at in place: a bound the verifier sees on the
+/// variable offsets of transport headers (past it, the helper writes).
+const MAX_WRITE_IN_PLACE: usize = 512;
+
+/// Writes `value` at `offset`, straight into the packet's linear data when it lies
+/// there, else through `bpf_skb_store_bytes` (one helper call fewer: ~40 ns of a
+/// translated packet's cost). A program that writes in place has the kernel make a
+/// cloned packet's header its own before the program runs, as the helper would before
+/// writing: a copy only where the header is shared (a packet socket's clone; not
+/// TCP's clones, whose headers are private).
+#[inline(always)]
+pub fn write<T: Copy>(ctx: &TcContext, offset: usize, value: &T) -> Result<(), ()> {
+    let start = ctx.data() + offset;
+    if offset <= MAX_WRITE_IN_PLACE && start + core::mem::size_of::<T>() <= ctx.data_end() {
+        // SAFETY: within the packet's linear data, as just checked.
+        unsafe { core::ptr::write_unaligned(start as *mut T, *value) };
+        Ok(())
+    } else {
+        ctx.store(offset, value, 0).map_err(drop)
     }
 }
 

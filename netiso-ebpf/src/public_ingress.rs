@@ -27,7 +27,7 @@ use crate::{
     icmp::{Icmp, Quoted, icmp},
     maps::{INBOUND_FRAGMENTS, config, count_container, count_public_iface, port_owner},
     packet::{Flow, Fragment, Parsed, classify, parse_received, parse_with_ports, ports},
-    translate::{Destination, container_port, quoted_port},
+    translate::{Destination, Write, container_port, quoted_port},
 };
 
 logged_classifier!(
@@ -85,7 +85,7 @@ fn steer(ctx: &TcContext, flow: &Flow, read_ports: Option<(u16, u16)>) -> Option
                 // An identification reused for the host: later fragments are its.
                 let _ = INBOUND_FRAGMENTS.remove(fragment);
             }
-            (owner?, Some(Destination::of(flow, dport)))
+            (owner?, Some(Destination::of(flow, dport, Write::InPlace)))
         }
         Fragment::Whole if flow.is_icmp() => (icmp_owner(ctx, flow)?, None),
         _ => return None,

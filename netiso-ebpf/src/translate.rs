@@ -11,7 +11,7 @@ use netiso_common::ContainerPort;
 
 use crate::{
     maps::{CONTAINER_PORT_TRANSLATIONS, PORT_TRANSLATIONS},
-    packet::{Flow, IPPROTO_UDP},
+    packet::{self, Flow, IPPROTO_UDP},
 };
 
 /// `bpf_l4_csum_replace` flag: the replaced field is 2 bytes.
@@ -41,6 +41,17 @@ pub fn host_port(slot: u32, port: u16) -> Option<u16> {
     unsafe { CONTAINER_PORT_TRANSLATIONS.get(key) }.copied()
 }
 
+/// How [`rewrite_field`] writes a field.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Write {
+    /// Straight into the packet where it can ([`packet::write`]): on the common
+    /// paths, ~40 ns less.
+    InPlace,
+    /// Through `bpf_skb_store_bytes`: on the full paths, where the bounds checks of
+    /// writing in place multiply the states 5.10's verifier walks past its limit.
+    Helper,
+}
+
 /// Rewrites the 16-bit field at `offset` from `from` to `to` (host order), fixing the
 /// one's-complement checksum at `checksum_offset` (`flags` as for
 /// `bpf_l4_csum_replace`). The checksum is fixed first and the field written second,
@@ -50,9 +61,9 @@ pub fn rewrite_field(
     ctx: &TcContext,
     offset: usize,
     checksum_offset: usize,
-    from: u16,
-    to: u16,
+    (from, to): (u16, u16),
     flags: u64,
+    write: Write,
 ) -> Result<(), ()> {
     let (from, to) = (from.to_be(), to.to_be());
     ctx.l4_csum_replace(
@@ -62,7 +73,10 @@ pub fn rewrite_field(
         CSUM_FIELD_2_BYTES | flags,
     )
     .map_err(drop)?;
-    ctx.store(offset, &to, 0).map_err(drop)
+    match write {
+        Write::InPlace => packet::write(ctx, offset, &to),
+        Write::Helper => ctx.store(offset, &to, 0).map_err(drop),
+    }
 }
 
 /// Offset of the transport checksum of `flow` (TCP or UDP), and its flags: a UDP
@@ -85,15 +99,17 @@ pub struct Destination {
     l4_offset: usize,
     checksum: (usize, u64),
     port: u16,
+    write: Write,
 }
 
 impl Destination {
     #[inline(always)]
-    pub fn of(flow: &Flow, port: u16) -> Self {
+    pub fn of(flow: &Flow, port: u16, write: Write) -> Self {
         Self {
             l4_offset: flow.l4_offset,
             checksum: transport_checksum(flow),
             port,
+            write,
         }
     }
 }
@@ -106,9 +122,9 @@ pub fn to_container(ctx: &TcContext, destination: &Destination) -> Result<(), ()
             ctx,
             destination.l4_offset + 2,
             destination.checksum.0,
-            destination.port,
-            port,
+            (destination.port, port),
             destination.checksum.1,
+            destination.write,
         ),
         None => Ok(()),
     }
@@ -118,14 +134,26 @@ pub fn to_container(ctx: &TcContext, destination: &Destination) -> Result<(), ()
 #[inline(always)]
 pub fn destination(ctx: &TcContext, flow: &Flow, from: u16, to: u16) -> Result<(), ()> {
     let (checksum, flags) = transport_checksum(flow);
-    rewrite_field(ctx, flow.l4_offset + 2, checksum, from, to, flags)
+    rewrite_field(
+        ctx,
+        flow.l4_offset + 2,
+        checksum,
+        (from, to),
+        flags,
+        Write::Helper,
+    )
 }
 
 /// On the way out: a packet from container port `from` leaves from host port `to`.
 #[inline(always)]
-pub fn from_container(ctx: &TcContext, flow: &Flow, from: u16, to: u16) -> Result<(), ()> {
+pub fn from_container(
+    ctx: &TcContext,
+    flow: &Flow,
+    (from, to): (u16, u16),
+    write: Write,
+) -> Result<(), ()> {
     let (checksum, flags) = transport_checksum(flow);
-    rewrite_field(ctx, flow.l4_offset, checksum, from, to, flags)
+    rewrite_field(ctx, flow.l4_offset, checksum, (from, to), flags, write)
 }
 
 /// A port quoted in an ICMP error (the error's checksum covers the quote): at
@@ -140,5 +168,5 @@ pub fn quoted_port(
     from: u16,
     to: u16,
 ) -> Result<(), ()> {
-    rewrite_field(ctx, offset, icmp_offset + 2, from, to, 0)
+    rewrite_field(ctx, offset, icmp_offset + 2, (from, to), 0, Write::Helper)
 }

@@ -176,6 +176,61 @@ fn the_container_port_leaves_translated_only_where_the_full_checks_let_it() {
     );
 }
 
+/// `segment` (an IPv6 frame) with a destination options header of `len_words`
+/// before its transport header; the transport checksum stays right (the pseudo-header
+/// counts the transport message alone).
+fn behind_destination_options(segment: &[u8], len_words: u8) -> Vec<u8> {
+    let (src, dst) = (&segment[14 + 8..14 + 24], &segment[14 + 24..14 + 40]);
+    let mut payload = ipv6_ext_header(segment[14 + 6], len_words);
+    payload.extend_from_slice(&segment[14 + 40..]);
+    v6(
+        <[u8; 16]>::try_from(src).unwrap().into(),
+        <[u8; 16]>::try_from(dst).unwrap().into(),
+        60,
+        &payload,
+    )
+}
+
+/// The transport message after `len_words` of destination options, back in a plain
+/// IPv6 frame: its ports and whether its checksum is right.
+fn ports_and_checksum_behind(frame: &[u8], len_words: u8) -> (u16, u16, bool) {
+    let l4 = 14 + 40 + 8 * (usize::from(len_words) + 1);
+    let mut plain = frame[..14 + 40].to_vec();
+    plain[14 + 6] = frame[14 + 40];
+    plain.extend_from_slice(&frame[l4..]);
+    ports_and_checksum(&plain)
+}
+
+/// Ports are rewritten in place where the headers lie in reach, and through the
+/// kernel's helper past it (here: behind 600 bytes of IPv6 options), alike.
+#[test]
+fn ports_far_into_the_packet_are_translated_too() {
+    let ebpf = translating_datapath();
+    let (host, remote) = (IpAddr::V6(HOST_IPV6), IpAddr::V6(REMOTE_IPV6));
+    for len_words in [0, 74] {
+        for protocol in [IPPROTO_TCP, IPPROTO_UDP] {
+            let inbound = segment(protocol, remote, 30020, host, C0_HOST_PORT);
+            let inbound = behind_destination_options(&inbound, len_words);
+            let (verdict, delivered) = run_out(&ebpf, PUBLIC_INGRESS_PROGRAM, &inbound);
+            assert_eq!(verdict, REDIRECT, "{protocol} behind {len_words}");
+            assert_eq!(
+                ports_and_checksum_behind(&delivered, len_words),
+                (30020, C0_PORT, true),
+                "{protocol} behind {len_words}"
+            );
+            let reply = segment(protocol, host, C0_PORT, remote, 30020);
+            let reply = behind_destination_options(&reply, len_words);
+            let (verdict, sent) = run_out(&ebpf, CONTAINER_VETH_INGRESS_PROGRAM, &reply);
+            assert_eq!(verdict, REDIRECT, "{protocol} behind {len_words}");
+            assert_eq!(
+                ports_and_checksum_behind(&sent, len_words),
+                (C0_HOST_PORT, 30020, true),
+                "{protocol} behind {len_words}"
+            );
+        }
+    }
+}
+
 #[test]
 fn an_ipv4_udp_datagram_without_checksum_keeps_none() {
     let ebpf = translating_datapath();
