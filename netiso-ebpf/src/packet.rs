@@ -432,7 +432,7 @@ fn parse_ipv6(ctx: &TcContext) -> Parsed {
 /// else through `bpf_skb_load_bytes`. Constant offsets only: the verifier checks the
 /// direct read against the linear data's end.
 #[inline(always)]
-pub fn read<T: Copy>(ctx: &TcContext, offset: usize) -> Option<T> {
+fn read<T: Copy>(ctx: &TcContext, offset: usize) -> Option<T> {
     let start = ctx.data() + offset;
     if start + core::mem::size_of::<T>() <= ctx.data_end() {
         // SAFETY: within the packet's linear data, as just checked.
